@@ -1,0 +1,87 @@
+"""Shared tensor operations: the one resize-on-logits and the one blur of the library.
+
+Every module resizes logit maps and blurs probability maps through the two functions below,
+so the convention of DESIGN §2 (bilinear, ``align_corners=False``, on logits) lives in one place.
+
+Axis legend
+    b: batch   c: channels   h, w: spatial rows / columns   k: blur kernel taps
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["resize_logits", "gaussian_blur", "gaussian_kernel1d"]
+
+
+def resize_logits(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize an NCHW logit (or feature) map to ``size`` = (H, W).
+
+    Bilinear with ``align_corners=False``, applied to logits, never to probabilities
+    (paper Eq. 2 and 10). Returns ``x`` itself when it already has that size.
+
+    Shapes:
+        x: (B, C, H_in, W_in) -> (B, C, H, W)
+    """
+    size = (int(size[0]), int(size[1]))
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def gaussian_kernel1d(
+    kernel_size: int,
+    sigma: float | None = None,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """A normalised 1-D Gaussian of ``kernel_size`` taps (odd).
+
+    ``sigma`` defaults to the common ``0.3 * ((k - 1) / 2 - 1) + 0.8`` rule, which gives
+    weights (0.25, 0.5, 0.25) for ``k = 3``.
+    """
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"blur kernel_size must be a positive odd int; got {kernel_size}")
+    if sigma is None:
+        sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
+    half = (kernel_size - 1) / 2
+    taps = torch.arange(kernel_size, dtype=torch.float64) - half
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    return kernel.to(device=device, dtype=dtype or torch.get_default_dtype())
+
+
+def gaussian_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur of an NCHW map with replicate padding.
+
+    Replicate padding keeps a constant map constant (a map of all ones stays all ones at
+    the border), so blurring an error map never invents errors at the image edge.
+
+    Args:
+        x: (B, C, H, W) map, any float dtype.
+        kernel: (K,) normalised 1-D kernel from :func:`gaussian_kernel1d`, K odd.
+
+    Shapes:
+        x: (B, C, H, W) -> (B, C, H, W)
+    """
+    k = kernel.shape[0]
+    if k == 1:
+        return x
+    pad = k // 2
+    channels = x.shape[1]
+    kernel = kernel.to(dtype=x.dtype, device=x.device)
+    row = kernel.view(1, 1, 1, k).expand(channels, 1, 1, k)
+    col = kernel.view(1, 1, k, 1).expand(channels, 1, k, 1)
+    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    x = F.conv2d(x, row, groups=channels)
+    return F.conv2d(x, col, groups=channels)
+
+
+def inverse_sqrt(n: int) -> float:
+    """``1 / sqrt(n)`` as a Python float (attention temperature)."""
+    return 1.0 / math.sqrt(n)

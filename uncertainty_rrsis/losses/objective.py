@@ -1,0 +1,87 @@
+"""The training objective of CroBIM-U, paper Eq. 17-18.
+
+``L = L_seg(P_fg) + lambda_unc * L_unc + lambda_ref * L_seg(P_ref)``
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .online_error import OnlineErrorLoss
+from .segmentation import BCEDiceLoss
+
+__all__ = ["RiskGuidedLoss", "RiskGuidedLossOutput"]
+
+
+class RiskGuidedLossOutput(NamedTuple):
+    """The total loss and its parts (each a scalar tensor; absent parts are exact zeros).
+
+    Attributes:
+        total: the objective to back-propagate.
+        seg: ``L_seg(P_fg)`` on the coarse logits.
+        unc: ``L_unc`` (unweighted).
+        ref: ``L_seg(P_ref)`` on the refined logits (unweighted).
+    """
+
+    total: torch.Tensor
+    seg: torch.Tensor
+    unc: torch.Tensor
+    ref: torch.Tensor
+
+    def as_floats(self) -> dict[str, float]:
+        """The four values as Python floats, for logging (synchronises with the device)."""
+        return {f"loss/{k}": float(v.detach()) for k, v in self._asdict().items()}
+
+
+class RiskGuidedLoss(nn.Module):
+    """Eq. 18 over a :class:`~uncertainty_rrsis.RiskGuidedOutput` and a target mask.
+
+    Logits of any resolution are resized (bilinear, on logits) to the target's resolution.
+    The uncertainty term is skipped when the output has no uncertainty (the Base row), and
+    the refinement term when it has no refinement mask.
+
+    Args:
+        lambda_unc: weight of ``L_unc``.
+        lambda_ref: weight of ``L_seg(P_ref)``.
+        seg_loss: the module used for ``L_seg`` (called as ``seg_loss(logits, target)``);
+            defaults to :class:`BCEDiceLoss`.
+        uncertainty_loss: the ``L_unc`` module; defaults to ``OnlineErrorLoss(warmup_steps=...)``.
+        warmup_steps: warm-up of the default ``L_unc`` (ignored when ``uncertainty_loss`` is given).
+
+    Shapes:
+        - output: RiskGuidedOutput with logits (B, 1, H', W') and uncertainty (B, 1, h, w)
+        - target: (B, H, W) or (B, 1, H, W), bool or {0, 1}
+        - step: int, 0-dim tensor or None
+    """
+
+    def __init__(
+        self,
+        *,
+        lambda_unc: float = 1.0,
+        lambda_ref: float = 1.0,
+        seg_loss: nn.Module | None = None,
+        uncertainty_loss: nn.Module | None = None,
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        self.lambda_unc = float(lambda_unc)
+        self.lambda_ref = float(lambda_ref)
+        self.seg_loss = seg_loss if seg_loss is not None else BCEDiceLoss()
+        self.uncertainty_loss = (
+            uncertainty_loss if uncertainty_loss is not None else OnlineErrorLoss(warmup_steps=warmup_steps)
+        )
+
+    def forward(self, output, target: torch.Tensor, step: int | torch.Tensor | None = None) -> RiskGuidedLossOutput:
+        seg = self.seg_loss(output.coarse_logits, target)
+        zero = seg.new_zeros(())
+        unc = zero
+        if output.uncertainty is not None:
+            unc = self.uncertainty_loss(output.uncertainty, output.coarse_logits, target, step=step)
+        ref = zero
+        if output.refine_mask is not None:
+            ref = self.seg_loss(output.logits, target)
+        total = seg + self.lambda_unc * unc + self.lambda_ref * ref
+        return RiskGuidedLossOutput(total, seg, unc, ref)

@@ -1,0 +1,165 @@
+"""Uncertainty-Gated Fusion (UGF), paper Eq. 9-12.
+
+Axis legend
+    b: batch   c: visual width (``dim``)   d: text width (``text_dim``)
+    h, w: rows / columns of the visual level   n: h * w positions   l: text tokens
+    g: attention heads   e: per-head width (c / g)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .._checks import (
+    check_channels,
+    check_padding_mask,
+    check_rank,
+    check_same_batch,
+    checks_enabled,
+)
+from .._ops import resize_logits
+
+__all__ = ["UncertaintyGatedFusion"]
+
+
+class UncertaintyGatedFusion(nn.Module):
+    r"""Injects language into a visual map, gated per position by the uncertainty (Eq. 9-12).
+
+    .. math::
+
+        \Delta V = \operatorname{Dropout}(\operatorname{Linear}(\operatorname{MHA}(V, T, T))),\quad
+        g = \sigma(\alpha\, u + \beta),\quad
+        V^{+} = \operatorname{LayerNorm}(V + g \odot \Delta V)
+
+    where ``u`` is the uncertainty logit map resized (bilinear on logits) to the visual map's
+    size. ``alpha`` starts positive (1.0), so more uncertain positions receive more language.
+    The gate is one scalar per position, shared by all channels.
+
+    The output projection of the multi-head attention is the ``Linear`` of Eq. 10 (two
+    linear maps in a row would be one linear map). It starts at exactly zero, so at
+    initialisation ``V+ = LayerNorm(V)``; with ``norm=False`` the module is then the
+    identity, which is the safe choice when wrapping a decoder trained without UGF.
+
+    Args:
+        dim: visual width ``C``; must be divisible by ``num_heads``.
+        text_dim: width of ``text``; defaults to ``dim``.
+        num_heads: attention heads.
+        dropout: dropout on ``Delta V`` (Eq. 10).
+        norm: apply the LayerNorm of Eq. 12 (default True, as in the paper).
+        alpha_init, beta_init: initial gate scale (> 0) and bias.
+        device, dtype: factory arguments.
+
+    Attributes:
+        dim, text_dim, num_heads, head_dim (int); alpha, beta (scalar nn.Parameter).
+
+    Shapes:
+        - visual: (B, C, H, W)
+        - text: (B, L, D)
+        - uncertainty: (B, 1, Hu, Wu) logits at any resolution, resized to (H, W)
+        - text_padding_mask: (B, L) bool, True = padding; None = no padding
+        - output: (B, C, H, W) fused visual map ``V+``
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        text_dim: int | None = None,
+        num_heads: int = 8,
+        dropout: float = 0.0,
+        norm: bool = True,
+        alpha_init: float = 1.0,
+        beta_init: float = 0.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(
+                f"UncertaintyGatedFusion: dim={dim} must be divisible by num_heads={num_heads}; "
+                f"choose num_heads among the divisors of {dim}."
+            )
+        if alpha_init <= 0:
+            raise ValueError(f"UncertaintyGatedFusion: alpha_init must be > 0 (Eq. 11); got {alpha_init}.")
+        factory = {"device": device, "dtype": dtype}
+        self.dim = int(dim)
+        self.text_dim = int(text_dim) if text_dim is not None else self.dim
+        self.num_heads = int(num_heads)
+        self.head_dim = self.dim // self.num_heads
+        self.alpha_init = float(alpha_init)
+        self.beta_init = float(beta_init)
+
+        self.q_proj = nn.Linear(self.dim, self.dim, **factory)
+        self.k_proj = nn.Linear(self.text_dim, self.dim, **factory)
+        self.v_proj = nn.Linear(self.text_dim, self.dim, **factory)
+        self.out_proj = nn.Linear(self.dim, self.dim, **factory)  # the Linear of Eq. 10
+        self.dropout = nn.Dropout(dropout)
+        self.alpha = nn.Parameter(torch.tensor(self.alpha_init, **factory))
+        self.beta = nn.Parameter(torch.tensor(self.beta_init, **factory))
+        self.norm = nn.LayerNorm(self.dim, **factory) if norm else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Xavier for q/k/v, exact zero for the output projection, alpha/beta to their inits."""
+        for proj in (self.q_proj, self.k_proj, self.v_proj):
+            nn.init.xavier_uniform_(proj.weight)
+            nn.init.zeros_(proj.bias)
+        nn.init.zeros_(self.out_proj.weight)
+        nn.init.zeros_(self.out_proj.bias)
+        with torch.no_grad():
+            self.alpha.fill_(self.alpha_init)
+            self.beta.fill_(self.beta_init)
+
+    def _check(self, visual, text, uncertainty, text_padding_mask) -> None:
+        owner = type(self).__name__
+        check_rank(owner, "visual", visual, "(B, C, H, W)")
+        check_rank(owner, "text", text, "(B, L, D)")
+        check_rank(owner, "uncertainty", uncertainty, "(B, 1, Hu, Wu)",
+                   fix="Pass the scorer's logits, e.g. of shape (B, 1, H/32, W/32).")
+        check_channels(owner, "visual", visual, self.dim, dim=1, layout="(B, C, H, W)")
+        check_channels(owner, "text", text, self.text_dim, dim=2, layout="(B, L, D)")
+        check_channels(owner, "uncertainty", uncertainty, 1, dim=1, layout="(B, 1, Hu, Wu)")
+        check_same_batch(owner, [("visual", visual), ("text", text), ("uncertainty", uncertainty)])
+        if text_padding_mask is not None:
+            check_padding_mask(owner, text_padding_mask, text)
+
+    def gate(self, uncertainty: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Eq. 11: ``g = sigmoid(alpha * resize(U) + beta)``, shape (B, 1, *size)."""
+        u = resize_logits(uncertainty, size)
+        return torch.sigmoid(self.alpha * u + self.beta)
+
+    def forward(
+        self,
+        visual: torch.Tensor,
+        text: torch.Tensor,
+        uncertainty: torch.Tensor,
+        text_padding_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return ``V+`` (B, C, H, W)."""
+        if checks_enabled():
+            self._check(visual, text, uncertainty, text_padding_mask)
+        height, width = visual.shape[-2:]
+        v = rearrange(visual, "b c h w -> b (h w) c")
+        q = rearrange(self.q_proj(v), "b n (g e) -> b g n e", g=self.num_heads)
+        k = rearrange(self.k_proj(text), "b l (g e) -> b g l e", g=self.num_heads)
+        val = rearrange(self.v_proj(text), "b l (g e) -> b g l e", g=self.num_heads)
+        attn_mask = None
+        if text_padding_mask is not None:
+            keep = ~text_padding_mask
+            has_text = keep.any(dim=-1)  # (b,)
+            # A sentence made only of padding attends everywhere, then its result is zeroed.
+            attn_mask = rearrange(keep | ~has_text[:, None], "b l -> b 1 1 l")
+        attended = F.scaled_dot_product_attention(q, k, val, attn_mask=attn_mask)
+        attended = rearrange(attended, "b g n e -> b n (g e)")
+        if text_padding_mask is not None:
+            attended = attended * rearrange(has_text, "b -> b 1 1").to(attended.dtype)
+        delta = self.dropout(self.out_proj(attended))  # Eq. 10, (b, n, c)
+        g = rearrange(self.gate(uncertainty, (height, width)), "b 1 h w -> b (h w) 1")
+        fused = self.norm(v + g.to(delta.dtype) * delta)  # Eq. 12
+        return rearrange(fused, "b (h w) c -> b c h w", h=height, w=width)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, text_dim={self.text_dim}, num_heads={self.num_heads}"

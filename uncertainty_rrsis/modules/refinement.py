@@ -1,0 +1,145 @@
+"""Uncertainty-Driven Local Refinement (UDLR), paper Eq. 13-16.
+
+Axis legend
+    b: batch   c: mask-feature width (``feature_dim``)   h, w: rows / columns of the coarse logits
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .._checks import check_channels, check_rank, check_same_batch, checks_enabled
+from .._ops import gaussian_blur, gaussian_kernel1d, resize_logits
+
+__all__ = ["UncertaintyDrivenRefinement"]
+
+
+class UncertaintyDrivenRefinement(nn.Module):
+    r"""Corrects the coarse mask logits where the uncertainty is high (Eq. 13-16).
+
+    .. math::
+
+        U^p = \sigma(\operatorname{resize}(U, H, W)),\quad
+        M = \operatorname{sg}\big[\sigma((\operatorname{Blur}(U^p) - \tau) / t)\big],\\
+        \Delta = R([F ; P_{fg} ; U^p]),\quad
+        P_{ref} = P_{fg} + M \odot \Delta
+
+    ``R`` is conv3x3-ReLU-conv3x3-ReLU-conv1x1; its last convolution starts at exactly zero,
+    so at initialisation ``P_ref == P_fg`` bit for bit. ``M`` carries no gradient (Eq. 14);
+    gradients do reach ``U`` through the ``U^p`` input of ``R``, and ``P_fg`` and ``F``
+    receive gradients as usual. Refinement runs at the resolution of the coarse logits it is
+    given; upsample the result to the image size afterwards.
+
+    Args:
+        feature_dim: channels of the mask feature ``F``.
+        hidden_dim: width of ``R``'s hidden convolutions.
+        tau: threshold of the soft mask (Eq. 13).
+        temperature: temperature ``t`` of the soft mask (> 0).
+        blur_kernel_size: odd Gaussian kernel size of ``Blur``; None disables the blur.
+        device, dtype: factory arguments.
+
+    Attributes:
+        feature_dim, hidden_dim (int); tau, temperature (float); blur_kernel_size (int or None).
+
+    Shapes:
+        - mask_feature: (B, feature_dim, Hf, Wf), resized bilinearly to (H, W) when it differs
+        - coarse_logits: (B, 1, H, W) foreground logits ``P_fg``
+        - uncertainty: (B, 1, Hu, Wu) uncertainty logits ``U`` at any resolution
+        - output: (B, 1, H, W) refined logits ``P_ref``
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        *,
+        hidden_dim: int = 64,
+        tau: float = 0.5,
+        temperature: float = 0.1,
+        blur_kernel_size: int | None = 3,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"UncertaintyDrivenRefinement: temperature must be > 0; got {temperature}.")
+        factory = {"device": device, "dtype": dtype}
+        self.feature_dim = int(feature_dim)
+        self.hidden_dim = int(hidden_dim)
+        self.tau = float(tau)
+        self.temperature = float(temperature)
+        self.blur_kernel_size = None if blur_kernel_size is None else int(blur_kernel_size)
+        kernel = gaussian_kernel1d(self.blur_kernel_size or 1, dtype=torch.float32)
+        self.register_buffer("blur_kernel", kernel, persistent=False)
+        self.head = nn.Sequential(  # R of Eq. 15
+            nn.Conv2d(self.feature_dim + 2, self.hidden_dim, 3, padding=1, **factory),
+            nn.ReLU(),
+            nn.Conv2d(self.hidden_dim, self.hidden_dim, 3, padding=1, **factory),
+            nn.ReLU(),
+            nn.Conv2d(self.hidden_dim, 1, 1, **factory),
+        )
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Default init for the hidden convolutions, exact zero for the last one."""
+        for layer in self.head:
+            if isinstance(layer, nn.Conv2d):
+                layer.reset_parameters()
+        last = self.head[-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+
+    def soft_mask(self, uncertainty: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """Eq. 13-14: the detached soft refinement mask ``M`` of shape (B, 1, *size), in (0, 1)."""
+        with torch.no_grad():
+            prob = torch.sigmoid(resize_logits(uncertainty, size).float())
+            if self.blur_kernel_size is not None:
+                prob = gaussian_blur(prob, self.blur_kernel)
+            mask = torch.sigmoid((prob - self.tau) / self.temperature)
+        return mask.to(uncertainty.dtype).detach()
+
+    def _check(self, mask_feature, coarse_logits, uncertainty) -> None:
+        owner = type(self).__name__
+        check_rank(owner, "mask_feature", mask_feature, "(B, C, Hf, Wf)")
+        check_rank(owner, "coarse_logits", coarse_logits, "(B, 1, H, W)")
+        check_rank(owner, "uncertainty", uncertainty, "(B, 1, Hu, Wu)")
+        check_channels(owner, "mask_feature", mask_feature, self.feature_dim, dim=1, layout="(B, C, Hf, Wf)",
+                       fix=f"Build the module with feature_dim={int(mask_feature.shape[1])}.")
+        check_channels(owner, "coarse_logits", coarse_logits, 1, dim=1, layout="(B, 1, H, W)",
+                       fix="Pass the single foreground logit map P_fg.")
+        check_channels(owner, "uncertainty", uncertainty, 1, dim=1, layout="(B, 1, Hu, Wu)")
+        check_same_batch(owner, [("coarse_logits", coarse_logits), ("mask_feature", mask_feature),
+                                 ("uncertainty", uncertainty)])
+
+    def forward(
+        self,
+        mask_feature: torch.Tensor,
+        coarse_logits: torch.Tensor,
+        uncertainty: torch.Tensor,
+    ) -> torch.Tensor:
+        """Return ``P_ref`` (B, 1, H, W) at the resolution of ``coarse_logits``."""
+        return self.refine(mask_feature, coarse_logits, uncertainty)[0]
+
+    def refine(
+        self,
+        mask_feature: torch.Tensor,
+        coarse_logits: torch.Tensor,
+        uncertainty: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`forward` but also return ``M``: ``(P_ref, M)``, both (B, 1, H, W)."""
+        if checks_enabled():
+            self._check(mask_feature, coarse_logits, uncertainty)
+        size = coarse_logits.shape[-2:]
+        feature = resize_logits(mask_feature, size)
+        prob = torch.sigmoid(resize_logits(uncertainty, size))  # U^p
+        mask = self.soft_mask(uncertainty, size)  # M, no gradient
+        delta = self.head(torch.cat([feature, coarse_logits.to(feature.dtype), prob.to(feature.dtype)], dim=1))
+        return coarse_logits + mask.to(delta.dtype) * delta, mask
+
+    def extra_repr(self) -> str:
+        return (
+            f"feature_dim={self.feature_dim}, hidden_dim={self.hidden_dim}, tau={self.tau}, "
+            f"temperature={self.temperature}, blur_kernel_size={self.blur_kernel_size}"
+        )
