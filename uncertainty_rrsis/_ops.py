@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["resize_logits", "gaussian_blur", "gaussian_kernel1d"]
+__all__ = ["resize_logits", "gaussian_blur", "gaussian_taps", "inverse_sqrt"]
 
 
 def resize_logits(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -33,48 +33,43 @@ def resize_logits(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def gaussian_kernel1d(
-    kernel_size: int,
-    sigma: float | None = None,
-    *,
-    device: torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> torch.Tensor:
-    """A normalised 1-D Gaussian of ``kernel_size`` taps (odd).
+def gaussian_taps(kernel_size: int, sigma: float | None = None) -> tuple[float, ...]:
+    """The normalised taps of a 1-D Gaussian of ``kernel_size`` (odd) taps, as Python floats.
 
-    ``sigma`` defaults to the common ``0.3 * ((k - 1) / 2 - 1) + 0.8`` rule, which gives
-    weights (0.25, 0.5, 0.25) for ``k = 3``.
+    ``sigma`` defaults to the common ``0.3 * ((k - 1) / 2 - 1) + 0.8`` rule (sigma 0.8 and taps
+    about (0.239, 0.522, 0.239) for ``k = 3``). Kept as floats (not a buffer) so that casting a
+    module to bfloat16 never rounds the kernel.
     """
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"blur kernel_size must be a positive odd int; got {kernel_size}")
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"blur kernel_size must be a positive odd int; got {kernel_size!r}")
     if sigma is None:
         sigma = 0.3 * ((kernel_size - 1) * 0.5 - 1) + 0.8
     half = (kernel_size - 1) / 2
-    taps = torch.arange(kernel_size, dtype=torch.float64) - half
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    return kernel.to(device=device, dtype=dtype or torch.get_default_dtype())
+    weights = [math.exp(-((i - half) ** 2) / (2 * sigma**2)) for i in range(kernel_size)]
+    total = sum(weights)
+    return tuple(w / total for w in weights)
 
 
-def gaussian_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, taps: Sequence[float]) -> torch.Tensor:
     """Separable Gaussian blur of an NCHW map with replicate padding.
 
     Replicate padding keeps a constant map constant (a map of all ones stays all ones at
-    the border), so blurring an error map never invents errors at the image edge.
+    the border), so blurring an error map never invents errors at the image edge. The
+    kernel is built in the dtype of ``x``.
 
     Args:
         x: (B, C, H, W) map, any float dtype.
-        kernel: (K,) normalised 1-D kernel from :func:`gaussian_kernel1d`, K odd.
+        taps: the K (odd) taps of a 1-D kernel, from :func:`gaussian_taps`.
 
     Shapes:
         x: (B, C, H, W) -> (B, C, H, W)
     """
-    k = kernel.shape[0]
+    k = len(taps)
     if k == 1:
         return x
     pad = k // 2
     channels = x.shape[1]
-    kernel = kernel.to(dtype=x.dtype, device=x.device)
+    kernel = torch.tensor(taps, dtype=x.dtype, device=x.device)
     row = kernel.view(1, 1, 1, k).expand(channels, 1, 1, k)
     col = kernel.view(1, 1, k, 1).expand(channels, 1, k, 1)
     x = F.pad(x, (pad, pad, pad, pad), mode="replicate")

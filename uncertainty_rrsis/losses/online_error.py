@@ -12,7 +12,7 @@ from einops import rearrange, reduce
 from torch import nn
 
 from .._checks import check_channels, check_rank, check_same_batch, checks_enabled
-from .._ops import gaussian_blur, gaussian_kernel1d, resize_logits
+from .._ops import gaussian_blur, gaussian_taps, resize_logits
 
 __all__ = ["OnlineErrorLoss", "as_target_mask"]
 
@@ -79,8 +79,7 @@ class OnlineErrorLoss(nn.Module):
         self.eps = float(eps)
         self.blur_kernel_size = None if blur_kernel_size is None else int(blur_kernel_size)
         self.warmup_steps = int(warmup_steps)
-        kernel = gaussian_kernel1d(self.blur_kernel_size or 1, dtype=torch.float32)
-        self.register_buffer("blur_kernel", kernel, persistent=False)
+        self.blur_taps = gaussian_taps(self.blur_kernel_size or 1)
 
     def _check(self, uncertainty: torch.Tensor, seg_logits: torch.Tensor, target: torch.Tensor) -> None:
         owner = type(self).__name__
@@ -103,7 +102,7 @@ class OnlineErrorLoss(nn.Module):
         with torch.no_grad():
             pred = seg_logits.detach() > 0  # y_hat
             error = (pred != target).float()  # e
-            z = gaussian_blur(error, self.blur_kernel) if self.blur_kernel_size is not None else error
+            z = gaussian_blur(error, self.blur_taps) if self.blur_kernel_size is not None else error
             inter = reduce((pred & target).float(), "b 1 h w -> b", "sum")
             union = reduce((pred | target).float(), "b 1 h w -> b", "sum")
             iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union))

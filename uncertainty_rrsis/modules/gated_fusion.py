@@ -36,7 +36,8 @@ class UncertaintyGatedFusion(nn.Module):
 
     where ``u`` is the uncertainty logit map resized (bilinear on logits) to the visual map's
     size. ``alpha`` starts positive (1.0), so more uncertain positions receive more language.
-    The gate is one scalar per position, shared by all channels.
+    The gate is one scalar per position, shared by all channels. A sentence made only of
+    padding injects nothing (``Delta V = 0``) instead of producing NaN.
 
     The output projection of the multi-head attention is the ``Linear`` of Eq. 10 (two
     linear maps in a row would be one linear map). It starts at exactly zero, so at
@@ -153,10 +154,9 @@ class UncertaintyGatedFusion(nn.Module):
             # A sentence made only of padding attends everywhere, then its result is zeroed.
             attn_mask = rearrange(keep | ~has_text[:, None], "b l -> b 1 1 l")
         attended = F.scaled_dot_product_attention(q, k, val, attn_mask=attn_mask)
-        attended = rearrange(attended, "b g n e -> b n (g e)")
-        if text_padding_mask is not None:
-            attended = attended * rearrange(has_text, "b -> b 1 1").to(attended.dtype)
-        delta = self.dropout(self.out_proj(attended))  # Eq. 10, (b, n, c)
+        delta = self.dropout(self.out_proj(rearrange(attended, "b g n e -> b n (g e)")))  # Eq. 10
+        if text_padding_mask is not None:  # a sentence of padding only injects nothing
+            delta = delta * rearrange(has_text, "b -> b 1 1").to(delta.dtype)
         g = rearrange(self.gate(uncertainty, (height, width)), "b 1 h w -> b (h w) 1")
         fused = self.norm(v + g.to(delta.dtype) * delta)  # Eq. 12
         return rearrange(fused, "b (h w) c -> b c h w", h=height, w=width)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .._checks import check_channels, check_rank, check_same_batch, checks_enabled
-from .._ops import gaussian_blur, gaussian_kernel1d, resize_logits
+from .._ops import gaussian_blur, gaussian_taps, resize_logits
 
 __all__ = ["UncertaintyDrivenRefinement"]
 
@@ -71,8 +71,7 @@ class UncertaintyDrivenRefinement(nn.Module):
         self.tau = float(tau)
         self.temperature = float(temperature)
         self.blur_kernel_size = None if blur_kernel_size is None else int(blur_kernel_size)
-        kernel = gaussian_kernel1d(self.blur_kernel_size or 1, dtype=torch.float32)
-        self.register_buffer("blur_kernel", kernel, persistent=False)
+        self.blur_taps = gaussian_taps(self.blur_kernel_size or 1)
         self.head = nn.Sequential(  # R of Eq. 15
             nn.Conv2d(self.feature_dim + 2, self.hidden_dim, 3, padding=1, **factory),
             nn.ReLU(),
@@ -94,9 +93,12 @@ class UncertaintyDrivenRefinement(nn.Module):
     def soft_mask(self, uncertainty: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         """Eq. 13-14: the detached soft refinement mask ``M`` of shape (B, 1, *size), in (0, 1)."""
         with torch.no_grad():
-            prob = torch.sigmoid(resize_logits(uncertainty, size).float())
+            logits = resize_logits(uncertainty, size)
+            if logits.dtype in (torch.float16, torch.bfloat16):
+                logits = logits.float()
+            prob = torch.sigmoid(logits)
             if self.blur_kernel_size is not None:
-                prob = gaussian_blur(prob, self.blur_kernel)
+                prob = gaussian_blur(prob, self.blur_taps)
             mask = torch.sigmoid((prob - self.tau) / self.temperature)
         return mask.to(uncertainty.dtype).detach()
 

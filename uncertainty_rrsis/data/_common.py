@@ -1,0 +1,231 @@
+"""The shared machinery of the three readers: records, sample assembly, split files.
+
+A *record* is one entry of a split: an image path, one or more sentences (several only
+for RRSIS-D training refs, one of which is drawn per access), where its mask comes from,
+an identifier and tags. Subclasses build the records and say how to read a mask.
+
+Sample dict (one ``__getitem__``), S = ``image_size``, L = ``max_tokens``:
+
+========================  =========================  ==========================================
+key                       type / shape               meaning
+========================  =========================  ==========================================
+``image``                 float32 (3, S, S)          resized, ImageNet-normalised image
+``mask``                  bool (S, S)                resized target mask (nearest)
+``sentence``              str                        the referring expression
+``input_ids``             long (L,)                  only when a tokenizer is given
+``text_padding_mask``     bool (L,)                  True = padding; only with a tokenizer
+``orig_size``             tuple (H, W)               size of the image file
+``id``                    str                        unique within the split
+``tags``                  dict                       e.g. ``{"category": "ship"}``; may be empty
+``orig_mask``             bool (H, W)                only with ``return_orig_mask=True``
+========================  =========================  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from ._errors import DatasetError, DatasetLayoutError, SampleError
+from ._io import read_image
+from ._text import tokenize
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
+
+__all__ = ["ReferringDataset", "Record", "SPLITS", "read_phrase_file"]
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Record:
+    """One entry of a split (see the module docstring)."""
+
+    id: str
+    image_path: Path
+    sentences: tuple[str, ...]
+    mask_source: Any
+    where: str
+    tags: Mapping[str, Any] = field(default_factory=dict)
+
+
+def read_phrase_file(path: Path, *, layout: str) -> list[tuple[int, str, str]]:
+    """Parse an ``output_phrase_<split>.txt`` file: lines ``<name> <sentence...>``.
+
+    Returns (line number, name, sentence) for each non-blank line; the sentence keeps its
+    inner spacing and loses surrounding whitespace (it may be empty: checked later).
+    """
+    if not path.is_file():
+        raise DatasetLayoutError(f"split file not found: {path}\nExpected layout:\n{layout}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetLayoutError(f"cannot read split file {path}: {exc}") from exc
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(None, 1)
+        out.append((number, parts[0], parts[1].strip() if len(parts) > 1 else ""))
+    return out
+
+
+def _unique_ids(ids: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for i in ids:
+        k = seen.get(i, 0)
+        seen[i] = k + 1
+        out.append(i if k == 0 else f"{i}#{k}")
+    return out
+
+
+class ReferringDataset(Dataset):
+    """Base class of the readers: a map-style dataset of referring samples.
+
+    Args (shared by every reader, keyword-only after ``root`` and ``split``):
+        root: dataset folder (layout in each reader's docstring).
+        split: ``"train"``, ``"val"`` or ``"test"``.
+        tokenizer: a Hugging Face-style tokenizer (see :func:`~._text.tokenize`); without
+            one, samples carry no ``input_ids``/``text_padding_mask``.
+        max_tokens: L, token ids per sentence incl. special tokens (20 in the field).
+        image_size: S or (S_h, S_w) of the resized image and mask (480 in the field).
+        resize_backend: ``"pil"`` (LAVT-exact) or ``"torch"``; see :mod:`.transforms`.
+        mean, std: normalisation (ImageNet by default).
+        return_orig_mask: also return the original-size mask as ``orig_mask`` (for
+            evaluation at the original size); off by default to keep batches light.
+        strict: check the annotations at construction and raise one error that lists
+            every bad entry (empty sentences, dangling annotation ids). With
+            ``strict=False`` bad entries raise only when accessed, which is what
+            :func:`~.check.check_dataset` uses to report them all.
+    """
+
+    #: Short dataset name (used by :mod:`.check`).
+    name: ClassVar[str] = "dataset"
+    #: Human-readable description of the expected folder layout (used in errors).
+    layout: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str,
+        *,
+        tokenizer: Any = None,
+        max_tokens: int = 20,
+        image_size: int | Sequence[int] = 480,
+        resize_backend: str = "pil",
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        return_orig_mask: bool = False,
+        strict: bool = True,
+    ) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
+        if max_tokens < 2:
+            raise ValueError(f"max_tokens must be >= 2 (room for special tokens); got {max_tokens}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetLayoutError(
+                f"{self.name} root folder not found: {self.root}\nExpected layout:\n{self.layout}"
+            )
+        self.split = split
+        self.tokenizer = tokenizer
+        self.max_tokens = int(max_tokens)
+        self.transform = ResizeNormalize(image_size=image_size, mean=mean, std=std, backend=resize_backend)  # type: ignore[arg-type]
+        self.return_orig_mask = bool(return_orig_mask)
+        records = self._build_records()
+        ids = _unique_ids([r.id for r in records])
+        self.records: list[Record] = [
+            r if r.id == i else Record(i, r.image_path, r.sentences, r.mask_source, r.where, r.tags)
+            for r, i in zip(records, ids)
+        ]
+        if strict:
+            problems = self.annotation_problems()
+            if problems:
+                shown = "\n  ".join(problems[:20])
+                more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
+                raise DatasetError(
+                    f"{len(problems)} bad annotation(s) in {self.name} {split} under {self.root}:\n  "
+                    f"{shown}{more}\n(pass strict=False and run check_dataset() for a full report)"
+                )
+
+    # -- to implement in subclasses ---------------------------------------------------
+    def _build_records(self) -> list[Record]:
+        raise NotImplementedError
+
+    def _read_mask(self, record: Record) -> np.ndarray:
+        """Return the original-size mask of ``record`` as (H, W) bool."""
+        raise NotImplementedError
+
+    def _mask_description(self, record: Record) -> str:
+        return str(record.mask_source)
+
+    # -- shared ---------------------------------------------------------------------
+    def annotation_problems(self) -> list[str]:
+        """Problems visible without opening images: empty sentences (and reader-specific ones)."""
+        out = []
+        for r in self.records:
+            if not r.sentences or any(not s.strip() for s in r.sentences):
+                out.append(f"{r.where}: empty sentence for sample {r.id!r}")
+        return out
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _pick_sentence(self, record: Record) -> str:
+        if len(record.sentences) == 1:
+            return record.sentences[0]
+        # torch's RNG: seeded per DataLoader worker and by torch.manual_seed.
+        return record.sentences[int(torch.randint(len(record.sentences), ()).item())]
+
+    def load_raw(self, index: int) -> tuple[Image.Image, np.ndarray, Record]:
+        """Read and validate one record without resizing.
+
+        Returns the RGB image (W x H), its (H, W) bool mask and the record. Raises
+        :class:`SampleError` naming the file for a missing/corrupt image or mask, a mask
+        whose size differs from its image, or an empty sentence.
+        """
+        record = self.records[index]
+        if not record.sentences or any(not s.strip() for s in record.sentences):
+            raise SampleError(f"{record.where}: empty sentence for sample {record.id!r}")
+        image = read_image(record.image_path, layout=self.layout)
+        mask = self._read_mask(record)
+        if mask.shape != (image.height, image.width):
+            raise SampleError(
+                f"mask {self._mask_description(record)} is {mask.shape[0]}x{mask.shape[1]} (HxW) but image "
+                f"{record.image_path} is {image.height}x{image.width}; a mask must have its image's size "
+                "(it is never resized silently)"
+            )
+        return image, mask, record
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask, record = self.load_raw(index)
+        sentence = self._pick_sentence(record)
+        image_t, mask_t = self.transform(image, mask)
+        sample: dict[str, Any] = {
+            "image": image_t,
+            "mask": mask_t,
+            "sentence": sentence,
+            "orig_size": (image.height, image.width),
+            "id": record.id,
+            "tags": dict(record.tags),
+        }
+        if self.tokenizer is not None:
+            sample["input_ids"], sample["text_padding_mask"] = tokenize(
+                self.tokenizer, sentence, max_tokens=self.max_tokens
+            )
+        if self.return_orig_mask:
+            sample["orig_mask"] = torch.from_numpy(np.ascontiguousarray(mask))
+        return sample
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+            f"samples={len(self)}, image_size={self.transform.size})"
+        )

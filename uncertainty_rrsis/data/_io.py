@@ -1,0 +1,46 @@
+"""Image and mask file readers that name the offending file in every error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ._errors import SampleError
+
+__all__ = ["read_image", "read_mask"]
+
+_READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def _open(path: Path, what: str, layout: str) -> Image.Image:
+    if not path.is_file():
+        raise SampleError(f"{what} file not found: {path}\nExpected layout:\n{layout}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.copy()
+    except _READ_ERRORS as exc:
+        raise SampleError(f"cannot read {what} file {path}: corrupt or unsupported ({exc})") from exc
+
+
+def read_image(path: Path, *, layout: str) -> Image.Image:
+    """Open an image file as an RGB PIL image (size W x H)."""
+    img = _open(path, "image", layout)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+def read_mask(path: Path, *, threshold: int, layout: str) -> np.ndarray:
+    """Read a mask image as (H, W) bool: ``value > threshold`` on channel 0."""
+    img = _open(path, "mask", layout)
+    if img.mode == "P":
+        img = img.convert("L") if "transparency" not in img.info else img.convert("RGBA")
+    arr = np.asarray(img)
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    if arr.ndim != 2:
+        raise SampleError(f"mask file {path} has an unsupported shape {arr.shape}")
+    return arr > threshold

@@ -1,0 +1,143 @@
+"""Drawing primitives of the synthetic benchmark: textures, shapes and their footprints.
+
+Every shape is drawn twice with the same geometry: in colour on the RGB canvas and with
+its object id on a label canvas, so the label map gives each object's exact visible
+pixels (later shapes hide earlier ones). Nothing is antialiased, so masks and pixels agree.
+
+Coordinates are pixels (x right, y down); ``s`` is the image side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+__all__ = [
+    "Canvas",
+    "texture",
+    "rect_points",
+    "ship_points",
+    "curve_points",
+    "shade",
+    "BACKGROUNDS",
+]
+
+Point = tuple[float, float]
+RGB = tuple[int, int, int]
+
+#: background name -> (base colour, second colour, pattern)
+BACKGROUNDS: dict[str, tuple[RGB, RGB, str]] = {
+    "field": ((92, 128, 62), (128, 140, 74), "stripes"),
+    "water": ((38, 68, 104), (46, 82, 118), "blobs"),
+    "urban": ((128, 126, 122), (150, 148, 142), "grid"),
+    "soil": ((168, 144, 106), (150, 126, 92), "blobs"),
+}
+
+
+def shade(colour: Sequence[int], factor: float) -> RGB:
+    """Scale a colour by ``factor`` and clip to [0, 255]."""
+    return tuple(int(max(0, min(255, round(c * factor)))) for c in colour)  # type: ignore[return-value]
+
+
+def texture(rng: np.random.Generator, s: int, name: str) -> np.ndarray:
+    """A (s, s, 3) uint8 background texture of kind ``name`` (see :data:`BACKGROUNDS`)."""
+    base, second, pattern = BACKGROUNDS[name]
+    yy, xx = np.mgrid[0:s, 0:s].astype(np.float32) / s
+    if pattern == "stripes":  # ploughed fields: parallel bands in a few parcels
+        angle = rng.uniform(0, math.pi)
+        freq = rng.uniform(10, 18)
+        t = 0.5 + 0.5 * np.sin(2 * math.pi * freq * (xx * math.cos(angle) + yy * math.sin(angle)))
+        parcel = (xx > rng.uniform(0.3, 0.7)).astype(np.float32)
+        t = np.where(parcel > 0, t, 1 - t) * 0.7
+    elif pattern == "grid":  # urban ground: paved blocks separated by lighter lanes
+        period = rng.uniform(0.18, 0.3)
+        gx = (np.abs(((xx + rng.uniform(0, 1)) / period) % 1 - 0.5) > 0.45).astype(np.float32)
+        gy = (np.abs(((yy + rng.uniform(0, 1)) / period) % 1 - 0.5) > 0.45).astype(np.float32)
+        t = np.maximum(gx, gy)
+    else:  # blobs: smooth low-frequency noise
+        coarse = rng.random((5, 5)).astype(np.float32)
+        img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((s, s), Image.BICUBIC)
+        t = np.asarray(img, dtype=np.float32) / 255.0
+    t = t[..., None]
+    out = np.asarray(base, np.float32) * (1 - t) + np.asarray(second, np.float32) * t
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def rect_points(cx: float, cy: float, w: float, h: float, angle: float) -> list[Point]:
+    """Corners of a w x h rectangle centred at (cx, cy), rotated by ``angle`` radians."""
+    c, s_ = math.cos(angle), math.sin(angle)
+    corners = [(-w / 2, -h / 2), (w / 2, -h / 2), (w / 2, h / 2), (-w / 2, h / 2)]
+    return [(cx + x * c - y * s_, cy + x * s_ + y * c) for x, y in corners]
+
+
+def ship_points(cx: float, cy: float, length: float, width: float, angle: float) -> list[Point]:
+    """A pointed hull (bow at +length/2 along ``angle``)."""
+    c, s_ = math.cos(angle), math.sin(angle)
+    hull = [
+        (length / 2, 0.0),
+        (length / 4, width / 2),
+        (-length / 2, width * 0.4),
+        (-length / 2, -width * 0.4),
+        (length / 4, -width / 2),
+    ]
+    return [(cx + x * c - y * s_, cy + x * s_ + y * c) for x, y in hull]
+
+
+def curve_points(
+    rng: np.random.Generator, s: int, *, vertical: bool, base: float, amplitude: float
+) -> list[Point]:
+    """A long smooth curve crossing the image edge to edge near ``base`` (fraction of s)."""
+    freq = rng.uniform(0.6, 1.6)
+    phase = rng.uniform(0, 2 * math.pi)
+    tilt = rng.uniform(-0.12, 0.12)
+    pts = []
+    for t in np.linspace(-0.05, 1.05, 16):
+        offset = base + tilt * (t - 0.5) + amplitude * math.sin(2 * math.pi * freq * t + phase)
+        along, across = float(t) * s, offset * s
+        pts.append((across, along) if vertical else (along, across))
+    return pts
+
+
+class Canvas:
+    """An RGB canvas and a label canvas drawn in lockstep.
+
+    Attributes:
+        rgb: PIL RGB image (s x s). label: PIL "L" image, 0 = background, k = object k.
+    """
+
+    def __init__(self, background: np.ndarray) -> None:
+        self.s = background.shape[0]
+        self.rgb = Image.fromarray(background)
+        self.label = Image.new("L", (self.s, self.s), 0)
+        self._draw_rgb = ImageDraw.Draw(self.rgb)
+        self._draw_label = ImageDraw.Draw(self.label)
+
+    def polygon(self, points: Sequence[Point], colour: RGB, label: int) -> None:
+        self._draw_rgb.polygon(list(points), fill=colour, outline=shade(colour, 0.6))
+        self._draw_label.polygon(list(points), fill=label, outline=label)
+
+    def ellipse(self, cx: float, cy: float, r: float, colour: RGB, label: int) -> None:
+        box = [cx - r, cy - r, cx + r, cy + r]
+        self._draw_rgb.ellipse(box, fill=colour, outline=shade(colour, 0.6))
+        self._draw_label.ellipse(box, fill=label, outline=label)
+
+    def line(self, points: Sequence[Point], width: int, colour: RGB, label: int) -> None:
+        self._draw_rgb.line(list(points), fill=colour, width=width, joint="curve")
+        self._draw_label.line(list(points), fill=label, width=width, joint="curve")
+
+    def detail_line(self, points: Sequence[Point], colour: RGB, width: int = 1) -> None:
+        """Draw on the RGB canvas only (texture inside an object's footprint)."""
+        self._draw_rgb.line(list(points), fill=colour, width=width)
+
+    def detail_ellipse(self, cx: float, cy: float, r: float, colour: RGB) -> None:
+        self._draw_rgb.ellipse([cx - r, cy - r, cx + r, cy + r], outline=colour)
+
+    def detail_polygon(self, points: Sequence[Point], colour: RGB) -> None:
+        self._draw_rgb.polygon(list(points), outline=colour)
+
+    def labels(self) -> np.ndarray:
+        """(s, s) uint8 label map."""
+        return np.asarray(self.label, dtype=np.uint8).copy()

@@ -1,0 +1,63 @@
+"""RefSegRS reader."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._common import Record, ReferringDataset, read_phrase_file
+from ._errors import DatasetLayoutError
+from ._io import read_mask
+
+__all__ = ["RefSegRS"]
+
+_LAYOUT = """\
+  <root>/
+    images/<stem>.tif             RGB aerial tiles (512x512)
+    masks/<stem>.tif              masks; foreground = value > 50 (channel 0)
+    output_phrase_train.txt       lines "<stem> <sentence...>" (no extension)
+    output_phrase_val.txt
+    output_phrase_test.txt"""
+
+
+class RefSegRS(ReferringDataset):
+    """RefSegRS: ``.tif`` images and masks, one ``<stem> <sentence>`` per line.
+
+    Foreground is ``mask > 50`` (channel 0 of a multi-channel mask).
+
+    Layout::
+
+      <root>/
+        images/<stem>.tif             RGB aerial tiles (512x512)
+        masks/<stem>.tif              masks; foreground = value > 50 (channel 0)
+        output_phrase_train.txt       lines "<stem> <sentence...>" (no extension)
+        output_phrase_val.txt
+        output_phrase_test.txt
+
+    Arguments: see :class:`~uncertainty_rrsis.data.ReferringDataset`.
+    """
+
+    name = "refsegrs"
+    layout = _LAYOUT
+
+    #: Threshold of the mask files: foreground = value > 50.
+    mask_threshold: int = 50
+
+    def _build_records(self) -> list[Record]:
+        phrase_file = self.root / f"output_phrase_{self.split}.txt"
+        entries = read_phrase_file(phrase_file, layout=_LAYOUT)
+        for folder in ("images", "masks"):
+            if not (self.root / folder).is_dir():
+                raise DatasetLayoutError(f"folder not found: {self.root / folder}\nExpected layout:\n{_LAYOUT}")
+        return [
+            Record(
+                id=stem,
+                image_path=self.root / "images" / f"{stem}.tif",
+                sentences=(sentence,),
+                mask_source=self.root / "masks" / f"{stem}.tif",
+                where=f"{phrase_file}:{number}",
+            )
+            for number, stem, sentence in entries
+        ]
+
+    def _read_mask(self, record: Record) -> np.ndarray:
+        return read_mask(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT)

