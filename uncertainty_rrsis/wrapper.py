@@ -133,10 +133,12 @@ class RiskGuidedDecoder(nn.Module):
             try:
                 target = decoder.get_submodule(mask_feature_from)
             except AttributeError as err:
-                names = [n for n, _ in decoder.named_modules() if n][:20]
+                names = [n for n, _ in decoder.named_modules() if n]
+                parent = mask_feature_from.rsplit(".", 1)[0]
+                near = [n for n in names if n.startswith(parent + ".")] or names
                 raise ValueError(
                     f"RiskGuidedDecoder: mask_feature_from={mask_feature_from!r} names no submodule of the "
-                    f"decoder ({type(decoder).__name__}). Some of its submodules: {names}."
+                    f"decoder ({type(decoder).__name__}). Submodules it has: {near[:20]}."
                 ) from err
             self._hook_handle = target.register_forward_hook(self._capture)
 

@@ -1,0 +1,390 @@
+"""Evaluation metrics: the field's referring-segmentation protocol and uncertainty quality.
+
+Protocol (DESIGN §6, the LAVT / RMSIN / CroBIM convention), per sample:
+``I = |pred & gt|``, ``U = |pred | gt|``, ``IoU = I / U`` and **IoU = 0 when U = 0**.
+Over a split: ``oIoU = sum I / sum U``, ``mIoU`` = mean per-sample IoU, ``Pr@t`` = share of
+samples with ``IoU >= t`` for t in {0.5, 0.6, 0.7, 0.8, 0.9}. Predictions are binarised
+at probability 0.5 (``logit > 0``). Every sentence counts once.
+
+Accumulators are float64 tensors ``[sum_I, sum_U, sum_IoU, count, hits@t...]`` on a
+configurable device, so :meth:`ReferringSegmentationMetrics.sync` is one ``all_reduce``
+(shard the split across ranks *without* padding so each sample is counted once).
+
+Uncertainty quality (:class:`UncertaintyQualityMetrics`) asks whether ``U^p`` predicts the
+model's errors: AUROC and AUPRC of ``U^p`` as a score for error pixels, and the share of
+error pixels caught in the top 5/10/20 % most uncertain pixels. Two fixed histograms
+(error / correct pixels over ``bins`` equal bins of [0, 1]) are accumulated, so memory
+does not grow with the split and ranks sum with one ``all_reduce``.
+
+Axis letters: B batch, H/W mask height/width, S input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ._ops import resize_logits
+
+__all__ = [
+    "THRESHOLDS",
+    "ReferringSegmentationMetrics",
+    "UncertaintyQualityMetrics",
+    "per_sample_iou",
+    "binarize_logits",
+]
+
+#: Precision thresholds of the field.
+THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+_TOTAL = "__all__"
+
+
+def per_sample_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Intersection, union and IoU per sample (IoU = 0 where the union is empty).
+
+    Shapes:
+        pred, target: (B, H, W) bool -> I, U, IoU: (B,) float64.
+    """
+    p = pred.reshape(pred.shape[0], -1)
+    t = target.reshape(target.shape[0], -1)
+    inter = (p & t).sum(1, dtype=torch.float64)
+    union = (p | t).sum(1, dtype=torch.float64)
+    iou = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(union))
+    return inter, union, iou
+
+
+def binarize_logits(logits: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
+    """Foreground logits -> bool masks, optionally resized first (bilinear, on logits).
+
+    Shapes:
+        logits: (B, 1, h, w) or (B, h, w) -> (B, H, W) bool with (H, W) = ``size`` or (h, w).
+    """
+    x = logits if logits.dim() == 4 else logits.unsqueeze(1)
+    if size is not None:
+        x = resize_logits(x.float(), size)
+    return x[:, 0] > 0
+
+
+def _as_batch(masks: torch.Tensor | Sequence[torch.Tensor], name: str) -> list[torch.Tensor] | torch.Tensor:
+    if isinstance(masks, torch.Tensor):
+        if masks.dim() != 3:
+            raise ValueError(f"{name} must be (B, H, W); got shape {tuple(masks.shape)}")
+        if masks.dtype != torch.bool:
+            raise ValueError(f"{name} must be bool (binarise logits with `> 0` first); got {masks.dtype}")
+        return masks
+    out = list(masks)
+    for m in out:
+        if m.dim() != 2 or m.dtype != torch.bool:
+            raise ValueError(f"each of {name} must be a (H, W) bool tensor; got {tuple(m.shape)} {m.dtype}")
+    return out
+
+
+class ReferringSegmentationMetrics:
+    """oIoU, mIoU and Pr@t of a split, with optional per-tag breakdowns and DDP sync.
+
+    Args:
+        thresholds: precision thresholds (default 0.5 ... 0.9).
+        device: where the float64 accumulators live (e.g. the rank's GPU for NCCL).
+        breakdown: keep a breakdown per ``key=value`` of every scalar tag (str, bool,
+            int) passed to :meth:`update`.
+        at_original_size: :meth:`update_from_batch` evaluates against the original-size
+            masks (``batch["orig_mask"]``, dataset built with ``return_orig_mask=True``),
+            resizing the logits bilinearly to each original size; otherwise against
+            ``batch["mask"]`` at the input resolution (the field's default).
+
+    Example::
+
+        metrics = ReferringSegmentationMetrics(device=device)
+        for batch in loader:
+            metrics.update(logits[:, 0] > 0, batch["mask"], tags=batch["tags"])
+        metrics.sync()            # under DDP: one all_reduce
+        print(metrics.compute())  # {"oIoU": ..., "mIoU": ..., "Pr@0.5": ..., "count": ...}
+    """
+
+    def __init__(
+        self,
+        *,
+        thresholds: Sequence[float] = THRESHOLDS,
+        device: torch.device | str | None = None,
+        breakdown: bool = True,
+        at_original_size: bool = False,
+    ) -> None:
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.breakdown = bool(breakdown)
+        self.at_original_size = bool(at_original_size)
+        self._thr = torch.tensor(self.thresholds, dtype=torch.float64, device=self.device)
+        self.reset()
+
+    @property
+    def width(self) -> int:
+        """Length of one accumulator row: 4 + number of thresholds."""
+        return 4 + len(self.thresholds)
+
+    def reset(self) -> None:
+        """Forget everything accumulated (also after :meth:`sync`)."""
+        self._rows: dict[str, torch.Tensor] = {_TOTAL: self._zeros()}
+        self._synced = False
+
+    def _zeros(self) -> torch.Tensor:
+        return torch.zeros(self.width, dtype=torch.float64, device=self.device)
+
+    def _stats(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, H, W) bool pair -> (B, width) float64 per-sample rows."""
+        inter, union, iou = per_sample_iou(pred.to(self.device), target.to(self.device))
+        hits = (iou[:, None] >= self._thr[None, :]).to(torch.float64)
+        ones = torch.ones_like(iou)
+        return torch.cat([inter[:, None], union[:, None], iou[:, None], ones[:, None], hits], dim=1)
+
+    @torch.no_grad()
+    def update(
+        self,
+        pred_mask: torch.Tensor | Sequence[torch.Tensor],
+        target_mask: torch.Tensor | Sequence[torch.Tensor],
+        *,
+        tags: Sequence[Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Add a batch.
+
+        Args:
+            pred_mask: (B, H, W) bool, or a list of B (H_i, W_i) bool tensors (original
+                sizes that differ per sample).
+            target_mask: same shapes as ``pred_mask``.
+            tags: optional list of B dicts; scalar values feed the breakdown.
+        """
+        if self._synced:
+            raise RuntimeError("metrics were already synced; call reset() before new updates")
+        pred = _as_batch(pred_mask, "pred_mask")
+        target = _as_batch(target_mask, "target_mask")
+        if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor):
+            if pred.shape != target.shape:
+                raise ValueError(f"pred_mask {tuple(pred.shape)} and target_mask {tuple(target.shape)} differ in shape")
+            rows = self._stats(pred, target)
+        else:
+            pred_l, target_l = list(pred), list(target)
+            if len(pred_l) != len(target_l):
+                raise ValueError(f"{len(pred_l)} predictions but {len(target_l)} targets")
+            for i, (p, t) in enumerate(zip(pred_l, target_l)):
+                if p.shape != t.shape:
+                    raise ValueError(f"sample {i}: prediction {tuple(p.shape)} and target {tuple(t.shape)} differ in shape")
+            rows = torch.cat([self._stats(p[None], t[None]) for p, t in zip(pred_l, target_l)]) if pred_l else torch.zeros(0, self.width, dtype=torch.float64, device=self.device)
+        if tags is not None and len(tags) != rows.shape[0]:
+            raise ValueError(f"got {len(tags)} tag dicts for {rows.shape[0]} samples")
+        self._rows[_TOTAL] += rows.sum(0)
+        if self.breakdown and tags is not None:
+            for row, sample_tags in zip(rows, tags):
+                for group in _groups(sample_tags):
+                    if group not in self._rows:
+                        self._rows[group] = self._zeros()
+                    self._rows[group] += row
+
+    @torch.no_grad()
+    def update_from_batch(self, logits: torch.Tensor, batch: Mapping[str, Any]) -> None:
+        """Binarise foreground ``logits`` (B, 1, h, w) and add them against a collated batch.
+
+        Uses ``batch["mask"]`` (resizing logits to it if needed) or, with
+        ``at_original_size``, each ``batch["orig_mask"][i]``; ``batch["tags"]`` if present.
+        """
+        tags = batch.get("tags")
+        if self.at_original_size:
+            if "orig_mask" not in batch:
+                raise ValueError(
+                    "at_original_size needs batch['orig_mask']: build the dataset with return_orig_mask=True"
+                )
+            targets = [m.to(self.device) for m in batch["orig_mask"]]
+            x = logits if logits.dim() == 4 else logits.unsqueeze(1)
+            preds = [binarize_logits(x[i : i + 1], t.shape)[0] for i, t in enumerate(targets)]
+            self.update(preds, targets, tags=tags)
+        else:
+            target = batch["mask"].to(self.device).bool()
+            self.update(binarize_logits(logits, target.shape[-2:]).to(self.device), target, tags=tags)
+
+    @torch.no_grad()
+    def sync(self, group: Any = None) -> "ReferringSegmentationMetrics":
+        """Sum the accumulators over all DDP ranks in place (a no-op without DDP).
+
+        One ``all_reduce`` of all rows stacked; with a breakdown, the group names are
+        first gathered with ``all_gather_object`` so every rank stacks the same rows.
+        Call once, after the last :meth:`update`, on every rank.
+        """
+        if self._synced:
+            raise RuntimeError("metrics were already synced; call reset() to start again")
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+            names = sorted(k for k in self._rows if k != _TOTAL)
+            if self.breakdown:
+                gathered: list[Any] = [None] * dist.get_world_size(group)
+                dist.all_gather_object(gathered, names, group=group)
+                names = sorted(set().union(*gathered))
+            order = [_TOTAL, *names]
+            stacked = torch.stack([self._rows.get(k, self._zeros()) for k in order])
+            dist.all_reduce(stacked, op=dist.ReduceOp.SUM, group=group)
+            self._rows = {k: stacked[i].clone() for i, k in enumerate(order)}
+        self._synced = True
+        return self
+
+    def _summary(self, row: torch.Tensor) -> dict[str, float]:
+        values = row.tolist()
+        inter, union, iou_sum, count = values[:4]
+        out = {
+            "oIoU": inter / union if union > 0 else 0.0,
+            "mIoU": iou_sum / count if count > 0 else 0.0,
+        }
+        for t, hits in zip(self.thresholds, values[4:]):
+            out[f"Pr@{t:g}"] = hits / count if count > 0 else 0.0
+        out["count"] = int(count)
+        return out
+
+    def compute(self) -> dict[str, float]:
+        """``{"oIoU", "mIoU", "Pr@0.5", ..., "Pr@0.9", "count"}``; fractions in [0, 1]."""
+        return self._summary(self._rows[_TOTAL])
+
+    def compute_breakdown(self) -> dict[str, dict[str, float]]:
+        """``{"<tag>=<value>": compute()-style dict}`` for every tag group seen."""
+        return {k: self._summary(v) for k, v in sorted(self._rows.items()) if k != _TOTAL}
+
+    def state(self) -> torch.Tensor:
+        """The total accumulator row ``[sum_I, sum_U, sum_IoU, count, hits@t...]`` (float64)."""
+        return self._rows[_TOTAL].clone()
+
+
+def _groups(tags: Mapping[str, Any]) -> Iterable[str]:
+    for key, value in tags.items():
+        if isinstance(value, bool):
+            yield f"{key}={str(value).lower()}"
+        elif isinstance(value, (str, int)):
+            yield f"{key}={value}"
+
+
+class UncertaintyQualityMetrics:
+    """Does ``U^p`` predict the model's error pixels? AUROC, AUPRC, errors caught in top-k %.
+
+    Two histograms of ``U^p`` over ``bins`` equal bins of [0, 1] (bin ``min(floor(p *
+    bins), bins - 1)``) are kept, one for error pixels and one for correct pixels.
+    From them, sweeping the threshold from the most to the least uncertain bin:
+
+    * ``AUROC``: trapezoidal area under (false-positive rate, true-positive rate); pixels
+      in one bin count as tied (a tie counts one half), exact for scores on the bin grid.
+    * ``AUPRC``: average precision, ``sum_k (R_k - R_{k-1}) * P_k`` over bin thresholds.
+    * ``caught@5%`` (10 %, 20 %): share of error pixels among the 5 % most uncertain
+      pixels; inside the bin that straddles the cut, errors are counted pro rata.
+
+    Also ``error_rate`` and ``pixels``. With 1000 bins the numbers agree with exact
+    per-pixel computations to about 1e-3.
+
+    Args:
+        bins: histogram resolution.
+        top_fractions: the fractions for ``caught@...``.
+        device: where the float64 histograms live.
+    """
+
+    def __init__(
+        self,
+        *,
+        bins: int = 1000,
+        top_fractions: Sequence[float] = (0.05, 0.10, 0.20),
+        device: torch.device | str | None = None,
+    ) -> None:
+        if bins < 2:
+            raise ValueError(f"bins must be >= 2; got {bins}")
+        self.bins = int(bins)
+        self.top_fractions = tuple(float(f) for f in top_fractions)
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated."""
+        self._hist = torch.zeros(2, self.bins, dtype=torch.float64, device=self.device)
+        self._synced = False
+
+    @torch.no_grad()
+    def update(
+        self, uncertainty_prob: torch.Tensor, error: torch.Tensor, *, valid: torch.Tensor | None = None
+    ) -> None:
+        """Add a batch.
+
+        Args:
+            uncertainty_prob: (B, H, W) float in [0, 1], ``U^p = sigmoid(U)`` at the
+                resolution of ``error``.
+            error: (B, H, W) bool, ``pred != target``.
+            valid: optional (B, H, W) bool; pixels where it is False are ignored.
+        """
+        if self._synced:
+            raise RuntimeError("metrics were already synced; call reset() before new updates")
+        if uncertainty_prob.shape != error.shape:
+            raise ValueError(
+                f"uncertainty_prob {tuple(uncertainty_prob.shape)} and error {tuple(error.shape)} must have the "
+                "same (B, H, W) shape; resize the uncertainty logits to the mask size first"
+            )
+        if error.dtype != torch.bool:
+            raise ValueError(f"error must be a bool tensor (pred != target); got {error.dtype}")
+        if not uncertainty_prob.is_floating_point():
+            raise ValueError(f"uncertainty_prob must be float in [0, 1]; got {uncertainty_prob.dtype}")
+        p = uncertainty_prob.detach().to(self.device, torch.float64).reshape(-1)
+        e = error.to(self.device).reshape(-1)
+        if valid is not None:
+            keep = valid.to(self.device).reshape(-1).bool()
+            p, e = p[keep], e[keep]
+        if p.numel() and (bool(torch.isnan(p).any()) or float(p.min()) < 0.0 or float(p.max()) > 1.0):
+            raise ValueError("uncertainty_prob must lie in [0, 1] (pass sigmoid(U), not the logit U)")
+        idx = (p * self.bins).floor().long().clamp_(0, self.bins - 1)
+        flat = idx + self.bins * (~e).long()  # row 0 = errors, row 1 = correct
+        self._hist += torch.bincount(flat, minlength=2 * self.bins).to(torch.float64).view(2, self.bins)
+
+    @torch.no_grad()
+    def sync(self, group: Any = None) -> "UncertaintyQualityMetrics":
+        """Sum the histograms over DDP ranks in place with one ``all_reduce``."""
+        if self._synced:
+            raise RuntimeError("metrics were already synced; call reset() to start again")
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
+            dist.all_reduce(self._hist, op=dist.ReduceOp.SUM, group=group)
+        self._synced = True
+        return self
+
+    def histograms(self) -> torch.Tensor:
+        """(2, bins) float64 counts: row 0 error pixels, row 1 correct pixels."""
+        return self._hist.clone()
+
+    def compute(self) -> dict[str, float]:
+        """``{"AUROC", "AUPRC", "caught@5%", "caught@10%", "caught@20%", "error_rate", "pixels"}``.
+
+        AUROC/AUPRC are NaN when the split has no error pixel or no correct pixel.
+        """
+        err = self._hist[0].flip(0).cpu()  # most uncertain bin first
+        ok = self._hist[1].flip(0).cpu()
+        n_err, n_ok = float(err.sum()), float(ok.sum())
+        total = n_err + n_ok
+        out: dict[str, float] = {}
+        if n_err > 0 and n_ok > 0:
+            tp = torch.cat([torch.zeros(1, dtype=torch.float64), err.cumsum(0)])
+            fp = torch.cat([torch.zeros(1, dtype=torch.float64), ok.cumsum(0)])
+            tpr, fpr = tp / n_err, fp / n_ok
+            out["AUROC"] = float(torch.trapezoid(tpr, fpr))
+            mask = err > 0
+            precision = tp[1:] / (tp[1:] + fp[1:]).clamp_min(1e-300)
+            out["AUPRC"] = float(((err / n_err) * precision)[mask].sum())
+        else:
+            out["AUROC"] = float("nan")
+            out["AUPRC"] = float("nan")
+        both = err + ok
+        cum = both.cumsum(0)
+        cum_err = err.cumsum(0)
+        for frac in self.top_fractions:
+            key = f"caught@{frac * 100:g}%"
+            if n_err == 0:
+                out[key] = float("nan")
+                continue
+            budget = frac * total
+            k = int(torch.searchsorted(cum, torch.tensor([budget], dtype=torch.float64)).item())
+            k = min(k, self.bins - 1)
+            before = float(cum[k - 1]) if k > 0 else 0.0
+            err_before = float(cum_err[k - 1]) if k > 0 else 0.0
+            share = (budget - before) / float(both[k]) if float(both[k]) > 0 else 0.0
+            out[key] = (err_before + share * float(err[k])) / n_err
+        out["error_rate"] = n_err / total if total > 0 else 0.0
+        out["pixels"] = int(total)
+        return out
