@@ -72,6 +72,8 @@ autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
 autodoc_class_signature = "mixed"
 autodoc_preserve_defaults = True
+# nn.Module.forward's generic docstring says nothing about our modules.
+autodoc_inherit_docstrings = False
 # Core pages need nothing beyond torch and einops. The optional sub-packages are documented only
 # when they import (see _optional_api below), so no import is mocked.
 autodoc_mock_imports: list[str] = []
@@ -119,9 +121,12 @@ def _optional_api() -> str:
     sections = []
     for modname, title in OPTIONAL_API:
         try:
-            importlib.import_module(modname)
+            module = importlib.import_module(modname)
         except Exception as err:  # a package being written, or an extra that is not installed
             logger.info(f"[api] skipping {modname}: {type(err).__name__}: {err}")
+            continue
+        if getattr(module, "__file__", None) is None:  # a folder without __init__.py yet
+            logger.info(f"[api] skipping {modname}: namespace package (no __init__.py)")
             continue
         sections.append(
             f"## {title}\n\n"

@@ -67,8 +67,13 @@ class RiskGuidedDecoder(nn.Module):
         fusion_kwargs, refinement_kwargs, scorer_kwargs: extra keyword options of the modules.
 
     Attributes:
-        dim, text_dim, mask_feature_dim (int); fused_levels (tuple[int, ...]);
-        scorer / fusion / refinement (the modules, or None when absent).
+        dim (int): channels of every feature level.
+        text_dim (int): width of ``text``.
+        mask_feature_dim (int): channels of the mask feature ``F``.
+        fused_levels (tuple[int, ...]): the levels the shared UGF updates.
+        scorer (ReferringUncertaintyScorer or None): RUS; None when both modules are off (Base).
+        fusion (UncertaintyGatedFusion or None): the shared UGF; None when ``use_fusion=False``.
+        refinement (UncertaintyDrivenRefinement or None): UDLR; None when ``use_refinement=False``.
 
     Shapes:
         - features: list of (B, dim, H_i, W_i), finest first; the last is the one RUS scores

@@ -4,8 +4,8 @@ COCO stores a binary mask of ``H x W`` pixels as run lengths over the pixels in
 column-major (Fortran) order, starting with a run of zeros. The compressed form packs
 the runs into a printable string (5 bits per character, offset 48, each run after the
 second stored as the difference to the run two places before). Decoding is exact, so
-no compiled extension is needed; polygons are rasterised with pycocotools (the
-rasteriser every RRSIS code base used) and fall back to PIL only when asked.
+no compiled extension is needed for RLE; polygons are rasterised with pycocotools (the
+rasteriser every RRSIS code base used).
 
 Shapes:
     masks: (H, W) bool
@@ -105,7 +105,7 @@ def rle_encode(mask: np.ndarray) -> dict[str, Any]:
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
     """Rasterise COCO polygons (each a flat ``[x1, y1, x2, y2, ...]`` list) to (H, W) bool.
 
-    Uses pycocotools, the rasteriser of the reference ``refer`` API, so masks match the
+    Uses pycocotools' rasteriser (that of the reference ``refer`` API), so masks match the
     field's evaluation bit for bit.
     """
     try:
@@ -114,9 +114,10 @@ def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: in
         raise ImportError(
             "COCO polygon segmentations need pycocotools: pip install 'uncertainty-rrsis[data]'"
         ) from exc
-    rles = coco_mask.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    decoded = coco_mask.decode(rles)  # (H, W, N) uint8
-    return decoded.reshape(height, width, -1).any(axis=2)
+    out = np.zeros((height, width), dtype=bool)
+    for rle in coco_mask.frPyObjects([list(map(float, p)) for p in polygons], height, width):
+        out |= rle_decode(rle)  # pycocotools rasterises, our exact decoder unpacks
+    return out
 
 
 def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarray:

@@ -75,6 +75,7 @@ class RiskGuidedLoss(nn.Module):
         )
 
     def forward(self, output, target: torch.Tensor, step: int | torch.Tensor | None = None) -> RiskGuidedLossOutput:
+        """Return the total of Eq. 18 and its parts; ``step`` drives the warm-up of ``L_unc``."""
         seg = self.seg_loss(output.coarse_logits, target)
         zero = seg.new_zeros(())
         unc = zero

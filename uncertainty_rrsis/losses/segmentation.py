@@ -48,6 +48,7 @@ class BCEDiceLoss(nn.Module):
         self.smooth = float(smooth)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Return the scalar loss."""
         mask = as_target_mask(target, type(self).__name__).float()
         logits = resize_logits(logits, mask.shape[-2:]).float()
         bce = F.binary_cross_entropy_with_logits(logits, mask)

@@ -353,14 +353,15 @@ class CrossModalPixelDecoder(nn.Module):
         stride4, levels = features[0], list(features[1:])
         shapes = [(int(f.shape[-2]), int(f.shape[-1])) for f in levels]
         x = torch.cat([rearrange(f, "b d y x -> b (y x) d") for f in levels], dim=1)
+        level_embed = self.level_embed.to(x.dtype)
         pos = torch.cat(
             [
-                sine_position_encoding(h, w, self.dim, device=x.device, dtype=x.dtype) + self.level_embed[i].to(x.dtype)
+                sine_position_encoding(h, w, self.dim, device=x.device, dtype=x.dtype) + level_embed[i]
                 for i, (h, w) in enumerate(shapes)
             ],
             dim=0,
         )
-        pos = rearrange(pos, "n d -> 1 n d")
+        pos = rearrange(pos, "n d -> 1 n d")  # (1, n, d)
         ref = self.reference_points(shapes, device=x.device, dtype=x.dtype)
         keep = text_keep_mask(text_padding_mask)
         for layer in self.layers:

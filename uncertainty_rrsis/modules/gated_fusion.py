@@ -50,11 +50,17 @@ class UncertaintyGatedFusion(nn.Module):
         num_heads: attention heads.
         dropout: dropout on ``Delta V`` (Eq. 10).
         norm: apply the LayerNorm of Eq. 12 (default True, as in the paper).
-        alpha_init, beta_init: initial gate scale (> 0) and bias.
+        alpha_init: initial gate scale ``alpha`` (> 0).
+        beta_init: initial gate bias ``beta``.
         device, dtype: factory arguments.
 
     Attributes:
-        dim, text_dim, num_heads, head_dim (int); alpha, beta (scalar nn.Parameter).
+        dim (int): visual width ``C``.
+        text_dim (int): width of the text features.
+        num_heads (int): attention heads.
+        head_dim (int): per-head width, ``dim // num_heads``.
+        alpha (nn.Parameter): scalar gate scale of Eq. 11, starts at ``alpha_init``.
+        beta (nn.Parameter): scalar gate bias of Eq. 11, starts at ``beta_init``.
 
     Shapes:
         - visual: (B, C, H, W)
@@ -128,7 +134,7 @@ class UncertaintyGatedFusion(nn.Module):
             check_padding_mask(owner, text_padding_mask, text)
 
     def gate(self, uncertainty: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Eq. 11: ``g = sigmoid(alpha * resize(U) + beta)``, shape (B, 1, *size)."""
+        """Eq. 11: ``g = sigmoid(alpha * resize(U) + beta)``, shape ``(B, 1, *size)``."""
         u = resize_logits(uncertainty, size)
         return torch.sigmoid(self.alpha * u + self.beta)
 

@@ -42,7 +42,11 @@ class UncertaintyDrivenRefinement(nn.Module):
         device, dtype: factory arguments.
 
     Attributes:
-        feature_dim, hidden_dim (int); tau, temperature (float); blur_kernel_size (int or None).
+        feature_dim (int): channels of the mask feature ``F``.
+        hidden_dim (int): width of ``R``'s hidden convolutions.
+        tau (float): threshold of the soft mask.
+        temperature (float): temperature of the soft mask.
+        blur_kernel_size (int or None): kernel size of ``Blur``; None when the blur is off.
 
     Shapes:
         - mask_feature: (B, feature_dim, Hf, Wf), resized bilinearly to (H, W) when it differs
@@ -91,7 +95,7 @@ class UncertaintyDrivenRefinement(nn.Module):
         nn.init.zeros_(last.bias)
 
     def soft_mask(self, uncertainty: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """Eq. 13-14: the detached soft refinement mask ``M`` of shape (B, 1, *size), in (0, 1)."""
+        """Eq. 13-14: the detached soft refinement mask ``M`` of shape ``(B, 1, *size)``, in (0, 1)."""
         with torch.no_grad():
             logits = resize_logits(uncertainty, size)
             if logits.dtype in (torch.float16, torch.bfloat16):

@@ -47,7 +47,9 @@ class ReferringUncertaintyScorer(nn.Module):
         device, dtype: factory arguments for the parameters.
 
     Attributes:
-        dim, text_dim, hidden_dim (int): the widths above.
+        dim (int): visual width ``C``.
+        text_dim (int): width of the text features.
+        hidden_dim (int): hidden width of the scoring MLP.
         gamma (nn.Parameter): learnable attention temperature, a scalar starting at ``1/sqrt(dim)``.
 
     Shapes:

@@ -1,0 +1,35 @@
+"""Train and evaluate CroBIM-U.
+
+With no arguments: generate the synthetic benchmark once (``.cache/uncertainty_rrsis``), train the
+``tiny`` CroBIM-U (Full) on it (CPU, or the GPU when there is one), evaluate the best-on-val
+checkpoint on the synthetic test split, and write ``runs/default/`` (config, checkpoints, metrics,
+log, panels).
+
+Examples::
+
+    python examples/train.py                                   # the embedded default
+    python examples/train.py --config my_run.yaml              # options from a YAML/TOML file
+    python examples/train.py --dataset rrsisd --data-root /data/rrsisd --preset paper \\
+        --vision-weights convnext_base.safetensors --text-weights ./bert-base-uncased
+    torchrun --nproc_per_node=8 examples/train.py --preset paper --dataset refsegrs --data-root ...
+    python examples/train.py --resume                          # continue an interrupted run
+
+``--batch-size`` is the TOTAL batch over all processes and accumulation steps.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from uncertainty_rrsis.training import Trainer, build_arg_parser, config_from_args
+from uncertainty_rrsis.training.loop import main_guard
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_arg_parser(__doc__)
+    config = config_from_args(parser.parse_args(argv))
+    return main_guard(lambda: Trainer(config).fit())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

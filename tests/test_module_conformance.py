@@ -1,0 +1,515 @@
+"""Shared conformance tests: every public module through the same battery.
+
+In the spirit of segmentation_models_pytorch's common tests, each entry of ``CASES`` (the four
+CroBIM-U modules, the loss with a tensor ``step``, and ``RiskGuidedDecoder`` around a toy
+decoder that returns ``(logits, F)`` or only logits with ``F`` captured by a forward hook) runs
+through:
+
+1. forward + backward in float32 and float64 (finite outputs, a gradient on every parameter);
+2. ``torch.autocast("cpu", dtype=torch.bfloat16)`` (finite outputs, expected shapes);
+3. channels_last inputs (and modules) give the same numbers as contiguous ones;
+4. ``torch.compile(fullgraph=True)``: ``aot_eager`` for every case (Dynamo with
+   ``fullgraph=True`` raises on any graph break; AOTAutograd also traces the backward), forward
+   and gradients equal to eager, no recompilation on new values; one default-inductor test on
+   the smallest module (UDLR);
+5. ``torch.export.export`` (non-strict and strict, and with dynamic shapes) runs and matches eager;
+6. ONNX export (``dynamo=True``) with onnxruntime parity, under ``@pytest.mark.onnx``;
+7. the input checks are off while compiling / exporting (``checks_enabled()``) and on in eager.
+
+Sizes are tiny (width 16, maps <= 8x8, batch 2) so the whole file runs in about a minute on
+two CPU cores; compiling dominates, so each case is compiled once per backend.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten, tree_map
+
+from uncertainty_rrsis import (
+    OnlineErrorLoss,
+    ReferringUncertaintyScorer,
+    RiskGuidedDecoder,
+    UncertaintyDrivenRefinement,
+    UncertaintyGatedFusion,
+)
+from uncertainty_rrsis._checks import checks_enabled
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _toy_decoders import ToyFPNDecoder, ToyPairDecoder  # noqa: E402
+
+B, D, L, HEADS = 2, 16, 5, 4
+
+
+# --------------------------------------------------------------------------------------------
+# The cases
+# --------------------------------------------------------------------------------------------
+
+
+def _padding_mask() -> torch.Tensor:
+    """Row 0 partly padded, row 1 with no padding (an all-padding row is tested elsewhere;
+    here it would make RUS's and UGF's text path carry no gradient for that row)."""
+    mask = torch.zeros(B, L, dtype=torch.bool)
+    mask[0, 3:] = True
+    return mask
+
+
+def _wrapper_features(g: torch.Generator) -> list[torch.Tensor]:
+    # finest first; the last (2x2) is the one RUS scores, UGF resizes U to 4x4 for levels 1-2
+    return [torch.randn(B, D, s, s, generator=g) for s in (8, 4, 4, 2)]
+
+
+def _build_wrapper(decoder_cls: type[nn.Module], **kwargs) -> Callable[[], nn.Module]:
+    def build() -> nn.Module:
+        return RiskGuidedDecoder(decoder_cls(D), D, num_heads=HEADS, refine_hidden_dim=8, **kwargs)
+
+    return build
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[], nn.Module]
+    make_inputs: Callable[[torch.Generator], tuple]  # float32 inputs, may nest a list
+    out_shapes: tuple[tuple[int, ...], ...]  # shapes of the tensor leaves of the output
+    # indices (among the tensor leaves of the inputs) of float inputs that must get NO gradient
+    no_grad_inputs: frozenset[int] = field(default_factory=frozenset)
+    # parameters whose gradient is zero by a mathematical invariance (see _GAUGE_NOTE)
+    gauge_params: frozenset[str] = field(default_factory=frozenset)
+    uses_conv: bool = False  # module itself also tested in channels_last
+
+
+# UGF's key bias adds the same number q.b_k to the scores of every token of a row, and softmax
+# is shift-invariant, so d loss / d k_proj.bias is exactly zero (up to rounding) for any input.
+_GAUGE_NOTE = "softmax shift invariance"
+
+CASES = [
+    Case(
+        "scorer",
+        lambda: ReferringUncertaintyScorer(D),
+        lambda g: (torch.randn(B, D, 4, 4, generator=g), torch.randn(B, L, D, generator=g), _padding_mask()),
+        ((B, 1, 4, 4),),
+    ),
+    Case(
+        "gated_fusion",
+        lambda: UncertaintyGatedFusion(D, num_heads=HEADS),
+        lambda g: (
+            torch.randn(B, D, 8, 8, generator=g),
+            torch.randn(B, L, D, generator=g),
+            torch.randn(B, 1, 4, 4, generator=g),
+            _padding_mask(),
+        ),
+        ((B, D, 8, 8),),
+        gauge_params=frozenset({"k_proj.bias"}),
+    ),
+    Case(
+        "refinement",
+        lambda: UncertaintyDrivenRefinement(D, hidden_dim=8),
+        lambda g: (
+            torch.randn(B, D, 4, 4, generator=g),  # F coarser than the logits: resized
+            torch.randn(B, 1, 8, 8, generator=g),
+            torch.randn(B, 1, 2, 2, generator=g),
+        ),
+        ((B, 1, 8, 8),),
+        uses_conv=True,
+    ),
+    Case(
+        "online_error_loss",
+        lambda: OnlineErrorLoss(blur_kernel_size=3),
+        lambda g: (
+            torch.randn(B, 1, 4, 4, generator=g),
+            torch.randn(B, 1, 4, 4, generator=g),
+            torch.randn(B, 1, 8, 8, generator=g) > 0,
+        ),
+        ((),),
+        no_grad_inputs=frozenset({1}),  # no gradient reaches seg_logits (Eq. 4)
+    ),
+    Case(
+        "online_error_loss_step",
+        lambda: OnlineErrorLoss(warmup_steps=3),
+        lambda g: (
+            torch.randn(B, 1, 2, 2, generator=g),
+            torch.randn(B, 1, 8, 8, generator=g),
+            (torch.randn(B, 8, 8, generator=g) > 0).float(),  # (B, H, W) {0, 1} target
+            torch.tensor(7),  # past the warm-up: the loss is live
+        ),
+        ((),),
+        no_grad_inputs=frozenset({1, 2}),  # seg_logits (Eq. 4) and the float target
+    ),
+    Case(
+        "wrapper_pair",
+        _build_wrapper(ToyPairDecoder),
+        lambda g: (_wrapper_features(g), torch.randn(B, L, D, generator=g), _padding_mask()),
+        ((B, 1, 8, 8), (B, 1, 8, 8), (B, 1, 2, 2), (B, 1, 8, 8)),
+        gauge_params=frozenset({"fusion.k_proj.bias"}),
+        uses_conv=True,
+    ),
+    Case(
+        "wrapper_hook",
+        _build_wrapper(ToyFPNDecoder, mask_feature_from="fpn.out"),
+        lambda g: (_wrapper_features(g), torch.randn(B, L, D, generator=g), _padding_mask()),
+        ((B, 1, 8, 8), (B, 1, 8, 8), (B, 1, 2, 2), (B, 1, 8, 8)),
+        gauge_params=frozenset({"fusion.k_proj.bias"}),
+        uses_conv=True,
+    ),
+]
+CASE_IDS = [c.name for c in CASES]
+CASES_BY_NAME = {c.name: c for c in CASES}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+
+
+def build(case: Case, dtype: torch.dtype = torch.float32, *, seed: int = 0) -> nn.Module:
+    """The module of ``case`` with every exactly-zero parameter perturbed (zero-initialised last
+    layers would otherwise hide the gradients of everything upstream)."""
+    torch.manual_seed(seed)
+    module = case.build().to(dtype)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.count_nonzero() == 0:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype))
+    return module
+
+
+def inputs(case: Case, dtype: torch.dtype = torch.float32, *, seed: int = 0, grad: bool = False) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    args = case.make_inputs(g)
+
+    def cast(t):
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            t = t.to(dtype)
+            if grad:
+                t.requires_grad_(True)
+        return t
+
+    return tree_map(cast, args)
+
+
+def tensor_leaves(tree) -> list[torch.Tensor]:
+    return [x for x in tree_flatten(tree)[0] if isinstance(x, torch.Tensor)]
+
+
+def to_channels_last(args: tuple) -> tuple:
+    return tree_map(
+        lambda t: t.to(memory_format=torch.channels_last) if isinstance(t, torch.Tensor) and t.dim() == 4 else t,
+        args,
+    )
+
+
+def scalar_objective(outputs: list[torch.Tensor]) -> torch.Tensor:
+    """A fixed random projection of every differentiable output to one scalar."""
+    g = torch.Generator().manual_seed(1234)
+    total = 0.0
+    for out in outputs:
+        if out.requires_grad:
+            w = torch.randn(out.shape, generator=g, dtype=torch.float64).to(out.dtype)
+            total = total + (out * w).sum()
+    assert isinstance(total, torch.Tensor), "no output requires grad"
+    return total
+
+
+def forward_backward(fn: Callable, module: nn.Module, args: tuple):
+    """Run ``fn(*args)``, back-propagate a fixed scalar, return (outputs, input grads, param grads)."""
+    module.zero_grad(set_to_none=True)
+    outputs = tensor_leaves(fn(*args))
+    scalar_objective(outputs).backward()
+    input_grads = [t.grad for t in tensor_leaves(args)]
+    param_grads = {n: p.grad for n, p in module.named_parameters()}
+    return [o.detach() for o in outputs], input_grads, param_grads
+
+
+def assert_close_lists(actual, expected, **tol) -> None:
+    assert len(actual) == len(expected)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if e is None:
+            assert a is None, f"leaf {i}: expected no gradient"
+            continue
+        torch.testing.assert_close(a, e, msg=lambda m: f"leaf {i}: {m}", **tol)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo():
+    """Each test compiles fresh modules: start from an empty Dynamo cache (no stale recompiles)."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+# --------------------------------------------------------------------------------------------
+# 1. forward + backward in float32 / float64
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_forward_backward(case: Case, dtype: torch.dtype) -> None:
+    module = build(case, dtype)
+    args = inputs(case, dtype, grad=True)
+    outputs, input_grads, param_grads = forward_backward(module, module, args)
+
+    assert [tuple(o.shape) for o in outputs] == list(case.out_shapes)
+    for out in outputs:
+        assert torch.isfinite(out).all()
+        if case.out_shapes != ((),):  # the losses compute in float32 by design
+            assert out.dtype == dtype
+
+    for i, (leaf, grad) in enumerate(zip(tensor_leaves(args), input_grads)):
+        if not leaf.requires_grad:
+            continue
+        if i in case.no_grad_inputs:
+            assert grad is None or not grad.any(), f"input {i} must receive no gradient"
+        else:
+            assert grad is not None and torch.isfinite(grad).all(), f"input {i}"
+            assert grad.any(), f"input {i} got an all-zero gradient"
+
+    scale = max(float(g.abs().max()) for g in param_grads.values() if g is not None) if param_grads else 1.0
+    for name, grad in param_grads.items():
+        assert grad is not None, f"parameter {name} got no gradient"
+        assert grad.dtype == dtype and torch.isfinite(grad).all(), name
+        if name in case.gauge_params:  # zero by invariance, see _GAUGE_NOTE
+            assert float(grad.abs().max()) <= 1e-5 * scale, f"{name}: {_GAUGE_NOTE} broken?"
+        else:
+            assert grad.any(), f"parameter {name} got an all-zero gradient"
+
+
+# --------------------------------------------------------------------------------------------
+# 2. bfloat16 autocast
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_autocast_bfloat16(case: Case) -> None:
+    module = build(case)
+    args = inputs(case, grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        outputs = tensor_leaves(module(*args))
+        loss = scalar_objective(outputs).float()
+    assert [tuple(o.shape) for o in outputs] == list(case.out_shapes)
+    for out in outputs:
+        assert torch.isfinite(out).all()
+    loss.backward()
+    for name, p in module.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+# --------------------------------------------------------------------------------------------
+# 3. channels_last
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_channels_last_matches_contiguous(case: Case) -> None:
+    module = build(case).eval()
+    args = inputs(case)
+    with torch.no_grad():
+        expected = tensor_leaves(module(*args))
+        got = tensor_leaves(module(*to_channels_last(args)))
+        assert_close_lists(got, expected, rtol=1e-5, atol=1e-5)
+        if case.uses_conv:  # the conv weights in channels_last too
+            module = module.to(memory_format=torch.channels_last)
+            got = tensor_leaves(module(*to_channels_last(args)))
+            assert_close_lists(got, expected, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. torch.compile(fullgraph=True)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_compile_fullgraph(case: Case) -> None:
+    """``aot_eager`` proves fullgraph=True (Dynamo raises on a graph break) and also traces the
+    backward through AOTAutograd; numbers must equal eager, and new values must not recompile."""
+    module = build(case)
+    args = inputs(case, grad=True)
+    expected = forward_backward(module, module, args)
+    for t in tensor_leaves(args):
+        t.grad = None
+
+    compiled = torch.compile(module, backend="aot_eager", fullgraph=True)
+    got = forward_backward(compiled, module, args)
+    assert_close_lists(got[0], expected[0], rtol=1e-5, atol=1e-6)
+    assert_close_lists(got[1], expected[1], rtol=1e-5, atol=1e-6)
+    assert_close_lists(list(got[2].values()), list(expected[2].values()), rtol=1e-5, atol=1e-6)
+
+    with torch._dynamo.config.patch(error_on_recompile=True):  # same grad mode as above
+        new_args = inputs(case, seed=1, grad=True)
+        assert_close_lists(
+            tensor_leaves(compiled(*new_args)), tensor_leaves(module(*new_args)), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_compile_inductor_refinement() -> None:
+    """The default backend once, on the smallest module (about 20 s of C++ compile on 2 cores)."""
+    case = CASES_BY_NAME["refinement"]
+    module = build(case)
+    args = inputs(case, grad=True)
+    expected = forward_backward(module, module, args)
+    for t in tensor_leaves(args):
+        t.grad = None
+    got = forward_backward(torch.compile(module, fullgraph=True), module, args)
+    assert_close_lists(got[0], expected[0], rtol=1e-4, atol=1e-5)
+    assert_close_lists(got[1], expected[1], rtol=1e-4, atol=1e-5)
+    assert_close_lists(list(got[2].values()), list(expected[2].values()), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------
+# 5. torch.export
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["nonstrict", "strict"])
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_export_matches_eager(case: Case, strict: bool) -> None:
+    module = build(case).eval()
+    args = inputs(case)
+    program = torch.export.export(module, args, strict=strict)
+    for seed in (0, 1):
+        new_args = inputs(case, seed=seed)
+        with torch.no_grad():
+            assert_close_lists(
+                tensor_leaves(program.module()(*new_args)), tensor_leaves(module(*new_args)), rtol=1e-5, atol=1e-6
+            )
+
+
+# The spatial sizes grow by one (so no map becomes a 0/1-sized dimension and no two maps that
+# differed become equal, which would flip resize_logits' same-size shortcut), the batch by one.
+def _grown_inputs(case: Case) -> tuple:
+    g = torch.Generator().manual_seed(5)
+
+    def grow(t):
+        if not isinstance(t, torch.Tensor) or t.dim() == 0:
+            return t
+        shape = list(t.shape)
+        shape[0] += 1
+        if t.dim() == 4:
+            shape[2] += 1 if shape[2] > 1 else 0
+            shape[3] += 1 if shape[3] > 1 else 0
+        if t.dtype == torch.bool:
+            out = torch.zeros(shape, dtype=torch.bool)
+            if t.dim() == 2:  # text padding mask: keep row 0 partly padded
+                out[0, 3:] = True
+            else:
+                out = torch.randn(shape, generator=g) > 0
+            return out
+        return torch.randn(shape, generator=g).to(t.dtype)
+
+    return tree_map(grow, inputs(case))
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_export_dynamic_shapes(case: Case) -> None:
+    """Batch and spatial sizes exported as ``Dim.AUTO`` and run at other sizes."""
+    from torch.export import Dim
+
+    module = build(case).eval()
+    args = inputs(case)
+    dynamic = tree_map(
+        lambda t: {i: Dim.AUTO for i in range(t.dim())} if isinstance(t, torch.Tensor) and t.dim() > 0 else None,
+        args,
+    )
+    program = torch.export.export(module, args, dynamic_shapes=dynamic)
+    new_args = _grown_inputs(case)
+    with torch.no_grad():
+        assert_close_lists(
+            tensor_leaves(program.module()(*new_args)), tensor_leaves(module(*new_args)), rtol=1e-5, atol=1e-6
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# 6. ONNX export + onnxruntime parity
+# --------------------------------------------------------------------------------------------
+
+
+def _onnx_run(module: nn.Module, args: tuple, tmp_path: Path) -> list[torch.Tensor]:
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    program = torch.onnx.export(module, args, dynamo=True, verbose=False)
+    path = tmp_path / "model.onnx"
+    program.save(str(path))
+    onnx.checker.check_model(str(path))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    leaves = tensor_leaves(args)
+    names = [i.name for i in session.get_inputs()]
+    assert len(names) == len(leaves), names
+    outs = session.run(None, {n: t.numpy() for n, t in zip(names, leaves)})
+    return [torch.from_numpy(o) for o in outs]
+
+
+@pytest.mark.onnx
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_onnx_export_onnxruntime_parity(case: Case, tmp_path: Path) -> None:
+    module = build(case).eval()
+    args = inputs(case)
+    got = _onnx_run(module, args, tmp_path)
+    with torch.no_grad():
+        expected = tensor_leaves(module(*args))
+    assert_close_lists(got, expected, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# 7. input checks are off under compile / export, on in eager
+# --------------------------------------------------------------------------------------------
+
+
+class _ChecksProbe(nn.Module):
+    """Returns ``x * checks_enabled()`` so the traced value of the flag shows in the output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(checks_enabled())
+
+
+def test_checks_enabled_in_eager() -> None:
+    assert checks_enabled()
+    assert torch.equal(_ChecksProbe()(torch.ones(2)), torch.ones(2))
+
+
+def test_checks_disabled_under_compile() -> None:
+    out = torch.compile(_ChecksProbe(), backend="eager", fullgraph=True)(torch.ones(2))
+    assert torch.equal(out, torch.zeros(2))
+    assert checks_enabled()  # and back on afterwards
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["nonstrict", "strict"])
+def test_checks_disabled_under_export(strict: bool) -> None:
+    program = torch.export.export(_ChecksProbe(), (torch.ones(2),), strict=strict)
+    assert torch.equal(program.module()(torch.ones(2)), torch.zeros(2))
+    assert checks_enabled()
+
+
+@pytest.mark.onnx
+def test_checks_disabled_under_onnx_export(tmp_path: Path) -> None:
+    (out,) = _onnx_run(_ChecksProbe(), (torch.ones(2),), tmp_path)
+    assert torch.equal(out, torch.zeros(2))
+
+
+def _boom(*args, **kwargs):
+    raise AssertionError("input check ran while tracing")
+
+
+@pytest.mark.parametrize("mode", ["compile", "export"])
+@pytest.mark.parametrize("name", ["scorer", "gated_fusion", "refinement", "online_error_loss", "wrapper_hook"])
+def test_module_checks_skipped_when_tracing(name: str, mode: str) -> None:
+    """A module's own ``_check`` runs in eager and is not traced by compile or export."""
+    case = CASES_BY_NAME[name]
+    module = build(case).eval()
+    module._check = _boom  # instance attribute shadows the method
+    args = inputs(case)
+    with pytest.raises(AssertionError, match="input check ran"):
+        module(*args)
+    with torch.no_grad():
+        if mode == "compile":
+            torch.compile(module, backend="eager", fullgraph=True)(*args)
+        else:
+            torch.export.export(module, args).module()(*args)

@@ -1,0 +1,114 @@
+"""Resumable training checkpoints, written atomically.
+
+A checkpoint is a folder::
+
+    <name>/model.safetensors    weights (from the unwrapped, uncompiled model)
+    <name>/config.json          the model config (enough for ``CroBIMU.from_pretrained``)
+    <name>/trainer_state.pt     optimizer, scheduler, grad scaler, RNG states (tensors and plain
+                                containers only: loads with ``torch.load(weights_only=True)``)
+    <name>/trainer_state.json   step, epoch, position in the epoch, best metric, train config
+
+It is first written to ``<name>.tmp`` and then swapped in with renames, so a crash while
+saving leaves the previous checkpoint intact (at worst under ``<name>.old``, which
+:func:`find_checkpoint` also accepts).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["save_checkpoint", "load_trainer_state", "find_checkpoint", "rng_state", "set_rng_state", "atomic_write_text"]
+
+
+def rng_state() -> dict[str, Any]:
+    """The RNG states of Python, torch (CPU) and CUDA (if initialised), as tensors / lists."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": _python_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def save_checkpoint(
+    folder: str | Path,
+    *,
+    model: Any,
+    trainer_state: dict[str, Any],
+    info: dict[str, Any],
+) -> Path:
+    """Write a checkpoint folder atomically; returns its path.
+
+    Args:
+        folder: destination, e.g. ``run/checkpoints/last``.
+        model: a model with ``save_pretrained(dir)`` (unwrapped from DDP / compile by the caller
+            or by ``save_pretrained`` itself).
+        trainer_state: tensors and containers (optimizer / scheduler / scaler / RNG states).
+        info: JSON-serialisable progress information (step, epoch, best metric, config ...).
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(folder.name + ".tmp")
+    old = folder.with_name(folder.name + ".old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    torch.save(trainer_state, tmp / "trainer_state.pt")
+    (tmp / "trainer_state.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+    if folder.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        folder.replace(old)
+    tmp.replace(folder)
+    if old.exists():
+        shutil.rmtree(old)
+    return folder
+
+
+def find_checkpoint(folder: str | Path) -> Path | None:
+    """The complete checkpoint at ``folder`` (or its ``.old`` twin after a crash mid-save), or None."""
+    folder = Path(folder)
+    for candidate in (folder, folder.with_name(folder.name + ".old")):
+        if (candidate / "trainer_state.json").is_file() and (candidate / "model.safetensors").is_file():
+            return candidate
+    return None
+
+
+def load_trainer_state(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read ``(trainer_state, info)`` from a checkpoint folder written by :func:`save_checkpoint`."""
+    folder = Path(folder)
+    missing = [n for n in ("trainer_state.pt", "trainer_state.json", "model.safetensors") if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} is not a complete training checkpoint: missing {missing}. Expected the folder written by "
+            "save_checkpoint (model.safetensors, config.json, trainer_state.pt, trainer_state.json)."
+        )
+    state = torch.load(folder / "trainer_state.pt", map_location=map_location, weights_only=True)
+    info = json.loads((folder / "trainer_state.json").read_text())
+    return state, info

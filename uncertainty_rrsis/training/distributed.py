@@ -1,0 +1,159 @@
+"""Distributed helpers: one script for a plain process, ``torchrun`` on one node, or many nodes.
+
+The rank layout comes from the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) as
+``torchrun`` sets it; there is no ``--local_rank`` argument. Without those variables the
+process is a world of one and nothing is initialised.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+__all__ = ["DistEnv", "init_distributed", "cleanup_distributed", "ShardedSampler", "EpochSampler", "per_rank_batch"]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits: ``rank`` of ``world_size`` processes, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str | None = None
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and prints (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed and dist.is_initialized():
+            dist.barrier()
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as err:
+        raise ValueError(f"environment variable {name} must be an integer; got {value!r}") from err
+
+
+def init_distributed(*, device: str = "auto", backend: str | None = None, timeout_minutes: int = 30) -> DistEnv:
+    """Read the rank layout from the environment and initialise the process group if needed.
+
+    Args:
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cuda"`` or ``"cpu"``.
+        backend: ``None`` picks NCCL on CUDA and gloo on CPU.
+        timeout_minutes: collective timeout.
+
+    Returns:
+        The :class:`DistEnv` of this process. On CUDA the process uses ``cuda:LOCAL_RANK``.
+    """
+    rank = _env_int("RANK", 0)
+    world = _env_int("WORLD_SIZE", 1)
+    local = _env_int("LOCAL_RANK", 0)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was requested but torch.cuda.is_available() is False")
+        torch.cuda.set_device(local)
+        dev = torch.device("cuda", local)
+    else:
+        dev = torch.device(device)
+    if world > 1:
+        backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+        if not dist.is_initialized():
+            dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
+    else:
+        backend = None
+    return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev, backend=backend)
+
+
+def cleanup_distributed() -> None:
+    """Destroy the process group if one was created."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def per_rank_batch(total: int, world_size: int, accumulation: int = 1) -> int:
+    """Split the **total** batch size over ranks and accumulation steps, or explain why it can't be."""
+    parts = world_size * accumulation
+    if total < parts or total % parts != 0:
+        raise ValueError(
+            f"--batch-size is the total batch over all processes and accumulation steps; {total} does not divide "
+            f"by world_size ({world_size}) x grad_accumulation ({accumulation}) = {parts}. Choose a multiple of {parts}."
+        )
+    return total // parts
+
+
+class ShardedSampler(Sampler[int]):
+    """Evaluation sampler: rank ``r`` of ``w`` takes indices ``r, r + w, r + 2w, ...``, no padding.
+
+    Unlike ``DistributedSampler`` it never repeats a sample to even out the shards, so every
+    sample of the split is counted exactly once after the metrics are summed over ranks.
+    """
+
+    def __init__(self, length: int, *, rank: int = 0, world_size: int = 1) -> None:
+        self.length, self.rank, self.world_size = int(length), int(rank), int(world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.length, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.length, self.world_size))
+
+
+class EpochSampler(Sampler[int]):
+    """Training sampler: a permutation per epoch from ``(seed, epoch)``, sharded over ranks, resumable.
+
+    Each epoch draws one permutation of the dataset, drops the tail that does not fill a whole
+    global batch (``per_rank_batch * world_size``), and gives rank ``r`` every ``world_size``-th
+    index. ``set_position(epoch, batches_done)`` skips the batches already trained, so a
+    resumed run sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(self, length: int, *, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.length, self.batch_size, self.seed = int(length), int(batch_size), int(seed)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch, self.skip_batches = 0, 0
+        if self.batches_per_epoch == 0:
+            raise ValueError(
+                f"the training split has {self.length} samples, fewer than one global batch of "
+                f"{self.batch_size * self.world_size}; lower --batch-size."
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.length // (self.batch_size * self.world_size)
+
+    def set_position(self, epoch: int, batches_done: int = 0) -> None:
+        self.epoch, self.skip_batches = int(epoch), int(batches_done)
+
+    def epoch_indices(self, epoch: int) -> Sequence[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(self.length, generator=generator)
+        used = self.batches_per_epoch * self.batch_size * self.world_size
+        return order[:used][self.rank :: self.world_size].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self.epoch_indices(self.epoch)
+        return iter(indices[self.skip_batches * self.batch_size :])
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.skip_batches) * self.batch_size
