@@ -62,7 +62,10 @@ def make_tokenizer(folder: Path) -> Any:
     for ref in real_refs():
         for s in ref["sentences"]:
             words.update(s["raw"].lower().split())
-    words.update("the red blue white yellow black green building vehicle storage tank ship road river sports field".split())
+    words.update(
+        "the red blue white yellow black green building vehicle storage tank ship road river "
+        "sports field".split()
+    )
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", ".", "'", "-", *sorted(words)]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "vocab.txt"
@@ -158,10 +161,16 @@ def build_rrsisd(root: Path) -> dict[str, Any]:
         cats.setdefault(ref["category_id"], f"category-{ref['category_id']}")
         Image.fromarray(fake_image(h, w, 200 + k)).save(image_dir / ref["file_name"], quality=90)
         images.append({"id": ref["image_id"], "file_name": ref["file_name"], "height": h, "width": w})
-        anns.append({
-            "id": ref["ann_id"], "image_id": ref["image_id"], "segmentation": segmentation,
-            "categories_id": ref["category_id"], "bbox": [0, 0, w - 1, h - 1], "iscrowd": 0,
-        })
+        anns.append(
+            {
+                "id": ref["ann_id"],
+                "image_id": ref["image_id"],
+                "segmentation": segmentation,
+                "categories_id": ref["category_id"],
+                "bbox": [0, 0, w - 1, h - 1],
+                "iscrowd": 0,
+            }
+        )
     instances = {
         "images": images,
         "annotations": anns,

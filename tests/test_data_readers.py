@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 import warnings
 from pathlib import Path
 
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from _fixtures_data import build_refsegrs, build_risbench, build_rrsisd, load_jsonl, make_tokenizer, real_refs
 from pycocotools import mask as coco_mask
 
 from uncertainty_rrsis.data import (
@@ -26,6 +26,16 @@ from uncertainty_rrsis.data import (
 from uncertainty_rrsis.data import check as check_cli
 from uncertainty_rrsis.data._rle import decode_counts, encode_counts, rle_decode, rle_encode
 from uncertainty_rrsis.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _fixtures_data import (  # noqa: E402
+    build_refsegrs,
+    build_risbench,
+    build_rrsisd,
+    load_jsonl,
+    make_tokenizer,
+    real_refs,
+)
 
 S = 32
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -148,7 +158,9 @@ def test_refsegrs_samples(refsegrs_root, tokenizer):
     for i, item in enumerate(items):
         s = ds[i]
         assert s["id"] == item["image_id"]
-        np.testing.assert_array_equal(s["orig_mask"].numpy(), rle_decode(item["segmentation"]))  # 40 < 50 is bg
+        np.testing.assert_array_equal(
+            s["orig_mask"].numpy(), rle_decode(item["segmentation"])
+        )  # 40 < 50 is bg
         assert s["orig_size"] == (512, 512)
     assert ds[1]["sentence"] == "vehicle"
 
@@ -189,8 +201,10 @@ def test_rrsisd_train_mode_draws_one_sentence_per_ref(rrsisd_fixture, tmp_path):
     root, _ = rrsisd_fixture
     refs = real_refs()
     extra = dict(refs[0], split="train", ref_id=999001)
-    extra["sentences"] = [dict(refs[0]["sentences"][0], sent_id=1, raw="the gray windmill"),
-                          dict(refs[0]["sentences"][0], sent_id=2, raw="a small windmill")]
+    extra["sentences"] = [
+        dict(refs[0]["sentences"][0], sent_id=1, raw="the gray windmill"),
+        dict(refs[0]["sentences"][0], sent_id=2, raw="a small windmill"),
+    ]
     with (root / "rrsisd" / "refs(extra).p").open("wb") as fh:
         pickle.dump([*refs, extra], fh, protocol=4)
     train = RRSISD(root, "train", refs_file="refs(extra).p", image_size=S)
@@ -252,7 +266,9 @@ def test_bad_samples_raise_and_check_reports_all(tmp_path, capsys):
     lines[4] = "test_4_2.png   "  # empty sentence
     phrases.write_text("\n".join(lines) + "\n")
 
-    with pytest.raises(DatasetError, match=r"1 bad annotation[\s\S]*output_phrase_test.txt:5: empty sentence"):
+    with pytest.raises(
+        DatasetError, match=r"1 bad annotation[\s\S]*output_phrase_test.txt:5: empty sentence"
+    ):
         RISBench(tmp_path, "test")
     ds = RISBench(tmp_path, "test", strict=False, image_size=S)
     with pytest.raises(SampleError, match="image file not found: .*test_1_0.png"):
@@ -266,13 +282,21 @@ def test_bad_samples_raise_and_check_reports_all(tmp_path, capsys):
     report = check_dataset(ds)
     assert not report.ok and report.total == 15
     assert [p.id for p in report.problems] == ["test_1_0", "test_1_1", "test_3_0", "test_4_2"]
-    assert check_cli.main(["--dataset", "risbench", "--root", str(tmp_path), "--split", "test", "--no-progress"]) == 1
+    assert (
+        check_cli.main(["--dataset", "risbench", "--root", str(tmp_path), "--split", "test", "--no-progress"])
+        == 1
+    )
     out = capsys.readouterr().out
     assert "15 samples, 4 bad" in out and "test_1_1.png" in out
 
 
 def test_check_cli_ok_and_missing_split(risbench_root, capsys):
-    assert check_cli.main(["--dataset", "risbench", "--root", str(risbench_root), "--split", "test", "--no-progress"]) == 0
+    assert (
+        check_cli.main(
+            ["--dataset", "risbench", "--root", str(risbench_root), "--split", "test", "--no-progress"]
+        )
+        == 0
+    )
     assert "15 samples, 0 bad" in capsys.readouterr().out
     assert check_cli.main(["--dataset", "risbench", "--root", str(risbench_root), "--no-progress"]) == 1
     assert "output_phrase_train.txt" in capsys.readouterr().err

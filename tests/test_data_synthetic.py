@@ -9,7 +9,14 @@ import warnings
 import numpy as np
 import pytest
 
-from uncertainty_rrsis.data import RISBench, SyntheticConfig, collate, ensure_synthetic, generate_synthetic, render_sample
+from uncertainty_rrsis.data import (
+    RISBench,
+    SyntheticConfig,
+    collate,
+    ensure_synthetic,
+    generate_synthetic,
+    render_sample,
+)
 from uncertainty_rrsis.data import synthetic as synth
 from uncertainty_rrsis.data.synthetic import CATEGORIES, resolve
 
@@ -31,7 +38,9 @@ def test_every_sentence_refers_to_exactly_one_visible_object():
         assert s.query["category"] in s.sentence and s.tags["category"] == s.query["category"]
         if s.query.get("colour"):
             assert s.query["colour"] in s.sentence
-        same = [o for o in s.objects if o["category"] == target["category"] and o["id"] != s.target and o["area"]]
+        same = [
+            o for o in s.objects if o["category"] == target["category"] and o["id"] != s.target and o["area"]
+        ]
         assert s.tags["distractors"] == len(same)
         assert s.tags["thin"] == (target["category"] in ("road", "river"))
         assert s.tags["tiny"] == (target["area"] < 0.01 * 96 * 96)
@@ -48,11 +57,28 @@ def test_text_is_needed_and_hard_cases_present():
     assert {s.tags["query"] for s in samples} >= {"category", "colour", "region", "position", "size"}
 
 
+def test_object_scale_makes_targets_larger_and_stays_unique():
+    small = _samples(24)
+    large = _samples(24, object_scale=1.5)
+    for s in large:
+        assert [o["id"] for o in resolve(s.query, s.objects)] == [s.target]
+    compact = lambda ss: np.mean([s.mask.sum() for s in ss if not s.tags["thin"]])  # noqa: E731
+    assert compact(large) > 1.5 * compact(small)
+
+
 def test_resolve_detects_ambiguity():
     objs = [
         {"id": 1, "category": "ship", "colour": "red", "area": 50, "cx": 0.2, "cy": 0.2, "on_road": False},
         {"id": 2, "category": "ship", "colour": "red", "area": 60, "cx": 0.25, "cy": 0.8, "on_road": False},
-        {"id": 3, "category": "building", "colour": "red", "area": 300, "cx": 0.9, "cy": 0.5, "on_road": False},
+        {
+            "id": 3,
+            "category": "building",
+            "colour": "red",
+            "area": 300,
+            "cx": 0.9,
+            "cy": 0.5,
+            "on_road": False,
+        },
     ]
     assert len(resolve({"category": "ship", "colour": "red"}, objs)) == 2
     assert len(resolve({"category": "ship", "extreme": "leftmost"}, objs)) == 2  # within the margin
@@ -73,8 +99,11 @@ def test_same_seed_same_sample_other_seed_differs():
 
 
 def _digest(folder):
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_same_seed_writes_byte_identical_files(tmp_path):
@@ -143,7 +172,8 @@ def test_ensure_synthetic_caches_and_is_atomic(tmp_path, monkeypatch):
 def test_config_validation():
     with pytest.raises(ValueError, match="image_size"):
         SyntheticConfig(image_size=16)
+    with pytest.raises(ValueError, match="object_scale"):
+        SyntheticConfig(object_scale=3.0)
     with pytest.raises(ValueError, match="split must be"):
         render_sample(SyntheticConfig(), "testA", 0)
     assert SyntheticConfig().fingerprint() != SyntheticConfig(seed=1).fingerprint()
-

@@ -26,14 +26,16 @@ def _masks(pairs, size=(4, 5)):
 
 
 def test_hand_computed_cases():
-    pred, gt = _masks([
-        (3, 0, 0),  # empty target, non-empty prediction: IoU 0
-        (0, 4, 0),  # empty prediction: IoU 0
-        (0, 0, 0),  # both empty: IoU 0 (LAVT), union 0
-        (2, 2, 1),  # I=1, U=3
-        (2, 1, 1),  # I=1, U=2: IoU exactly 0.5
-        (10, 9, 9),  # I=9, U=10: IoU exactly 0.9
-    ])
+    pred, gt = _masks(
+        [
+            (3, 0, 0),  # empty target, non-empty prediction: IoU 0
+            (0, 4, 0),  # empty prediction: IoU 0
+            (0, 0, 0),  # both empty: IoU 0 (LAVT), union 0
+            (2, 2, 1),  # I=1, U=3
+            (2, 1, 1),  # I=1, U=2: IoU exactly 0.5
+            (10, 9, 9),  # I=9, U=10: IoU exactly 0.9
+        ]
+    )
     m = ReferringSegmentationMetrics()
     m.update(pred, gt)
     out = m.compute()
@@ -61,10 +63,10 @@ def test_empty_metrics_and_bad_input():
 def _reference(preds, gts, thresholds=(0.5, 0.6, 0.7, 0.8, 0.9)):
     """Slow per-sample reference in plain Python."""
     ious, si, su = [], 0, 0
-    for p, g in zip(preds, gts):
+    for p, g in zip(preds, gts, strict=True):
         p, g = p.numpy().ravel().tolist(), g.numpy().ravel().tolist()
-        i = sum(1 for a, b in zip(p, g) if a and b)
-        u = sum(1 for a, b in zip(p, g) if a or b)
+        i = sum(1 for a, b in zip(p, g, strict=True) if a and b)
+        u = sum(1 for a, b in zip(p, g, strict=True) if a or b)
         ious.append(i / u if u else 0.0)
         si, su = si + i, su + u
     out = {"oIoU": si / su, "mIoU": sum(ious) / len(ious), "count": len(ious)}
@@ -94,9 +96,15 @@ def test_agrees_with_slow_reference_on_random_masks():
 def test_tag_breakdown():
     pred, gt = _masks([(2, 2, 2), (2, 2, 0), (2, 2, 1)])
     m = ReferringSegmentationMetrics()
-    m.update(pred, gt, tags=[{"category": "ship", "thin": False, "area": 0.3},
-                             {"category": "road", "thin": True},
-                             {"category": "ship", "thin": False}])
+    m.update(
+        pred,
+        gt,
+        tags=[
+            {"category": "ship", "thin": False, "area": 0.3},
+            {"category": "road", "thin": True},
+            {"category": "ship", "thin": False},
+        ],
+    )
     parts = m.compute_breakdown()
     assert set(parts) == {"category=ship", "category=road", "thin=false", "thin=true"}  # floats skipped
     assert parts["category=ship"]["count"] == 2
@@ -128,8 +136,10 @@ def test_original_size_evaluation():
     with pytest.raises(ValueError, match="return_orig_mask=True"):
         ReferringSegmentationMetrics(at_original_size=True).update_from_batch(logits, {"mask": batch["mask"]})
     lists = ReferringSegmentationMetrics()
-    lists.update([torch.ones(2, 3, dtype=torch.bool), torch.ones(5, 1, dtype=torch.bool)],
-                 [torch.ones(2, 3, dtype=torch.bool), torch.zeros(5, 1, dtype=torch.bool)])
+    lists.update(
+        [torch.ones(2, 3, dtype=torch.bool), torch.ones(5, 1, dtype=torch.bool)],
+        [torch.ones(2, 3, dtype=torch.bool), torch.zeros(5, 1, dtype=torch.bool)],
+    )
     assert lists.compute()["oIoU"] == pytest.approx(6 / 11)
 
 

@@ -42,7 +42,9 @@ def _worker(rank, init_file, out_file):
         seg.sync()
         unq.sync()
         if rank == 0:
-            torch.save({"seg": seg.compute(), "parts": seg.compute_breakdown(), "unq": unq.compute()}, out_file)
+            torch.save(
+                {"seg": seg.compute(), "parts": seg.compute_breakdown(), "unq": unq.compute()}, out_file
+            )
     finally:
         dist.destroy_process_group()
 

@@ -14,14 +14,22 @@ S = 64
 
 
 def _inputs():
-    black = (torch.zeros(3, S, S) - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    black = (torch.zeros(3, S, S) - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(
+        IMAGENET_STD
+    ).view(3, 1, 1)
     target = torch.zeros(S, S, dtype=torch.bool)
     target[:, : S // 2] = True  # left half
     prediction = torch.zeros(S, S, dtype=torch.bool)
     prediction[: S // 4] = True  # top quarter
     unc = torch.linspace(0, 1, S).expand(S, S)
-    return dict(image=black, sentence="the red building in the upper left", target=target,
-                prediction=prediction, uncertainty_prob=unc, refine_mask=torch.zeros(S // 2, S // 2))
+    return dict(
+        image=black,
+        sentence="the red building in the upper left",
+        target=target,
+        prediction=prediction,
+        uncertainty_prob=unc,
+        refine_mask=torch.zeros(S // 2, S // 2),
+    )
 
 
 def _runs(xs):

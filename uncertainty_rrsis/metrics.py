@@ -42,7 +42,9 @@ THRESHOLDS: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9)
 _TOTAL = "__all__"
 
 
-def per_sample_iou(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def per_sample_iou(
+    pred: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Intersection, union and IoU per sample (IoU = 0 where the union is empty).
 
     Shapes:
@@ -161,21 +163,29 @@ class ReferringSegmentationMetrics:
         target = _as_batch(target_mask, "target_mask")
         if isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor):
             if pred.shape != target.shape:
-                raise ValueError(f"pred_mask {tuple(pred.shape)} and target_mask {tuple(target.shape)} differ in shape")
+                raise ValueError(
+                    f"pred_mask {tuple(pred.shape)} and target_mask {tuple(target.shape)} differ in shape"
+                )
             rows = self._stats(pred, target)
         else:
             pred_l, target_l = list(pred), list(target)
             if len(pred_l) != len(target_l):
                 raise ValueError(f"{len(pred_l)} predictions but {len(target_l)} targets")
-            for i, (p, t) in enumerate(zip(pred_l, target_l)):
+            for i, (p, t) in enumerate(zip(pred_l, target_l, strict=True)):
                 if p.shape != t.shape:
-                    raise ValueError(f"sample {i}: prediction {tuple(p.shape)} and target {tuple(t.shape)} differ in shape")
-            rows = torch.cat([self._stats(p[None], t[None]) for p, t in zip(pred_l, target_l)]) if pred_l else torch.zeros(0, self.width, dtype=torch.float64, device=self.device)
+                    raise ValueError(
+                        f"sample {i}: prediction {tuple(p.shape)} and target {tuple(t.shape)} differ in shape"
+                    )
+            rows = (
+                torch.cat([self._stats(p[None], t[None]) for p, t in zip(pred_l, target_l, strict=True)])
+                if pred_l
+                else torch.zeros(0, self.width, dtype=torch.float64, device=self.device)
+            )
         if tags is not None and len(tags) != rows.shape[0]:
             raise ValueError(f"got {len(tags)} tag dicts for {rows.shape[0]} samples")
         self._rows[_TOTAL] += rows.sum(0)
         if self.breakdown and tags is not None:
-            for row, sample_tags in zip(rows, tags):
+            for row, sample_tags in zip(rows, tags, strict=True):
                 for group in _groups(sample_tags):
                     if group not in self._rows:
                         self._rows[group] = self._zeros()
@@ -203,7 +213,7 @@ class ReferringSegmentationMetrics:
             self.update(binarize_logits(logits, target.shape[-2:]).to(self.device), target, tags=tags)
 
     @torch.no_grad()
-    def sync(self, group: Any = None) -> "ReferringSegmentationMetrics":
+    def sync(self, group: Any = None) -> ReferringSegmentationMetrics:
         """Sum the accumulators over all DDP ranks in place (a no-op without DDP).
 
         One ``all_reduce`` of all rows stacked; with a breakdown, the group names are
@@ -233,7 +243,7 @@ class ReferringSegmentationMetrics:
             "oIoU": inter / union if union > 0 else 0.0,
             "mIoU": iou_sum / count if count > 0 else 0.0,
         }
-        for t, hits in zip(self.thresholds, values[4:]):
+        for t, hits in zip(self.thresholds, values[4:], strict=True):
             out[f"Pr@{t:g}"] = hits / count if count > 0 else 0.0
         out["count"] = int(count)
         return out
@@ -316,7 +326,8 @@ class UncertaintyQualityMetrics:
             raise RuntimeError("metrics were already synced; call reset() before new updates")
         if uncertainty_prob.shape != error.shape:
             raise ValueError(
-                f"uncertainty_prob {tuple(uncertainty_prob.shape)} and error {tuple(error.shape)} must have the "
+                f"uncertainty_prob {tuple(uncertainty_prob.shape)} and error {tuple(error.shape)} must have "
+                "the "
                 "same (B, H, W) shape; resize the uncertainty logits to the mask size first"
             )
         if error.dtype != torch.bool:
@@ -335,7 +346,7 @@ class UncertaintyQualityMetrics:
         self._hist += torch.bincount(flat, minlength=2 * self.bins).to(torch.float64).view(2, self.bins)
 
     @torch.no_grad()
-    def sync(self, group: Any = None) -> "UncertaintyQualityMetrics":
+    def sync(self, group: Any = None) -> UncertaintyQualityMetrics:
         """Sum the histograms over DDP ranks in place with one ``all_reduce``."""
         if self._synced:
             raise RuntimeError("metrics were already synced; call reset() to start again")

@@ -80,7 +80,9 @@ def _map(x: Any, size: tuple[int, int], *, binary: bool, name: str) -> np.ndarra
     height, width = size
     if arr.shape != (height, width):
         if binary:
-            img = Image.fromarray(arr.astype(bool).astype(np.uint8) * 255).resize((width, height), Image.NEAREST)
+            img = Image.fromarray(arr.astype(bool).astype(np.uint8) * 255).resize(
+                (width, height), Image.NEAREST
+            )
             return np.asarray(img) > 127
         img = Image.fromarray(arr.astype(np.float32)).resize((width, height), Image.BILINEAR)
         arr = np.asarray(img)
@@ -152,18 +154,41 @@ def render_panel(
     draw = ImageDraw.Draw(panel)
     for k, line in enumerate(lines):
         draw.text((pad, pad + k * line_h), line, fill=(0, 0, 0), font=font)
-    for k, (tile, title) in enumerate(zip(tiles, titles)):
+    for k, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
         x = pad + k * (scale_w + pad)
         draw.text((x, band), title, fill=(80, 80, 80), font=font)
         panel.paste(Image.fromarray(tile).resize((scale_w, scale_h), Image.NEAREST), (x, band + title_h))
     return panel
 
 
-def save_panel(path: str | Path, **kwargs: Any) -> Path:
-    """Render with :func:`render_panel` (same keyword arguments) and save as PNG."""
+def save_panel(
+    path: str | Path,
+    *,
+    image: Any,
+    sentence: str,
+    target: Any,
+    prediction: Any,
+    uncertainty_prob: Any,
+    refine_mask: Any = None,
+    mean: Sequence[float] = _MEAN,
+    std: Sequence[float] = _STD,
+    tile_size: int | None = None,
+) -> Path:
+    """Render a panel with :func:`render_panel` (same arguments) and save it as PNG at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    render_panel(**kwargs).save(path, format="PNG")
+    panel = render_panel(
+        image=image,
+        sentence=sentence,
+        target=target,
+        prediction=prediction,
+        uncertainty_prob=uncertainty_prob,
+        refine_mask=refine_mask,
+        mean=mean,
+        std=std,
+        tile_size=tile_size,
+    )
+    panel.save(path, format="PNG")
     return path
 
 

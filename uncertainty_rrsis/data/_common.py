@@ -89,7 +89,10 @@ def _unique_ids(ids: Sequence[str]) -> list[str]:
 class ReferringDataset(Dataset):
     """Base class of the readers: a map-style dataset of referring samples.
 
-    Args (shared by every reader, keyword-only after ``root`` and ``split``):
+    Every reader takes these arguments (keyword-only after ``root`` and ``split``); each
+    item is the sample dict described in the module docstring.
+
+    Args:
         root: dataset folder (layout in each reader's docstring).
         split: ``"train"``, ``"val"`` or ``"test"``.
         tokenizer: a Hugging Face-style tokenizer (see :func:`~._text.tokenize`); without
@@ -143,7 +146,7 @@ class ReferringDataset(Dataset):
         ids = _unique_ids([r.id for r in records])
         self.records: list[Record] = [
             r if r.id == i else Record(i, r.image_path, r.sentences, r.mask_source, r.where, r.tags)
-            for r, i in zip(records, ids)
+            for r, i in zip(records, ids, strict=True)
         ]
         if strict:
             problems = self.annotation_problems()

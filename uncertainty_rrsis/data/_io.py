@@ -36,8 +36,8 @@ def read_image(path: Path, *, layout: str) -> Image.Image:
 def read_mask(path: Path, *, threshold: int, layout: str) -> np.ndarray:
     """Read a mask image as (H, W) bool: ``value > threshold`` on channel 0."""
     img = _open(path, "mask", layout)
-    if img.mode == "P":
-        img = img.convert("L") if "transparency" not in img.info else img.convert("RGBA")
+    if img.mode in ("P", "PA", "LA", "RGBA", "1"):
+        img = img.convert("L") if img.mode in ("P", "PA", "1") else img.convert(img.mode[:-1])
     arr = np.asarray(img)
     if arr.ndim == 3:
         arr = arr[..., 0]

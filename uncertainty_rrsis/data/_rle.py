@@ -79,9 +79,7 @@ def rle_decode(rle: Mapping[str, Any]) -> np.ndarray:
     runs = decode_counts(counts) if isinstance(counts, (str, bytes)) else [int(c) for c in counts]
     total = sum(runs)
     if total != height * width or any(r < 0 for r in runs):
-        raise ValueError(
-            f"RLE runs sum to {total} pixels but size {height}x{width} needs {height * width}"
-        )
+        raise ValueError(f"RLE runs sum to {total} pixels but size {height}x{width} needs {height * width}")
     values = np.zeros(len(runs), dtype=bool)
     values[1::2] = True
     flat = np.repeat(values, runs)
@@ -139,8 +137,6 @@ def segmentation_to_mask(segmentation: Any, height: int, width: int) -> np.ndarr
             raise ValueError("a COCO segmentation mixes polygons and RLE dicts")
         size = tuple(int(v) for v in part["size"])
         if size != (height, width):
-            raise ValueError(
-                f"RLE size {size[0]}x{size[1]} differs from the image size {height}x{width}"
-            )
+            raise ValueError(f"RLE size {size[0]}x{size[1]} differs from the image size {height}x{width}")
         out |= rle_decode(part)
     return out

@@ -15,13 +15,16 @@ _STACKED = ("image", "mask")
 def collate(samples: Sequence[dict[str, Any]], *, pad_token_id: int = 0) -> dict[str, Any]:
     """Collate sample dicts into a batch dict (use as ``DataLoader(collate_fn=collate)``).
 
-    Batch, B samples:
-        image: (B, 3, S, S) float; mask: (B, S, S) bool.
-        input_ids: (B, L) long and text_padding_mask: (B, L) bool (True = padding); if the
-            samples' L differ, shorter ones are right-padded with ``pad_token_id`` / True.
-        orig_size: (B, 2) long, rows (H, W).
-        orig_mask: list of B (H_i, W_i) bool tensors (sizes may differ).
-        sentence, id, tags and any other key: lists of length B.
+    Args:
+        samples: B sample dicts with the same keys.
+        pad_token_id: id used to right-pad ``input_ids`` when the samples' L differ.
+
+    Returns:
+        A dict with ``image`` (B, 3, S, S) float and ``mask`` (B, S, S) bool stacked;
+        ``input_ids`` (B, L) long and ``text_padding_mask`` (B, L) bool (True = padding),
+        shorter rows right-padded; ``orig_size`` (B, 2) long with rows (H, W);
+        ``orig_mask`` a list of B (H_i, W_i) bool tensors (sizes may differ); ``sentence``,
+        ``id``, ``tags`` and any other key as lists of length B.
     """
     if not samples:
         raise ValueError("collate needs at least one sample")

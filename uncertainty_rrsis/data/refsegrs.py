@@ -47,7 +47,9 @@ class RefSegRS(ReferringDataset):
         entries = read_phrase_file(phrase_file, layout=_LAYOUT)
         for folder in ("images", "masks"):
             if not (self.root / folder).is_dir():
-                raise DatasetLayoutError(f"folder not found: {self.root / folder}\nExpected layout:\n{_LAYOUT}")
+                raise DatasetLayoutError(
+                    f"folder not found: {self.root / folder}\nExpected layout:\n{_LAYOUT}"
+                )
         return [
             Record(
                 id=stem,

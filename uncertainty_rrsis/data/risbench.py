@@ -58,7 +58,9 @@ class RISBench(ReferringDataset):
         entries = read_phrase_file(phrase_file, layout=_LAYOUT)
         for folder in ("img_rgb", "mask"):
             if not (self.root / folder).is_dir():
-                raise DatasetLayoutError(f"folder not found: {self.root / folder}\nExpected layout:\n{_LAYOUT}")
+                raise DatasetLayoutError(
+                    f"folder not found: {self.root / folder}\nExpected layout:\n{_LAYOUT}"
+                )
         tags = self._read_tags()
         records = []
         for number, name, sentence in entries:

@@ -114,7 +114,9 @@ class RRSISD(ReferringDataset):
         instances = _load_instances(inst_path)
         image_dir = self.root / self.image_dir
         if not image_dir.is_dir():
-            raise DatasetLayoutError(f"RRSIS-D image folder not found: {image_dir}\nExpected layout:\n{_LAYOUT}")
+            raise DatasetLayoutError(
+                f"RRSIS-D image folder not found: {image_dir}\nExpected layout:\n{_LAYOUT}"
+            )
         anns = {a.get("id"): a for a in instances["annotations"]}
         images = {i.get("id"): i for i in instances["images"]}
         cats = {c.get("id"): c.get("name") for c in instances.get("categories", [])}
@@ -133,13 +135,22 @@ class RRSISD(ReferringDataset):
             file_name = (info or {}).get("file_name") or ref.get("file_name", "")
             cat_id = ref.get("category_id", (ann or {}).get("categories_id", (ann or {}).get("category_id")))
             tags = {"category": cats[cat_id]} if cat_id in cats else {}
-            sents = [(s.get("sent_id", i), str(s.get("raw", s.get("sent", "")))) for i, s in enumerate(ref.get("sentences", []))]
+            sents = [
+                (s.get("sent_id", i), str(s.get("raw", s.get("sent", ""))))
+                for i, s in enumerate(ref.get("sentences", []))
+            ]
             source = (ann, info, inst_path)
             if self.all_sentences:
                 for sent_id, text in sents or [(None, "")]:
-                    records.append(Record(f"{ref_id}_{sent_id}", image_dir / file_name, (text,), source, where, tags))
+                    records.append(
+                        Record(f"{ref_id}_{sent_id}", image_dir / file_name, (text,), source, where, tags)
+                    )
             else:
-                records.append(Record(str(ref_id), image_dir / file_name, tuple(t for _, t in sents), source, where, tags))
+                records.append(
+                    Record(
+                        str(ref_id), image_dir / file_name, tuple(t for _, t in sents), source, where, tags
+                    )
+                )
         return records
 
     def annotation_problems(self) -> list[str]:

@@ -77,8 +77,13 @@ CATEGORIES: tuple[str, ...] = ("building", "vehicle", "storage tank", "ship", "s
 _THIN = ("road", "river")
 _COMPACT = ("building", "vehicle", "storage tank", "ship", "sports field")
 _CATEGORY_WEIGHTS = {
-    "building": 0.22, "vehicle": 0.12, "storage tank": 0.16, "ship": 0.16,
-    "sports field": 0.14, "road": 0.10, "river": 0.10,
+    "building": 0.22,
+    "vehicle": 0.12,
+    "storage tank": 0.16,
+    "ship": 0.16,
+    "sports field": 0.14,
+    "road": 0.10,
+    "river": 0.10,
 }
 _PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (198, 46, 40),
@@ -95,7 +100,14 @@ _COLOURS = {
     "ship": ("white", "red", "yellow", "black"),
     "sports field": ("green", "red", "blue"),
 }
-_KINDS_COMPACT = {"category": 0.12, "colour": 0.25, "region": 0.2, "colour_region": 0.1, "position": 0.18, "size": 0.15}
+_KINDS_COMPACT = {
+    "category": 0.12,
+    "colour": 0.25,
+    "region": 0.2,
+    "colour_region": 0.1,
+    "position": 0.18,
+    "size": 0.15,
+}
 _KINDS_THIN = {"category": 0.5, "position": 0.5}
 _REGIONS = ("upper left", "upper right", "lower left", "lower right")
 _REGION_WORDS = {
@@ -106,8 +118,10 @@ _REGION_WORDS = {
 }
 _EXTREMES_POS = ("leftmost", "rightmost", "topmost", "bottommost")
 _EXTREME_PHRASE = {
-    "leftmost": "furthest to the left", "rightmost": "furthest to the right",
-    "topmost": "closest to the top", "bottommost": "closest to the bottom",
+    "leftmost": "furthest to the left",
+    "rightmost": "furthest to the right",
+    "topmost": "closest to the top",
+    "bottommost": "closest to the bottom",
 }
 _REGION_MARGIN = 0.06  # centroids this close to a midline belong to both halves
 _POSITION_MARGIN = 0.10  # fraction of the image between the extreme and the runner-up
@@ -127,6 +141,8 @@ class SyntheticConfig:
         max_clutter: at most this many objects of other categories per scene.
         noise: std of the Gaussian pixel noise added to the picture (0-255 scale).
         min_target_pixels: smallest visible target area accepted.
+        object_scale: multiplies the size of every compact object (buildings, vehicles,
+            tanks, ships, sports fields); above 1 makes the task easier at low resolution.
     """
 
     seed: int = 0
@@ -138,12 +154,15 @@ class SyntheticConfig:
     max_clutter: int = 3
     noise: float = 5.0
     min_target_pixels: int = 8
+    object_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32 pixels; got {self.image_size}")
         if min(self.n_train, self.n_val, self.n_test) < 0:
             raise ValueError("split sizes must be >= 0")
+        if not 0.5 <= self.object_scale <= 2.0:
+            raise ValueError(f"object_scale must be in [0.5, 2]; got {self.object_scale}")
         if not 0.0 <= self.dense_fraction <= 1.0:
             raise ValueError(f"dense_fraction must be in [0, 1]; got {self.dense_fraction}")
 
@@ -165,11 +184,14 @@ class SyntheticSample:
     """One rendered sample.
 
     Attributes:
-        image: (S, S, 3) uint8. mask: (S, S) bool, the target's visible pixels.
-        sentence: the referring expression. query: what the sentence means (see
-        :func:`resolve`). objects: every object with its measured ``area``, centroid
-        ``cx``/``cy`` (fractions of the image), ``colour``, ``on_road``. target: id of the
-        referred object. tags: per-sample tags (module docstring).
+        image: (S, S, 3) uint8 picture.
+        mask: (S, S) bool, the target's visible pixels.
+        sentence: the referring expression.
+        query: what the sentence means (see :func:`resolve`).
+        objects: every object with its ``id``, ``category``, ``colour``, measured ``area``,
+            centroid ``cx``/``cy`` (fractions of the image) and ``on_road``.
+        target: id of the referred object (``objects[target - 1]``).
+        tags: per-sample tags (module docstring).
     """
 
     image: np.ndarray
@@ -184,8 +206,20 @@ class SyntheticSample:
 # --------------------------------------------------------------------------- resolve
 def _regions_of(obj: dict[str, Any]) -> set[str]:
     """Quadrants an object's centroid may be said to lie in (both near a midline)."""
-    xs = {"left"} if obj["cx"] < 0.5 - _REGION_MARGIN else {"right"} if obj["cx"] > 0.5 + _REGION_MARGIN else {"left", "right"}
-    ys = {"upper"} if obj["cy"] < 0.5 - _REGION_MARGIN else {"lower"} if obj["cy"] > 0.5 + _REGION_MARGIN else {"upper", "lower"}
+    xs = (
+        {"left"}
+        if obj["cx"] < 0.5 - _REGION_MARGIN
+        else {"right"}
+        if obj["cx"] > 0.5 + _REGION_MARGIN
+        else {"left", "right"}
+    )
+    ys = (
+        {"upper"}
+        if obj["cy"] < 0.5 - _REGION_MARGIN
+        else {"lower"}
+        if obj["cy"] > 0.5 + _REGION_MARGIN
+        else {"upper", "lower"}
+    )
     return {f"{y} {x}" for y in ys for x in xs}
 
 
@@ -260,7 +294,7 @@ class _Scene:
         return self.choice(options)
 
     def _geometry(self, category: str, scale: float, cx: float, cy: float) -> dict[str, Any]:
-        s, u = self.s, self.uniform
+        s, u = self.s * self.cfg.object_scale, self.uniform
         if category == "building":
             a = (0.10 + 0.14 * scale) * s
             angle = 0.0 if self.rng.random() < 0.5 else u(-0.5, 0.5)
@@ -272,7 +306,10 @@ class _Scene:
             return {"kind": "circle", "cx": cx, "cy": cy, "r": (0.05 + 0.06 * scale) * s}
         if category == "ship":
             length = (0.15 + 0.18 * scale) * s
-            return {"kind": "ship", "pts": ship_points(cx, cy, length, length * u(0.2, 0.28), u(0, 2 * math.pi))}
+            return {
+                "kind": "ship",
+                "pts": ship_points(cx, cy, length, length * u(0.2, 0.28), u(0, 2 * math.pi)),
+            }
         if category == "sports field":
             a = (0.18 + 0.14 * scale) * s
             angle = 0.0 if self.rng.random() < 0.5 else math.pi / 2
@@ -343,7 +380,11 @@ class _Scene:
         pts = curve_points(self.rng, self.s, vertical=vertical, base=base, amplitude=amplitude)
         colour = self.choice([(86, 86, 90), (176, 172, 164)]) if category == "road" else (54, 98, 162)
         self.specs.append(
-            {"category": category, "colour": None, "geom": {"kind": "curve", "pts": pts, "width": max(2, round(width)), "rgb": colour}}
+            {
+                "category": category,
+                "colour": None,
+                "geom": {"kind": "curve", "pts": pts, "width": max(2, round(width)), "rgb": colour},
+            }
         )
         return len(self.specs)
 
@@ -359,7 +400,10 @@ class _Scene:
                 if spec["category"] == "road" and geom["width"] >= 4:
                     canvas.detail_line(geom["pts"][::2], shade(geom["rgb"], 1.35))
                 continue
-            rgb = tuple(int(c) for c in np.clip(np.asarray(_PALETTE[spec["colour"]]) + self.rng.integers(-12, 13, 3), 0, 255))
+            rgb = tuple(
+                int(c)
+                for c in np.clip(np.asarray(_PALETTE[spec["colour"]]) + self.rng.integers(-12, 13, 3), 0, 255)
+            )
             if geom["kind"] == "circle":
                 canvas.ellipse(geom["cx"], geom["cy"], geom["r"], rgb, label)
                 if geom["r"] >= 4:
@@ -371,8 +415,10 @@ class _Scene:
                 cx, cy = np.mean([q[0] for q in p]), np.mean([q[1] for q in p])
                 inner = [(cx + 0.7 * (x - cx), cy + 0.7 * (y - cy)) for x, y in p]
                 canvas.detail_polygon(inner, (240, 240, 240))
-                mid = [((inner[0][0] + inner[1][0]) / 2, (inner[0][1] + inner[1][1]) / 2),
-                       ((inner[2][0] + inner[3][0]) / 2, (inner[2][1] + inner[3][1]) / 2)]
+                mid = [
+                    ((inner[0][0] + inner[1][0]) / 2, (inner[0][1] + inner[1][1]) / 2),
+                    ((inner[2][0] + inner[3][0]) / 2, (inner[2][1] + inner[3][1]) / 2),
+                ]
                 canvas.detail_line(mid, (240, 240, 240))
             elif geom["kind"] == "rect" and spec["category"] == "building":
                 cx, cy = np.mean([q[0] for q in p]), np.mean([q[1] for q in p])
@@ -381,8 +427,16 @@ class _Scene:
                 ridge = [(cx + 0.75 * (x - cx), cy + 0.75 * (y - cy)) for x, y in (a, b)]
                 canvas.detail_line(ridge, shade(rgb, 1.25 if sum(rgb) < 600 else 0.8))
             elif geom["kind"] == "ship":
-                ridge = [(p[0][0] * 0.7 + p[2][0] * 0.15 + p[3][0] * 0.15, p[0][1] * 0.7 + p[2][1] * 0.15 + p[3][1] * 0.15),
-                         (p[0][0] * 0.2 + p[2][0] * 0.4 + p[3][0] * 0.4, p[0][1] * 0.2 + p[2][1] * 0.4 + p[3][1] * 0.4)]
+                ridge = [
+                    (
+                        p[0][0] * 0.7 + p[2][0] * 0.15 + p[3][0] * 0.15,
+                        p[0][1] * 0.7 + p[2][1] * 0.15 + p[3][1] * 0.15,
+                    ),
+                    (
+                        p[0][0] * 0.2 + p[2][0] * 0.4 + p[3][0] * 0.4,
+                        p[0][1] * 0.2 + p[2][1] * 0.4 + p[3][1] * 0.4,
+                    ),
+                ]
                 canvas.detail_line(ridge, shade(rgb, 1.3 if sum(rgb) < 600 else 0.75))
         labels = canvas.labels()
         image = np.asarray(canvas.rgb, dtype=np.float32)
@@ -410,15 +464,17 @@ class _Scene:
             on_road = False
             if self.road_mask is not None and spec["category"] == "vehicle" and area:
                 on_road = bool(self.road_mask[labels == i].mean() >= 0.5)
-            out.append({
-                "id": i,
-                "category": spec["category"],
-                "colour": spec["colour"],
-                "area": area,
-                "cx": float((sum_x[i] / area + 0.5) / s) if area else -1.0,
-                "cy": float((sum_y[i] / area + 0.5) / s) if area else -1.0,
-                "on_road": on_road,
-            })
+            out.append(
+                {
+                    "id": i,
+                    "category": spec["category"],
+                    "colour": spec["colour"],
+                    "area": area,
+                    "cx": float((sum_x[i] / area + 0.5) / s) if area else -1.0,
+                    "cy": float((sum_y[i] / area + 0.5) / s) if area else -1.0,
+                    "on_road": on_road,
+                }
+            )
         return out
 
 
@@ -427,7 +483,9 @@ def _quadrant_test(region: str, *, margin: float) -> Callable[[float, float], bo
     top, left = region.startswith("upper"), region.endswith("left")
 
     def inside(x: float, y: float) -> bool:
-        return (x < 0.5 - margin if left else x > 0.5 + margin) and (y < 0.5 - margin if top else y > 0.5 + margin)
+        return (x < 0.5 - margin if left else x > 0.5 + margin) and (
+            y < 0.5 - margin if top else y > 0.5 + margin
+        )
 
     return inside
 
@@ -436,7 +494,9 @@ def _outside_quadrant(region: str, *, margin: float) -> Callable[[float, float],
     top, left = region.startswith("upper"), region.endswith("left")
 
     def outside(x: float, y: float) -> bool:
-        return (x > 0.5 + margin if left else x < 0.5 - margin) or (y > 0.5 + margin if top else y < 0.5 - margin)
+        return (x > 0.5 + margin if left else x < 0.5 - margin) or (
+            y > 0.5 + margin if top else y < 0.5 - margin
+        )
 
     return outside
 
@@ -474,7 +534,9 @@ def _try_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> SyntheticSampl
         if kind == "position":
             bases = sorted([scene.uniform(0.15, 0.38), scene.uniform(0.62, 0.85)])
             first = bool(rng.random() < 0.5)
-            query["extreme"] = ("leftmost" if first else "rightmost") if vertical else ("topmost" if first else "bottommost")
+            query["extreme"] = (
+                ("leftmost" if first else "rightmost") if vertical else ("topmost" if first else "bottommost")
+            )
             ids = [scene.add_curve(category, vertical=vertical, base=b) for b in bases]
             target = ids[0] if first else ids[1]
         else:
@@ -519,7 +581,9 @@ def _try_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> SyntheticSampl
             edge = scene.uniform(0.12, 0.4)
             ref = edge if low else 1 - edge
 
-            def beyond(x: float, y: float, *, ref: float = ref, low: bool = low, axis_x: bool = axis_x) -> bool:
+            def beyond(
+                x: float, y: float, *, ref: float = ref, low: bool = low, axis_x: bool = axis_x
+            ) -> bool:
                 v = x if axis_x else y
                 return v > ref + 0.16 if low else v < ref - 0.16
 
@@ -532,7 +596,11 @@ def _try_scene(rng: np.random.Generator, cfg: SyntheticConfig) -> SyntheticSampl
         elif kind == "size":
             largest = bool(rng.random() < 0.5)
             query["extreme"] = "largest" if largest else "smallest"
-            target = scene.place(category, colour=colour, scale=scene.uniform(0.8, 1.0) if largest else scene.uniform(0.0, 0.15))
+            target = scene.place(
+                category,
+                colour=colour,
+                scale=scene.uniform(0.8, 1.0) if largest else scene.uniform(0.0, 0.15),
+            )
             for _ in range(n_distract):
                 sc = scene.uniform(0.0, 0.35) if largest else scene.uniform(0.55, 1.0)
                 scene.place(category, colour=scene.colour(category), scale=sc)
@@ -607,7 +675,9 @@ def render_sample(config: SyntheticConfig, split: str, index: int) -> SyntheticS
     """Render sample ``index`` of ``split``: a pure function of ``(config, split, index)``."""
     if split not in _SPLIT_CODE:
         raise ValueError(f"split must be one of {tuple(_SPLIT_CODE)}; got {split!r}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(config.seed), _SPLIT_CODE[split], int(index), GENERATOR_VERSION]))
+    rng = np.random.default_rng(
+        np.random.SeedSequence([int(config.seed), _SPLIT_CODE[split], int(index), GENERATOR_VERSION])
+    )
     for _ in range(200):
         sample = _try_scene(rng, config)
         if sample is not None:
@@ -627,7 +697,9 @@ def generate_synthetic(
     config = config or SyntheticConfig()
     root = Path(root)
     if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"synthetic output folder {root} is not empty; pick a new folder or use ensure_synthetic()")
+        raise FileExistsError(
+            f"synthetic output folder {root} is not empty; pick a new folder or use ensure_synthetic()"
+        )
     (root / "img_rgb").mkdir(parents=True, exist_ok=True)
     (root / "mask").mkdir(exist_ok=True)
     total = sum(config.sizes.values())
@@ -642,8 +714,10 @@ def generate_synthetic(
             for i in range(n):
                 sample = render_sample(config, split, i)
                 name = f"{split}_{i:06d}.png"
-                Image.fromarray(sample.image).save(root / "img_rgb" / name, format="PNG")
-                Image.fromarray(sample.mask.astype(np.uint8) * 255).save(root / "mask" / name, format="PNG")
+                Image.fromarray(sample.image).save(root / "img_rgb" / name, format="PNG", compress_level=1)
+                Image.fromarray(sample.mask.astype(np.uint8) * 255).save(
+                    root / "mask" / name, format="PNG", compress_level=1
+                )
                 lines.append(f"{name} {sample.sentence}\n")
                 tag_lines.append(json.dumps({"name": name, "tags": sample.tags}, sort_keys=True) + "\n")
                 if bar is not None:
@@ -653,7 +727,9 @@ def generate_synthetic(
     finally:
         if bar is not None:
             bar.close()
-    (root / "synthetic.json").write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (root / "synthetic.json").write_text(
+        json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return root
 
 
@@ -691,7 +767,9 @@ def ensure_synthetic(
     Returns:
         The folder to pass to :class:`~uncertainty_rrsis.data.RISBench`.
     """
-    config = SyntheticConfig(seed=seed, image_size=image_size, n_train=n_train, n_val=n_val, n_test=n_test, **options)
+    config = SyntheticConfig(
+        seed=seed, image_size=image_size, n_train=n_train, n_val=n_val, n_test=n_test, **options
+    )
     root = Path(root)
     final = root / f"synthetic-{config.fingerprint()}"
     if _marker_matches(final, config):

@@ -79,7 +79,9 @@ class ResizeNormalize:
         arr = np.asarray(image, dtype=np.uint8)
         x = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
         if tuple(x.shape[-2:]) != (height, width):
-            x = F.interpolate(x[None], size=(height, width), mode="bilinear", align_corners=False, antialias=False)[0]
+            x = F.interpolate(
+                x[None], size=(height, width), mode="bilinear", align_corners=False, antialias=False
+            )[0]
         return x
 
     def resize_mask(self, mask: np.ndarray) -> torch.Tensor:

@@ -58,10 +58,12 @@ class CroBIMU(nn.Module):
 
     Attributes:
         config: the config it was built from.
-        dim (int): the common width C. size_divisor (int): 32.
-        vision (:class:`VisionEncoder`), text (:class:`TextEncoder`),
-        decoder (:class:`~uncertainty_rrsis.RiskGuidedDecoder` wrapping
-        :class:`~uncertainty_rrsis.models.decoder.MaskDecoder`, reachable as ``decoder.decoder``).
+        dim: the common width C (int).
+        size_divisor: inputs are padded to a multiple of it (int, 32).
+        vision: the :class:`VisionEncoder`.
+        text: the :class:`TextEncoder`.
+        decoder: the :class:`~uncertainty_rrsis.RiskGuidedDecoder` wrapping the
+            :class:`~uncertainty_rrsis.models.decoder.MaskDecoder` (``decoder.decoder``).
 
     Image sizes: any ``H, W``. When they are not multiples of ``size_divisor`` (32) the images
     are zero-padded at the bottom and right (zeros = the mean colour after ImageNet
@@ -197,7 +199,7 @@ class CroBIMU(nn.Module):
             return logits[..., :height, :width] if padded else logits
 
         coarse = to_input(out.coarse_logits)
-        logits = coarse if out.logits is out.coarse_logits else to_input(out.logits)
+        logits = coarse if self.decoder.refinement is None else to_input(out.logits)
         return out._replace(logits=logits, coarse_logits=coarse)
 
     def to_image_size(self, x: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:

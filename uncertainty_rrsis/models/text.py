@@ -110,8 +110,15 @@ def build_hf_encoder(
 
     source = resolve_text_source(name)
     if pretrained:
+        from transformers.utils import logging as hf_logging
+
         config = AutoConfig.from_pretrained(source)
-        model = AutoModel.from_pretrained(source, config=config, **_pooling_kwargs(config))
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the pooler weights are left out on purpose: no "unexpected keys" report
+        try:
+            model = AutoModel.from_pretrained(source, config=config, **_pooling_kwargs(config))
+        finally:
+            hf_logging.set_verbosity(verbosity)
     else:
         if hf_config is not None:
             fields = dict(hf_config)
@@ -140,8 +147,13 @@ class TextEncoder(nn.Module):
         lr_multiplier: read by ``CroBIMU.param_groups`` for the encoder's parameters.
 
     Attributes:
-        backbone: the transformers model. hidden_dim (int): its width. dim (int), max_tokens
-        (int), freeze (bool), lr_multiplier (float). proj: Linear(hidden_dim, dim).
+        backbone: the transformers model (no pooler).
+        hidden_dim: its width (int).
+        dim: output width (int).
+        max_tokens: longest accepted sequence (int).
+        freeze: whether the encoder is frozen (bool).
+        lr_multiplier: learning-rate multiplier of the encoder (float).
+        proj: ``Linear(hidden_dim, dim)``.
 
     Shapes:
         input_ids: (B, L) int, L <= max_tokens

@@ -53,12 +53,16 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name} must be an integer; got {value!r}") from err
 
 
-def init_distributed(*, device: str = "auto", backend: str | None = None, timeout_minutes: int = 30) -> DistEnv:
+def init_distributed(
+    *, device: str = "auto", backend: str | None = None, init_method: str | None = None, timeout_minutes: int = 30
+) -> DistEnv:
     """Read the rank layout from the environment and initialise the process group if needed.
 
     Args:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cuda"`` or ``"cpu"``.
         backend: ``None`` picks NCCL on CUDA and gloo on CPU.
+        init_method: rendezvous URL; ``None`` uses ``env://`` (``MASTER_ADDR``/``MASTER_PORT``, set by
+            ``torchrun``). A ``file://`` URL needs no port (handy for tests).
         timeout_minutes: collective timeout.
 
     Returns:
@@ -79,7 +83,8 @@ def init_distributed(*, device: str = "auto", backend: str | None = None, timeou
     if world > 1:
         backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
         if not dist.is_initialized():
-            dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
+            dist.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world,
+                                    timeout=timedelta(minutes=timeout_minutes))
     else:
         backend = None
     return DistEnv(rank=rank, world_size=world, local_rank=local, device=dev, backend=backend)

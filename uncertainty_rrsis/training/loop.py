@@ -294,9 +294,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ training
     def _batches(self, sampler: EpochSampler) -> Iterator[dict[str, Any]]:
+        # The loader draws its worker seed from its own generator, never from the global RNG, so
+        # creating it mid-epoch after a resume does not shift the dropout masks of the model.
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch * 7919 + self.env.rank)
         loader = DataLoader(self.dataset("train"), batch_size=self.per_rank_batch, sampler=sampler,
                             collate_fn=collate, num_workers=self.cfg.num_workers, drop_last=True,
-                            persistent_workers=False)
+                            persistent_workers=False, generator=generator)
         yield from loader
 
     def _forward(self, batch: dict[str, Any], *, blank_text: bool = False):
