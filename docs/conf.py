@@ -71,7 +71,7 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_typehints_format = "short"
 autodoc_class_signature = "mixed"
-autodoc_preserve_defaults = True
+autodoc_preserve_defaults = False
 # nn.Module.forward's generic docstring says nothing about our modules.
 autodoc_inherit_docstrings = False
 # Core pages need nothing beyond torch and einops. The optional sub-packages are documented only

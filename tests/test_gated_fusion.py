@@ -23,7 +23,7 @@ def reference_ugf(ugf: UncertaintyGatedFusion, visual, text, unc, pad):
     u = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False)
     out = torch.zeros_like(visual)
     for i in range(b):
-        k = text[i] @ ugf.k_proj.weight.T + ugf.k_proj.bias
+        k = text[i] @ ugf.k_proj.weight.T  # no key bias (softmax would ignore it)
         v = text[i] @ ugf.v_proj.weight.T + ugf.v_proj.bias
         keep = ~pad[i]
         for y in range(h):

@@ -46,7 +46,7 @@ def test_matches_hand_written_equation(unc_size, seg_size):
     target[2] = False  # empty target
     seg[2] = -1.0  # empty prediction: empty union -> IoU 1 -> w_sample 1
     got = OnlineErrorLoss()(unc, seg, target)
-    assert got.dtype == torch.float32
+    assert got.dtype == torch.float64  # float32 at least; float64 inputs stay float64
     assert math.isclose(got.item(), reference_loss(unc, seg, target), rel_tol=1e-5)
 
 

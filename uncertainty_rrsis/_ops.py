@@ -27,8 +27,8 @@ def resize_logits(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     Shapes:
         x: (B, C, H_in, W_in) -> (B, C, H, W)
     """
-    size = (int(size[0]), int(size[1]))
-    if tuple(x.shape[-2:]) == size:
+    size = (size[0], size[1])  # symbolic sizes stay symbolic under export / dynamic compile
+    if x.shape[-2] == size[0] and x.shape[-1] == size[1]:
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 

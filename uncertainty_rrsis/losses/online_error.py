@@ -47,7 +47,7 @@ class OnlineErrorLoss(nn.Module):
     / (n_1 + \epsilon)`, :math:`n_1 = \sum z`, :math:`n_0 = \sum (1 - z)` per sample (for a binary
     ``z`` this is ``r`` on error pixels and 1 elsewhere). ``U`` and ``P_fg`` are resized
     bilinearly, on logits, to the target's resolution. No gradient reaches ``seg_logits``.
-    The BCE runs in float32 whatever the input dtype.
+    The BCE runs in float32 at least (float64 inputs stay float64).
 
     Args:
         hard_sample_weight: ``lambda_s``, extra weight of a sample whose IoU is below the threshold.
@@ -97,16 +97,16 @@ class OnlineErrorLoss(nn.Module):
             target: (B, 1, H, W) bool.
 
         Returns:
-            ``z`` (B, 1, H, W) float32 in [0, 1] and ``w_sample`` (B,) float32.
+            ``z`` (B, 1, H, W) in [0, 1] and ``w_sample`` (B,), in the dtype of ``seg_logits``.
         """
         with torch.no_grad():
             pred = seg_logits.detach() > 0  # y_hat
-            error = (pred != target).float()  # e
+            error = (pred != target).to(seg_logits.dtype if seg_logits.is_floating_point() else torch.float32)  # e
             z = gaussian_blur(error, self.blur_taps) if self.blur_kernel_size is not None else error
             inter = reduce((pred & target).float(), "b 1 h w -> b", "sum")
             union = reduce((pred | target).float(), "b 1 h w -> b", "sum")
             iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union))
-            w_sample = 1.0 + self.hard_sample_weight * (iou < self.hard_iou_threshold).float()
+            w_sample = 1.0 + self.hard_sample_weight * (iou < self.hard_iou_threshold).to(z.dtype)
         return z, w_sample
 
     def forward(
@@ -123,8 +123,9 @@ class OnlineErrorLoss(nn.Module):
         if isinstance(step, int) and step < self.warmup_steps:
             return uncertainty.sum() * 0.0
         size = target.shape[-2:]
-        logits_u = resize_logits(uncertainty, size).float()  # U~
-        z, w_sample = self.error_target(resize_logits(seg_logits.detach(), size).float(), target)
+        dtype = torch.promote_types(uncertainty.dtype, torch.float32)  # float32 at least, float64 kept
+        logits_u = resize_logits(uncertainty, size).to(dtype)  # U~
+        z, w_sample = self.error_target(resize_logits(seg_logits.detach(), size).to(dtype), target)
         with torch.no_grad():
             n1 = reduce(z, "b 1 h w -> b 1 1 1", "sum")
             n0 = reduce(1.0 - z, "b 1 h w -> b 1 1 1", "sum")

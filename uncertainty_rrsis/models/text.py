@@ -114,11 +114,15 @@ def build_hf_encoder(
 
         config = AutoConfig.from_pretrained(source)
         verbosity = hf_logging.get_verbosity()
+        bar = hf_logging.is_progress_bar_enabled()
         hf_logging.set_verbosity_error()  # the pooler weights are left out on purpose: no "unexpected keys" report
+        hf_logging.disable_progress_bar()
         try:
             model = AutoModel.from_pretrained(source, config=config, **_pooling_kwargs(config))
         finally:
             hf_logging.set_verbosity(verbosity)
+            if bar:
+                hf_logging.enable_progress_bar()
     else:
         if hf_config is not None:
             fields = dict(hf_config)

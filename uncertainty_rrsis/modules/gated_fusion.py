@@ -100,7 +100,8 @@ class UncertaintyGatedFusion(nn.Module):
         self.beta_init = float(beta_init)
 
         self.q_proj = nn.Linear(self.dim, self.dim, **factory)
-        self.k_proj = nn.Linear(self.text_dim, self.dim, **factory)
+        # no key bias: it would shift every token's score equally, which softmax ignores
+        self.k_proj = nn.Linear(self.text_dim, self.dim, bias=False, **factory)
         self.v_proj = nn.Linear(self.text_dim, self.dim, **factory)
         self.out_proj = nn.Linear(self.dim, self.dim, **factory)  # the Linear of Eq. 10
         self.dropout = nn.Dropout(dropout)
@@ -113,7 +114,8 @@ class UncertaintyGatedFusion(nn.Module):
         """Xavier for q/k/v, exact zero for the output projection, alpha/beta to their inits."""
         for proj in (self.q_proj, self.k_proj, self.v_proj):
             nn.init.xavier_uniform_(proj.weight)
-            nn.init.zeros_(proj.bias)
+            if proj.bias is not None:
+                nn.init.zeros_(proj.bias)
         nn.init.zeros_(self.out_proj.weight)
         nn.init.zeros_(self.out_proj.bias)
         with torch.no_grad():
