@@ -1,0 +1,339 @@
+"""Markdown tables of a benchmark run (the dict that ``benchmarks.latency`` writes as JSON).
+
+``python -m benchmarks._report results.json`` prints the tables of a saved run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["render_markdown", "targets"]
+
+TARGETS = {"latency": 0.05, "memory": 0.05, "flops": 0.05, "params": 0.02}
+
+
+def _f(x: float | None, digits: int = 2) -> str:
+    if x is None:
+        return "n/a"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def _ratio(num: float | None, den: float | None) -> str:
+    if not num or not den:
+        return "n/a"
+    r = num / den
+    return f"{r:.3f} ({(r - 1) * 100:+.1f}%)"
+
+
+def _share(num: float | None, den: float | None) -> str:
+    if num is None or not den:
+        return "n/a"
+    return f"{100 * num / den:.2f}%"
+
+
+def _mem(rec: dict[str, Any]) -> float | None:
+    """Peak memory of the measured thing alone: own weights (+ optimizer state) + transient peak."""
+    return (rec.get("memory") or {}).get("peak_mib")
+
+
+def _transient(rec: dict[str, Any]) -> float | None:
+    return (rec.get("memory") or {}).get("peak_delta_mib")
+
+
+def _records(run: dict[str, Any], *sections: str) -> list[dict[str, Any]]:
+    out = []
+    for s in sections:
+        out += run.get("sections", {}).get(s, {}).get("records", [])
+    return out
+
+
+def _find(records: Iterable[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for r in records:
+        if "latency" in r and all(r.get(k) == v for k, v in match.items()):
+            return r
+    return None
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _lat(rec: dict[str, Any]) -> tuple[str, str]:
+    lat = rec["latency"]
+    return _f(lat["median_ms"]), f"{_f(lat['p25_ms'])}–{_f(lat['p75_ms'])}"
+
+
+def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Full vs Base at the main setting: one dict per metric with ratio, target and verdict."""
+    settings = run["settings"]
+    rows = _records(run, "rows")
+    out = []
+    for mode in ("infer", "train"):
+        key = {"mode": mode, "dtype": settings["main_dtype"], "batch": settings["main_batch"],
+               "image_size": settings["main_size"], "channels_last": False}
+        base, full = _find(rows, variant="Base", **key), _find(rows, variant="Full", **key)
+        if not base or not full:
+            continue
+        pairs = {
+            "latency": (full["latency"]["median_ms"], base["latency"]["median_ms"]),
+            "memory": (_mem(full), _mem(base)),
+            "flops": (full.get("gflops_per_image"), base.get("gflops_per_image")),
+        }
+        if mode == "infer":
+            pairs["params"] = (full["params"]["total"], base["params"]["total"])
+        for metric, (f, b) in pairs.items():
+            if not f or not b:
+                continue
+            ratio = f / b
+            out.append({"mode": mode, "metric": metric, "full": f, "base": b, "ratio": ratio,
+                        "target": 1 + TARGETS[metric], "met": ratio <= 1 + TARGETS[metric]})
+    return out
+
+
+def _header(run: dict[str, Any]) -> str:
+    env, s = run["environment"], run["settings"]
+    lines = [
+        f"# Benchmark `{run['tag']}`: {env.get('device_name')}",
+        "",
+        f"- device: {env.get('device_name')} ({s['device']}"
+        + (f", {env.get('device_memory_gib')} GiB, driver {env.get('driver')}" if env.get("device_memory_gib") else
+           f", {env.get('cpu_count')} cores, {env.get('torch_threads')} torch threads")
+        + ")",
+        f"- torch {env.get('torch')} (CUDA {env.get('cuda')}), timm {env.get('timm')}, transformers "
+        f"{env.get('transformers')}, Python {env.get('python')}, commit {env.get('git_commit')}",
+        f"- preset `{s['preset']}` (random init), main setting: {s['main_dtype']}, batch {s['main_batch']}, "
+        f"{s['main_size']}x{s['main_size']}; text {s['text_tokens']}",
+        f"- timing: {s['timing']}; warm-up {s['warmup']}, repeats {s['repeats']}"
+        + (f" (capped at {s['max_seconds_per_measurement']} s per table)" if s.get("max_seconds_per_measurement") else "")
+        + "; variants of a table timed interleaved",
+        f"- load average (1/5/15 min) at start {run.get('load_average_start')}, at end {run.get('load_average_end')}",
+        f"- {run.get('flop_convention')}",
+        f"- command: `{run.get('command')}`",
+    ]
+    if run.get("skipped"):
+        lines.append(f"- skipped (time budget): {', '.join(run['skipped'])}")
+    return "\n".join(lines) + "\n"
+
+
+def _targets_md(run: dict[str, Any]) -> str:
+    items = targets(run)
+    if not items:
+        return ""
+    s = run["settings"]
+    rows = []
+    for t in items:
+        unit = {"latency": "ms", "memory": "MiB", "flops": "GFLOPs/img", "params": ""}[t["metric"]]
+        rows.append([t["metric"], t["mode"], f"{_f(t['base'])} {unit}".strip(), f"{_f(t['full'])} {unit}".strip(),
+                     _ratio(t["full"], t["base"]), f"<= {t['target']:.2f}", "yes" if t["met"] else "**no**"])
+    return (f"\n## Targets: Full vs Base ({s['main_dtype']}, batch {s['main_batch']}, {s['main_size']}px)\n\n"
+            + _table(["Metric", "Mode", "Base", "Full", "Full/Base", "Target", "Met"], rows))
+
+
+def _modules_md(run: dict[str, Any]) -> str:
+    sec = run.get("sections", {}).get("modules")
+    if not sec:
+        return ""
+    model_recs = _records(run, "rows", "sweep", "batch")
+    out = ["\n## Modules alone\n",
+           "`% of Base`: the module's median latency (FLOPs) over the Base model's at the same dtype, batch "
+           "and image size (forward vs Base inference; forward+backward vs Base training step, which also "
+           "includes the optimizer step; FLOPs: forward+backward vs Base forward+backward).\n\n"]
+    rows = []
+    for r in sec["records"]:
+        base = _find(model_recs, variant="Base", mode="infer" if r["mode"] == "fwd" else "train",
+                     dtype=r["dtype"], batch=r["batch"], image_size=r["image_size"], channels_last=False)
+        med, iqr = _lat(r)
+        rows.append([
+            r["module"], r["mode"], r["dtype"], str(r["batch"]), str(r["image_size"]), r["shapes"], med, iqr,
+            _f(r["throughput_img_s"], 1), _f(r["gflops_per_image"], 3), f"{r['params']:,}", _f(_mem(r), 1),
+            _share(r["latency"]["median_ms"], base["latency"]["median_ms"] if base else None),
+            _share(r["gflops_per_image"], base.get("gflops_per_image") if base else None),
+        ])
+    out.append(_table(["Module", "Mode", "dtype", "Batch", "Image", "Shapes", "Median ms", "p25–p75 ms", "img/s",
+                       "GFLOPs/img", "Params", "Peak MiB", "% of Base latency", "% of Base FLOPs"], rows))
+    if sec.get("fits"):
+        out.append("\nCost vs pixel count, `cost ~ pixels^k` fitted by least squares on log-log over the image "
+                   "sizes (k = 1: linear in the pixels; k near 0: fixed cost such as kernel launches dominates).\n\n")
+        fit_rows = []
+        for f in sec["fits"]:
+            lat, fl = f.get("latency"), f.get("flops")
+            fit_rows.append([f["module"], f["mode"], f["dtype"],
+                             f"{lat['exponent']:.2f} (r² {lat['r2']:.2f})" if lat else "n/a",
+                             f"{fl['exponent']:.2f}" if fl else "n/a"])
+        out.append(_table(["Module", "Mode", "dtype", "Latency exponent k", "FLOPs exponent k"], fit_rows))
+    return "".join(out)
+
+
+def _rows_md(run: dict[str, Any]) -> str:
+    recs = _records(run, "rows")
+    if not recs:
+        return ""
+    out = ["\n## Ablation rows (whole model)\n\n"]
+    rows = []
+    cpu = run["settings"]["device"] == "cpu"
+    for r in recs:
+        if "latency" not in r:
+            rows.append([r["variant"], r["mode"], r.get("error", "failed")] + [""] * (12 if cpu else 11))
+            continue
+        base = _find(recs, variant="Base", mode=r["mode"], dtype=r["dtype"], batch=r["batch"],
+                     image_size=r["image_size"], channels_last=r["channels_last"])
+        b = base or {}
+        med, iqr = _lat(r)
+        row = [
+            r["variant"], r["mode"], med, iqr, _f(r["throughput_img_s"], 2),
+            _ratio(r["latency"]["median_ms"], b.get("latency", {}).get("median_ms")),
+            _f(r.get("gflops_per_image"), 1), _ratio(r.get("gflops_per_image"), b.get("gflops_per_image")),
+            _f(r["params"]["total"] / 1e6, 3), _ratio(r["params"]["total"], b.get("params", {}).get("total")),
+            _f(_mem(r), 0), _ratio(_mem(r), _mem(b) if b else None),
+            _f(_transient(r), 0), _ratio(_transient(r), _transient(b) if b else None),
+        ]
+        if cpu:
+            row.append(_f((r.get("memory") or {}).get("rss_delta_mib"), 0))
+        rows.append(row)
+    header = ["Variant", "Mode", "Median ms", "p25–p75 ms", "img/s", "Latency ×Base", "GFLOPs/img", "FLOPs ×Base",
+              "Params M", "Params ×Base", "Peak MiB", "Peak ×Base", "Transient MiB", "Transient ×Base"] + (
+        ["RSS delta MiB"] if cpu else [])
+    s = run["settings"]
+    out.append(f"{s['main_dtype']}, batch {s['main_batch']}, {s['main_size']}x{s['main_size']}. `infer`: forward "
+               "under no_grad; `train`: forward + RiskGuidedLoss + backward + AdamW step (FLOPs: forward + loss + "
+               "backward). Memory: `Peak` = the model's own weights (+ AdamW state when training) + `Transient`, "
+               "the peak of what one call allocates on top (activations, gradients, workspace) -- "
+               + ("on CPU the peak bytes of live tensors created during the call, counted by a TorchDispatchMode; "
+                  "`RSS delta` is the sampled resident-set increase (allocator caching makes it rough).\n\n" if cpu else
+                  "`torch.cuda.max_memory_allocated` minus what was allocated before the call.\n\n"))
+    out.append(_table(header, rows))
+    # FLOPs of the parts inside the model
+    parts_rows = []
+    for r in recs:
+        if "flops" not in r or r["variant"] != "Full" or r["mode"] != "infer":  # backward attribution is unreliable
+            continue
+        base = _find(recs, variant="Base", mode=r["mode"], dtype=r["dtype"], batch=r["batch"],
+                     image_size=r["image_size"], channels_last=r["channels_last"])
+        base_total = base["flops"]["total"] if base and "flops" in base else None
+        by = r["flops"]["by_module"]
+        for part in ("vision", "text", "decoder", "rus", "ugf", "udlr"):
+            parts_rows.append([r["mode"], part, _f(by.get(part, 0) / 1e9, 3), _share(by.get(part, 0), base_total)])
+    if parts_rows:
+        out.append("\nFLOPs of the parts of the Full model (inference, per image) and their share of the Base "
+                   "model's total (UDLR = the wrapper's FLOPs minus the decoder's, RUS's and UGF's):\n\n")
+        out.append(_table(["Mode", "Part", "GFLOPs/img", "% of Base total"], parts_rows))
+    return "".join(out)
+
+
+def _pair_rows(recs: list[dict[str, Any]], key: str) -> list[list[str]]:
+    rows = []
+    groups = sorted({(r[key], r["mode"]) for r in recs}, key=lambda t: (t[1], t[0]))
+    for value, mode in groups:
+        base = _find(recs, variant="Base", mode=mode, **{key: value})
+        full = _find(recs, variant="Full", mode=mode, **{key: value})
+        err = next((r.get("error") for r in recs if r[key] == value and r["mode"] == mode and "error" in r), None)
+        if err and not (base and full):
+            rows.append([str(value), mode, err] + [""] * 8)
+            continue
+        b, f = base or {}, full or {}
+        rows.append([
+            str(value), mode,
+            _f(b.get("latency", {}).get("median_ms")), _f(f.get("latency", {}).get("median_ms")),
+            _ratio(f.get("latency", {}).get("median_ms"), b.get("latency", {}).get("median_ms")),
+            _f(b.get("throughput_img_s"), 1), _f(f.get("throughput_img_s"), 1),
+            _f(b.get("gflops_per_image"), 1) if "gflops_per_image" in b else "—",
+            _ratio(f.get("gflops_per_image"), b.get("gflops_per_image")) if "gflops_per_image" in b else "—",
+            _f(_mem(b), 0) if b else "n/a", _ratio(_mem(f), _mem(b)) if b and f else "n/a",
+        ])
+    return rows
+
+
+_PAIR_HEADER = ["Base ms", "Full ms", "Latency Full/Base", "Base img/s", "Full img/s", "Base GFLOPs/img",
+                "FLOPs Full/Base", "Base peak MiB", "Memory Full/Base"]
+
+
+def _sweep_md(run: dict[str, Any]) -> str:
+    sec = run.get("sections", {}).get("sweep")
+    if not sec:
+        return ""
+    s = run["settings"]
+    out = [f"\n## Image size (Base vs Full, inference, {s['main_dtype']}, batch {s['main_batch']})\n\n",
+           _table(["Image", "Mode", *_PAIR_HEADER], _pair_rows(sec["records"], "image_size"))]
+    if sec.get("fits"):
+        out.append("\nExponent k of `cost ~ pixels^k` over the image sizes:\n\n")
+        out.append(_table(["Variant", "Latency k", "FLOPs k"], [
+            [f["variant"], f"{f['latency']['exponent']:.2f} (r² {f['latency']['r2']:.2f})" if f.get("latency") else "n/a",
+             f"{f['flops']['exponent']:.2f}" if f.get("flops") else "n/a"] for f in sec["fits"]]))
+    return "".join(out)
+
+
+def _batch_md(run: dict[str, Any]) -> str:
+    sec = run.get("sections", {}).get("batch")
+    if not sec or not sec["records"]:
+        return ""
+    s = run["settings"]
+    return (f"\n## Batch size (Base vs Full, {s['main_dtype']}, {s['main_size']}px)\n\n"
+            + _table(["Batch", "Mode", *_PAIR_HEADER], _pair_rows(sec["records"], "batch")))
+
+
+def _channels_last_md(run: dict[str, Any]) -> str:
+    sec = run.get("sections", {}).get("channels_last")
+    if not sec or not sec["records"]:
+        return ""
+    rows_recs = _records(run, "rows")
+    rows = []
+    for r in sec["records"]:
+        if "latency" not in r:
+            rows.append([r["variant"], r["mode"], r.get("error", "failed"), "", "", ""])
+            continue
+        ref = _find(rows_recs, variant=r["variant"], mode=r["mode"], dtype=r["dtype"], batch=r["batch"],
+                    image_size=r["image_size"], channels_last=False)
+        base = _find(sec["records"], variant="Base", mode=r["mode"])
+        rows.append([r["variant"], r["mode"], _f(ref["latency"]["median_ms"]) if ref else "n/a",
+                     _f(r["latency"]["median_ms"]),
+                     _ratio(r["latency"]["median_ms"], ref["latency"]["median_ms"] if ref else None),
+                     _ratio(r["latency"]["median_ms"], base["latency"]["median_ms"] if base else None)])
+    s = run["settings"]
+    return (f"\n## channels_last ({s['main_dtype']}, batch {s['main_batch']}, {s['main_size']}px)\n\n"
+            "Contiguous numbers come from the ablation-rows table (timed earlier in the same run).\n\n"
+            + _table(["Variant", "Mode", "Contiguous ms", "channels_last ms", "CL/contiguous", "Full/Base (CL)"], rows))
+
+
+def _compile_md(run: dict[str, Any]) -> str:
+    sec = run.get("sections", {}).get("compile")
+    if not sec or not sec["records"]:
+        return ""
+    rows = []
+    for r in sec["records"]:
+        if "error" in r:
+            rows.append([r["variant"], r.get("backend", ""), str(r.get("fullgraph", "n/a")),
+                         str(r.get("graph_breaks", "n/a")), r["error"][:200], "", "", ""])
+            continue
+        rows.append([r["variant"], r["backend"], "yes" if r["fullgraph"] else "no", str(r["graph_breaks"]),
+                     _f(r["compile_s"], 1), _f(r["eager"]["median_ms"]), _f(r["compiled"]["median_ms"]),
+                     f"{r['speedup']:.2f}x"])
+    out = ["\n## torch.compile (inference)\n\n",
+           "`compile s`: wall time of the first compiled call (tracing, compilation and one run).\n\n",
+           _table(["Variant", "Backend", "fullgraph=True", "Graph breaks", "Compile s", "Eager ms", "Compiled ms",
+                   "Speed-up"], rows)]
+    reasons = [(r["variant"], x.strip().splitlines()[0] if x.strip() else x)
+               for r in sec["records"] for x in r.get("break_reasons", [])]
+    if reasons:
+        out.append("\nGraph-break reasons (first line; the JSON has more):\n\n"
+                   + "".join(f"- {v}: {x}\n" for v, x in reasons))
+    return "".join(out)
+
+
+def render_markdown(run: dict[str, Any]) -> str:
+    """All tables of a run as one Markdown document."""
+    parts = [_header(run), _targets_md(run), _rows_md(run), _modules_md(run), _sweep_md(run), _batch_md(run),
+             _channels_last_md(run), _compile_md(run)]
+    return "".join(p for p in parts if p)
+
+
+if __name__ == "__main__":
+    for path in sys.argv[1:]:
+        print(render_markdown(json.loads(Path(path).read_text(encoding="utf-8"))))

@@ -1,0 +1,111 @@
+"""Seconds-long smoke run of ``benchmarks/latency.py`` (CI runs this, never the benchmark itself).
+
+The smallest configuration on CPU: the benchmark-only ``micro`` model (C = 32, one decoder layer,
+a one-layer random BERT) at 64 and 96 pixels, Base and Full, two timed calls. It checks that every
+section the GPU script relies on writes its JSON and the Markdown tables, and the FLOP formulas.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+pytest.importorskip("einops")
+
+
+@pytest.fixture()
+def one_thread():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_grid_sample_flop_formula():
+    from benchmarks._flops import count_flops
+
+    n, c, h, w, ho, wo = 2, 3, 8, 8, 5, 4
+    x = torch.randn(n, c, h, w, requires_grad=True)
+    grid = (torch.rand(n, ho, wo, 2) * 2 - 1).requires_grad_(True)
+    fwd = count_flops(lambda: F.grid_sample(x, grid, mode="bilinear", align_corners=False))
+    assert fwd["total"] == 2 * 4 * n * c * ho * wo  # 4 multiply-adds per output element, 2 FLOPs each
+    both = count_flops(lambda: F.grid_sample(x, grid, mode="bilinear", align_corners=False).sum().backward())
+    assert both["total"] == 2 * 4 * n * c * ho * wo * (1 + 1 + 2)  # forward + grad_input + grad_grid
+
+
+def test_attention_counted_through_math_path():
+    from benchmarks._flops import count_flops
+
+    b, g, q, k, e = 1, 2, 6, 5, 4
+    qs, ks, vs = torch.randn(b, g, q, e), torch.randn(b, g, k, e), torch.randn(b, g, k, e)
+    counted = count_flops(lambda: F.scaled_dot_product_attention(qs, ks, vs))
+    assert counted["total"] == 2 * (2 * b * g * q * k * e)  # Q K^T and A V
+
+
+def test_fit_exponent_is_the_log_log_slope():
+    from benchmarks.latency import fit_exponent
+
+    xs = [320**2, 480**2, 640**2, 800**2]
+    fit = fit_exponent(xs, [3.0 * x**1.0 for x in xs])
+    assert fit["exponent"] == pytest.approx(1.0) and fit["r2"] == pytest.approx(1.0)
+    assert fit_exponent(xs[:1], [1.0]) is None
+
+
+def test_out_defaults_to_env(monkeypatch, tmp_path):
+    from benchmarks.latency import parse_args
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    args = parse_args(["--device", "cpu", "--preset", "micro", "--quick"])
+    assert args.out == str(tmp_path) and args.out_display == "$OUT"
+    assert args.image_sizes == [64] and args.batch_sizes == [1] and args.sections[:2] == ["modules", "rows"]
+    monkeypatch.delenv("OUT")
+    assert Path(parse_args(["--device", "cpu"]).out) == ROOT / "benchmarks" / "results"
+
+
+def test_smoke_run_writes_every_section(tmp_path, one_thread):
+    pytest.importorskip("timm")
+    pytest.importorskip("transformers")
+    from benchmarks.latency import main
+
+    run = main([
+        "--device", "cpu", "--preset", "micro", "--threads", "1", "--quick",
+        "--sections", "modules,rows,sweep,channels_last", "--image-sizes", "64,96",
+        "--variants", "Base,Full", "--warmup", "1", "--repeats", "2", "--out", str(tmp_path), "--tag", "smoke",
+    ])
+    for section in ("modules", "rows", "sweep", "channels_last"):
+        data = json.loads((tmp_path / f"smoke_{section}.json").read_text())
+        assert section in data["sections"] and data["environment"]["torch"] == torch.__version__
+    combined = json.loads((tmp_path / "smoke.json").read_text())
+    assert set(combined["sections"]) == {"modules", "rows", "sweep", "channels_last"}
+    assert combined["load_average_start"] is None or len(combined["load_average_start"]) == 3
+
+    mods = run["sections"]["modules"]
+    assert {r["module"] for r in mods["records"]} == {"RUS", "UGF", "UDLR", "OnlineErrorLoss"}
+    assert all(r["latency"]["n"] >= 2 and r["latency"]["median_ms"] > 0 for r in mods["records"])
+    udlr = next(f for f in mods["fits"] if f["module"] == "UDLR" and f["mode"] == "fwd")
+    assert udlr["flops"]["exponent"] == pytest.approx(1.0, abs=0.02)  # convolutions: linear in the pixels
+
+    rows = {(r["variant"], r["mode"]): r for r in run["sections"]["rows"]["records"]}
+    assert set(rows) == {("Base", "infer"), ("Full", "infer"), ("Base", "train"), ("Full", "train")}
+    base, full = rows[("Base", "infer")], rows[("Full", "infer")]
+    assert full["params"]["total"] - base["params"]["total"] == full["params"]["uncertainty"] > 0
+    assert full["gflops_per_image"] > base["gflops_per_image"] > 0
+    parts = full["flops"]["by_module"]
+    assert parts["rus"] > 0 and parts["ugf"] > 0 and parts["udlr"] > 0
+    assert rows[("Full", "train")]["memory"]["peak_delta_mib"] > 0
+
+    sweep = run["sections"]["sweep"]
+    assert {r["image_size"] for r in sweep["records"]} == {64, 96}
+    assert all(f["flops"] is not None for f in sweep["fits"])
+
+    md = (tmp_path / "smoke.md").read_text()
+    for heading in ("## Targets", "## Ablation rows", "## Modules alone", "## Image size", "## channels_last"):
+        assert heading in md
