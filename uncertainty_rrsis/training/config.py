@@ -50,7 +50,7 @@ class TrainConfig:
     model: dict | None = _opt(None, "JSON dict of model-config overrides, e.g. '{\"dim\": 32}' (merged into the preset)")
     sync_bn: bool = _opt(False, "convert BatchNorm layers to SyncBatchNorm under DDP")
     # optimisation
-    epochs: int = _opt(12, "training epochs")
+    epochs: int = _opt(5, "training epochs")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps (overrides epochs)")
     batch_size: int = _opt(16, "TOTAL batch size over all processes and accumulation steps")
     grad_accumulation: int = _opt(1, "micro-batches per optimizer step")
@@ -100,7 +100,8 @@ class TrainConfig:
 
 # The paper's recipe (AdamW 5e-5, wd 0.01, poly 0.9 per iteration, 40 epochs, total batch 32, 480x480).
 PRESET_RECIPES: dict[str, dict[str, Any]] = {
-    "tiny": {},
+    # the embedded default: frozen pretrained MiniLM, ~940 steps of 16 on 3,000 synthetic samples
+    "tiny": {"freeze_text": True},
     "paper": {"lr": 5e-5, "weight_decay": 0.01, "poly_power": 0.9, "epochs": 40, "batch_size": 32,
               "image_size": 480, "max_tokens": 20, "unc_warmup_steps": 1000, "grad_clip": None,
               "checkpoint_every": 1000, "panels": 16},

@@ -1,4 +1,4 @@
-"""Tiny encoders for the reference-model tests: nothing is downloaded.
+"""Shared fixtures: tiny encoders for the model and training tests; nothing is downloaded.
 
 A random 2-layer BERT (hidden 32) is saved to a temporary folder and loaded back through
 ``from_pretrained``; the vision backbone is a random timm ConvNeXt with four one-block stages.
