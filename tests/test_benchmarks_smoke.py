@@ -41,6 +41,16 @@ def test_grid_sample_flop_formula():
     assert both["total"] == 2 * 4 * n * c * ho * wo * (1 + 1 + 2)  # forward + grad_input + grad_grid
 
 
+def test_grouped_convolution_backward_costs_twice_the_forward():
+    from benchmarks._flops import count_flops
+
+    conv = torch.nn.Conv2d(16, 16, 7, padding=3, groups=16)  # depthwise, as in ConvNeXt
+    x = torch.randn(1, 16, 12, 12, requires_grad=True)
+    fwd = count_flops(lambda: conv(x))["total"]
+    assert fwd == 2 * 16 * 12 * 12 * 49
+    assert count_flops(lambda: conv(x).sum().backward())["total"] == 3 * fwd  # + grad_input + grad_weight
+
+
 def test_attention_counted_through_math_path():
     from benchmarks._flops import count_flops
 

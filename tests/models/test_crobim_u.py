@@ -205,7 +205,7 @@ def test_presets():
     assert (paper.image_size, paper.text.max_tokens, paper.variant) == (480, 20, "Full")
     tiny = get_preset("tiny", use_refinement=False, text={"freeze": True})
     assert tiny.vision.name == "convnext_atto" and tiny.text.name.endswith("all-MiniLM-L6-v2")
-    assert tiny.dim == 64 and tiny.decoder.num_layers == 2 and tiny.image_size == 96
+    assert tiny.dim == 64 and tiny.decoder.num_layers == 2 and tiny.image_size == 128
     assert tiny.text.freeze and tiny.variant == "+UGF"
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")

