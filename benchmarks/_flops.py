@@ -22,6 +22,10 @@ Conventions (the same as ``FlopCounterMode``'s built-in formulas):
 
 The computation of the bilinear weights from the grid (a few FLOPs per sampling location, not
 per channel) is left out, as FlopCounterMode leaves out element-wise work.
+
+``convolution_backward`` is replaced too: the built-in formula ignores ``groups`` for the weight
+gradient, which overcounts a depthwise convolution's backward by its number of groups. Here the
+input gradient and the weight gradient each cost exactly what the forward costs.
 """
 
 from __future__ import annotations
@@ -34,14 +38,21 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["count_flops", "FLOP_CONVENTION", "grid_sampler_flop", "grid_sampler_backward_flop"]
+__all__ = [
+    "FLOP_CONVENTION",
+    "convolution_backward_flop",
+    "count_flops",
+    "grid_sampler_backward_flop",
+    "grid_sampler_flop",
+]
 
 aten = torch.ops.aten
 
 FLOP_CONVENTION = (
     "FLOPs: torch.utils.flop_counter.FlopCounterMode, 2 FLOPs per multiply-add; matmul, conv, attention "
     "(math SDPA path) and grid_sample (bilinear: 4 multiply-adds per output element forward; backward 4 for "
-    "grad_input + 8 for grad_grid); element-wise ops, norms, softmax, interpolation not counted."
+    "grad_input + 8 for grad_grid); convolution backward: the forward's cost per computed gradient (groups "
+    "respected); element-wise ops, norms, softmax, interpolation not counted."
 )
 
 _TAPS = {0: 4, 1: 1, 2: 16}  # interpolation_mode: bilinear, nearest, bicubic
@@ -76,10 +87,28 @@ def grid_sampler_backward_flop(
     return flops
 
 
+def convolution_backward_flop(
+    grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed, output_padding, groups,
+    output_mask, *args, out_shape=None, **kwargs,
+) -> int:
+    """``aten.convolution_backward``, grouped convolutions counted right.
+
+    Each of the input gradient and the weight gradient costs what the forward costs:
+    ``2 * (elements on the large side) * prod(w_shape[1:])``, where ``w_shape[1]`` is already the
+    per-group input width. (FlopCounterMode's built-in formula treats the weight gradient of a grouped
+    convolution as dense and overcounts a depthwise convolution by its number of groups -- ConvNeXt's 7x7
+    depthwise convolutions would dominate the training FLOPs.)
+    """
+    big = x_shape if transposed else grad_out_shape
+    per = 2 * _numel(big) * _numel(w_shape[1:])
+    return per * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def _custom_mapping() -> dict[Any, Callable[..., int]]:
     mapping: dict[Any, Callable[..., int]] = {
         aten.grid_sampler_2d: grid_sampler_flop,
         aten.grid_sampler_2d_backward: grid_sampler_backward_flop,
+        aten.convolution_backward: convolution_backward_flop,
     }
     # cuDNN's sampler (align_corners=True, bilinear, zeros) has the same cost; take it when it exists.
     if hasattr(aten, "cudnn_grid_sampler"):

@@ -17,8 +17,8 @@ Memory:
   it (absolute peak, weights included) and the peak minus what was allocated before the call;
 * CPU: a ``TorchDispatchMode`` that adds up the bytes of every tensor storage created during the
   call and subtracts them when the storage is freed (peak of live tensor bytes, the CPU analogue of
-  the CUDA peak delta), and the resident-set-size increase sampled every millisecond by a thread
-  (allocator caching makes the latter a rough figure).
+  the CUDA peak delta), and the peak resident-set increase of a second call (Linux: the ``VmHWM``
+  mark reset through ``/proc/self/clear_refs``; allocator caching makes it a rough figure).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ import os
 import platform
 import statistics
 import subprocess
-import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping
@@ -38,13 +37,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__ = [
-    "summarize",
-    "time_interleaved",
-    "peak_memory",
-    "tensor_bytes",
     "environment",
     "load_average",
+    "peak_memory",
+    "summarize",
     "sync",
+    "tensor_bytes",
+    "time_interleaved",
 ]
 
 
@@ -95,7 +94,10 @@ def _time_once(fn: Callable[[], Any], device: torch.device) -> float:
     from torch.utils.benchmark import Timer
 
     timer = Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
-    return float(timer.timeit(1).times[0])
+    # Timer.timeit(n) first runs max(n // 100, 2) untimed calls; the warm-up is done already, so time the
+    # single call directly (the thread count is the current one, nothing to switch).
+    timeit_once = getattr(timer, "_timeit", None)
+    return float(timeit_once(1)) if timeit_once is not None else float(timer.timeit(1).times[0])
 
 
 def time_interleaved(
@@ -106,6 +108,7 @@ def time_interleaved(
     repeats: int,
     min_repeats: int = 3,
     max_seconds: float | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Time every callable of ``fns`` round robin; returns ``{name: summary + raw times}``.
 
@@ -126,9 +129,11 @@ def time_interleaved(
         if per_round > 0:
             rounds = max(min_repeats, min(repeats, int(max_seconds / per_round)))
     times: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds):
+    for i in range(rounds):
         for name in names:
             times[name].append(_time_once(fns[name], device))
+        if log is not None and sum(times[n][-1] for n in names) > 5.0:  # slow rounds: show progress
+            log(f"    round {i + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms" for n in names))
     return {name: {**summarize(times[name]), "times_ms": [t * 1e3 for t in times[name]]} for name in names}
 
 
@@ -167,12 +172,26 @@ class _LiveTensorBytes(TorchDispatchMode):
         return out
 
 
-def _rss_bytes() -> int:
+def _rss_kib(field: str) -> int | None:
+    """``VmRSS`` (current) or ``VmHWM`` (peak) of this process in KiB, from /proc (Linux); None elsewhere."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except (OSError, ValueError, IndexError):
-        return -1
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the peak-RSS mark (``echo 5 > /proc/self/clear_refs``, Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def tensor_bytes(tensors: Any) -> int:
@@ -213,31 +232,20 @@ def peak_memory(fn: Callable[[], Any], device: torch.device, *, resident_bytes: 
     with tracker:
         fn()
     tensor_peak = tracker.peak
-    # ... and the RSS increase, sampled while the call runs again (no dispatch mode this time).
-    base = _rss_bytes()
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_bytes())
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
+    # ... and the peak resident-set increase of a second call (Linux: reset VmHWM through clear_refs).
+    rss_delta = None
+    before = _rss_kib("VmRSS")
+    if before is not None and _reset_peak_rss():
         fn()
-    finally:
-        done.set()
-        thread.join()
-    peak[0] = max(peak[0], _rss_bytes())
+        peak = _rss_kib("VmHWM")
+        rss_delta = None if peak is None else max(peak - before, 0) / 1024
     return {
         "method": "live tensor bytes created during the call (TorchDispatchMode) + own weights/optimizer state; "
-                  "sampled RSS increase",
+                  "peak RSS increase (VmHWM)",
         "peak_mib": (resident_bytes + tensor_peak) / 2**20,
         "peak_delta_mib": tensor_peak / 2**20,
         "resident_mib": resident_bytes / 2**20,
-        "rss_delta_mib": (peak[0] - base) / 2**20 if base >= 0 else None,
+        "rss_delta_mib": rss_delta,
     }
 
 
@@ -271,7 +279,7 @@ def _git_commit() -> str | None:
     try:
         here = os.path.dirname(os.path.abspath(__file__))
         out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
         )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
@@ -318,7 +326,7 @@ def _nvidia_driver() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10,
+            capture_output=True, text=True, timeout=10, check=False,
         )
         return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, subprocess.SubprocessError, IndexError):

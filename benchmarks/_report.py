@@ -60,6 +60,33 @@ def _find(records: Iterable[dict[str, Any]], **match: Any) -> dict[str, Any] | N
     return None
 
 
+def paired_ratio(rec: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float] | None:
+    """Median and p25/p75 of the per-round ratios ``t_rec[i] / t_base[i]`` (the two were timed interleaved,
+    round i of one right after round i of the other, so slow load drifts cancel)."""
+    if not base or rec is base:
+        return None
+    a, b = rec["latency"].get("times_ms"), base["latency"].get("times_ms")
+    if not a or not b or len(a) != len(b):
+        return None
+    rs = sorted(x / y for x, y in zip(a, b))
+    n = len(rs)
+
+    def q(p: float) -> float:
+        pos = p * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        return rs[lo] + (rs[hi] - rs[lo]) * (pos - lo)
+
+    return {"median": q(0.5), "p25": q(0.25), "p75": q(0.75), "n": n}
+
+
+def _paired(rec: dict[str, Any], base: dict[str, Any] | None) -> str:
+    pr = paired_ratio(rec, base)
+    if pr is None:
+        return "—"
+    return f"{pr['median']:.3f} ({pr['p25']:.3f}–{pr['p75']:.3f})"
+
+
 def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -93,8 +120,11 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
             if not f or not b:
                 continue
             ratio = f / b
-            out.append({"mode": mode, "metric": metric, "full": f, "base": b, "ratio": ratio,
-                        "target": 1 + TARGETS[metric], "met": ratio <= 1 + TARGETS[metric]})
+            item = {"mode": mode, "metric": metric, "full": f, "base": b, "ratio": ratio,
+                    "target": 1 + TARGETS[metric], "met": ratio <= 1 + TARGETS[metric]}
+            if metric == "latency":
+                item["paired"] = paired_ratio(full, base)
+            out.append(item)
     return out
 
 
@@ -107,10 +137,10 @@ def _header(run: dict[str, Any]) -> str:
         + (f", {env.get('device_memory_gib')} GiB, driver {env.get('driver')}" if env.get("device_memory_gib") else
            f", {env.get('cpu_count')} cores, {env.get('torch_threads')} torch threads")
         + ")",
-        f"- torch {env.get('torch')} (CUDA {env.get('cuda')}), timm {env.get('timm')}, transformers "
-        f"{env.get('transformers')}, Python {env.get('python')}, commit {env.get('git_commit')}",
-        f"- preset `{s['preset']}` (random init), main setting: {s['main_dtype']}, batch {s['main_batch']}, "
-        f"{s['main_size']}x{s['main_size']}; text {s['text_tokens']}",
+        (f"- torch {env.get('torch')} (CUDA {env.get('cuda')}), timm {env.get('timm')}, transformers "
+         f"{env.get('transformers')}, Python {env.get('python')}, commit {env.get('git_commit')}"),
+        (f"- preset `{s['preset']}` (random init), main setting: {s['main_dtype']}, batch {s['main_batch']}, "
+         f"{s['main_size']}x{s['main_size']}; text {s['text_tokens']}"),
         f"- timing: {s['timing']}; warm-up {s['warmup']}, repeats {s['repeats']}"
         + (f" (capped at {s['max_seconds_per_measurement']} s per table)" if s.get("max_seconds_per_measurement") else "")
         + "; variants of a table timed interleaved",
@@ -118,6 +148,9 @@ def _header(run: dict[str, Any]) -> str:
         f"- {run.get('flop_convention')}",
         f"- command: `{run.get('command')}`",
     ]
+    for earlier in run.get("earlier_commands", []):
+        lines.append(f"- earlier command of this run (its sections that were not re-run are kept): `{earlier.get('command')}` "
+                     f"(load average {earlier.get('load_average_start')} -> {earlier.get('load_average_end')})")
     if run.get("skipped"):
         lines.append(f"- skipped (time budget): {', '.join(run['skipped'])}")
     return "\n".join(lines) + "\n"
@@ -131,10 +164,14 @@ def _targets_md(run: dict[str, Any]) -> str:
     rows = []
     for t in items:
         unit = {"latency": "ms", "memory": "MiB", "flops": "GFLOPs/img", "params": ""}[t["metric"]]
+        pr = t.get("paired")
+        paired = f"{pr['median']:.3f} ({pr['p25']:.3f}–{pr['p75']:.3f})" if pr else "—"
         rows.append([t["metric"], t["mode"], f"{_f(t['base'])} {unit}".strip(), f"{_f(t['full'])} {unit}".strip(),
-                     _ratio(t["full"], t["base"]), f"<= {t['target']:.2f}", "yes" if t["met"] else "**no**"])
+                     _ratio(t["full"], t["base"]), paired, f"<= {t['target']:.2f}", "yes" if t["met"] else "**no**"])
     return (f"\n## Targets: Full vs Base ({s['main_dtype']}, batch {s['main_batch']}, {s['main_size']}px)\n\n"
-            + _table(["Metric", "Mode", "Base", "Full", "Full/Base", "Target", "Met"], rows))
+            "`Full/Base`: ratio of the medians (memory, FLOPs, parameters: of the values). `Paired`: median "
+            "(p25–p75) of the per-round ratios Full[i]/Base[i] of the interleaved timing.\n\n"
+            + _table(["Metric", "Mode", "Base", "Full", "Full/Base", "Paired", "Target", "Met"], rows))
 
 
 def _modules_md(run: dict[str, Any]) -> str:
@@ -142,10 +179,10 @@ def _modules_md(run: dict[str, Any]) -> str:
     if not sec:
         return ""
     model_recs = _records(run, "rows", "sweep", "batch")
-    out = ["\n## Modules alone\n",
-           "`% of Base`: the module's median latency (FLOPs) over the Base model's at the same dtype, batch "
-           "and image size (forward vs Base inference; forward+backward vs Base training step, which also "
-           "includes the optimizer step; FLOPs: forward+backward vs Base forward+backward).\n\n"]
+    out = ["\n## Modules alone\n\n",
+           ("`% of Base`: the module's median latency (FLOPs) over the Base model's at the same dtype, batch "
+            "and image size (forward vs Base inference; forward+backward vs Base training step, which also "
+            "includes the optimizer step; FLOPs: forward+backward vs Base forward+backward).\n\n")]
     rows = []
     for r in sec["records"]:
         base = _find(model_recs, variant="Base", mode="infer" if r["mode"] == "fwd" else "train",
@@ -181,7 +218,7 @@ def _rows_md(run: dict[str, Any]) -> str:
     cpu = run["settings"]["device"] == "cpu"
     for r in recs:
         if "latency" not in r:
-            rows.append([r["variant"], r["mode"], r.get("error", "failed")] + [""] * (12 if cpu else 11))
+            rows.append([r["variant"], r["mode"], r.get("error", "failed")] + [""] * (13 if cpu else 12))
             continue
         base = _find(recs, variant="Base", mode=r["mode"], dtype=r["dtype"], batch=r["batch"],
                      image_size=r["image_size"], channels_last=r["channels_last"])
@@ -189,7 +226,7 @@ def _rows_md(run: dict[str, Any]) -> str:
         med, iqr = _lat(r)
         row = [
             r["variant"], r["mode"], med, iqr, _f(r["throughput_img_s"], 2),
-            _ratio(r["latency"]["median_ms"], b.get("latency", {}).get("median_ms")),
+            _ratio(r["latency"]["median_ms"], b.get("latency", {}).get("median_ms")), _paired(r, base),
             _f(r.get("gflops_per_image"), 1), _ratio(r.get("gflops_per_image"), b.get("gflops_per_image")),
             _f(r["params"]["total"] / 1e6, 3), _ratio(r["params"]["total"], b.get("params", {}).get("total")),
             _f(_mem(r), 0), _ratio(_mem(r), _mem(b) if b else None),
@@ -198,7 +235,8 @@ def _rows_md(run: dict[str, Any]) -> str:
         if cpu:
             row.append(_f((r.get("memory") or {}).get("rss_delta_mib"), 0))
         rows.append(row)
-    header = ["Variant", "Mode", "Median ms", "p25–p75 ms", "img/s", "Latency ×Base", "GFLOPs/img", "FLOPs ×Base",
+    header = ["Variant", "Mode", "Median ms", "p25–p75 ms", "img/s", "Latency ×Base", "Paired ×Base", "GFLOPs/img",
+              "FLOPs ×Base",
               "Params M", "Params ×Base", "Peak MiB", "Peak ×Base", "Transient MiB", "Transient ×Base"] + (
         ["RSS delta MiB"] if cpu else [])
     s = run["settings"]
@@ -207,7 +245,8 @@ def _rows_md(run: dict[str, Any]) -> str:
                "backward). Memory: `Peak` = the model's own weights (+ AdamW state when training) + `Transient`, "
                "the peak of what one call allocates on top (activations, gradients, workspace) -- "
                + ("on CPU the peak bytes of live tensors created during the call, counted by a TorchDispatchMode; "
-                  "`RSS delta` is the sampled resident-set increase (allocator caching makes it rough).\n\n" if cpu else
+                  "`RSS delta` is the peak resident-set increase of one more call (VmHWM; allocator caching makes "
+                  "it rough).\n\n" if cpu else
                   "`torch.cuda.max_memory_allocated` minus what was allocated before the call.\n\n"))
     out.append(_table(header, rows))
     # FLOPs of the parts inside the model

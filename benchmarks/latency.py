@@ -36,7 +36,6 @@ variants of one table are timed interleaved (see ``benchmarks/_measure.py``). FL
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import gc
 import json
@@ -46,7 +45,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +55,16 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` and the packag
 import torch
 
 from benchmarks._flops import FLOP_CONVENTION, count_flops
-from benchmarks._measure import environment, load_average, peak_memory, sync, tensor_bytes, time_interleaved
+from benchmarks._measure import (
+    environment,
+    load_average,
+    peak_memory,
+    sync,
+    tensor_bytes,
+    time_interleaved,
+)
 
-__all__ = ["main", "parse_args", "VARIANTS", "SECTIONS"]
+__all__ = ["SECTIONS", "VARIANTS", "main", "parse_args"]
 
 VARIANTS: dict[str, tuple[bool, bool]] = {  # name -> (use_fusion, use_refinement)
     "Base": (False, False),
@@ -101,7 +107,13 @@ def log(msg: str) -> None:
 
 def build_config(preset: str, variant: str):
     """The preset's config for one ablation row, with random-init encoders (no files, no network)."""
-    from uncertainty_rrsis.models import CroBIMUConfig, DecoderConfig, TextConfig, VisionConfig, get_preset
+    from uncertainty_rrsis.models import (
+        CroBIMUConfig,
+        DecoderConfig,
+        TextConfig,
+        VisionConfig,
+        get_preset,
+    )
 
     use_fusion, use_refinement = VARIANTS[variant]
     if preset == "micro":  # benchmark-only: the smallest model, for the smoke test
@@ -244,7 +256,7 @@ class Runner:
             "threads": torch.get_num_threads(),
             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
             "timing": "CUDA events around each call with synchronize" if a.device.startswith("cuda")
-            else "torch.utils.benchmark.Timer.timeit(1) per call",
+            else "torch.utils.benchmark.Timer, one call per measurement",
         }
 
     def max_tokens(self) -> int:
@@ -391,17 +403,23 @@ class Runner:
         base = {"mode": mode, "dtype": dtype, "batch": batch, "image_size": size, "channels_last": channels_last}
         try:
             repeats = a.repeats if mode == "infer" else a.train_repeats
-            timing = time_interleaved(fns, self.device, warmup=a.warmup, repeats=repeats, max_seconds=a.max_seconds)
+            timing = time_interleaved(fns, self.device, warmup=a.warmup, repeats=repeats, max_seconds=a.max_seconds,
+                                      log=log)
             for v in variants:
                 rec = {"variant": v, **base, "latency": timing[v],
                        "throughput_img_s": batch / (timing[v]["median_ms"] / 1e3)}
                 rec["params"] = self.model(v).num_parameters()
+                t0 = time.perf_counter()
                 if memory:
-                    resident = getattr(fns[v], "resident", lambda m=self.model(v): self.resident_bytes(m))()
+                    own = getattr(fns[v], "resident", None)  # training: weights + optimizer state
+                    resident = own() if own is not None else self.resident_bytes(self.model(v))
                     rec["memory"] = peak_memory(fns[v], self.device, resident_bytes=resident)
+                t1 = time.perf_counter()
                 if flops:
                     rec["flops"] = self.model_flops(v, size, mode)
                     rec["gflops_per_image"] = rec["flops"]["total"] / 1e9
+                if time.perf_counter() - t0 > 5.0:
+                    log(f"    {v}: memory {t1 - t0:.1f} s, FLOPs {time.perf_counter() - t1:.1f} s")
                 records.append(rec)
         except Exception as err:  # noqa: BLE001 - record OOM and other failures, keep going
             if not _is_oom(err):
@@ -458,81 +476,7 @@ class Runner:
                 if self.deadline.left() < a.min_section_seconds / 2:
                     self.run["skipped"].append(f"modules {dtype} {size}")
                     continue
-                s4, s8, s16, s32 = size // 4, size // 8, size // 16, size // 32
-                g = torch.Generator().manual_seed(size)
-
-                def rand(*shape, grad=True):
-                    return torch.randn(*shape, generator=g).to(self.device).requires_grad_(grad)
-
-                pad = torch.zeros(batch, tokens, dtype=torch.bool)
-                pad[:, REAL_TOKENS:] = True
-                leaves = {  # inputs that receive gradients in the model
-                    "text": rand(batch, tokens, dim),
-                    "unc": rand(batch, 1, s32, s32),
-                    "levels": [rand(batch, dim, s, s) for s in (s8, s16, s32)],
-                    "feature": rand(batch, dim, s4, s4),
-                    "coarse": rand(batch, 1, s4, s4),
-                }
-                fixed = {
-                    "pad": pad.to(self.device),
-                    "seg": rand(batch, 1, size, size, grad=False),
-                    "target": (torch.rand(batch, size, size, generator=g) > 0.7).to(self.device),
-                }
-                with_grad = {**leaves, **fixed}
-                no_grad = {**{k: [t.detach() for t in v] if isinstance(v, list) else v.detach()
-                              for k, v in leaves.items()}, **fixed}
-                calls: dict[str, Callable[[dict], list[torch.Tensor]]] = {  # as the model calls them
-                    "RUS": lambda i: [mods["RUS"](i["levels"][-1], i["text"], i["pad"])],
-                    "UGF": lambda i: [mods["UGF"](lv, i["text"], i["unc"], i["pad"]) for lv in i["levels"]],
-                    "UDLR": lambda i: [mods["UDLR"](i["feature"], i["coarse"], i["unc"])],
-                    "OnlineErrorLoss": lambda i: [mods["OnlineErrorLoss"](i["unc"], i["seg"], i["target"])],
-                }
-                shapes = {
-                    "RUS": f"V {s32}x{s32}x{dim}, T {tokens}x{dim}",
-                    "UGF": f"V {s8}x{s8} + {s16}x{s16} + {s32}x{s32} (x{dim}), T {tokens}, U {s32}x{s32}",
-                    "UDLR": f"F {dim}x{s4}x{s4}, P_fg {s4}x{s4}, U {s32}x{s32}",
-                    "OnlineErrorLoss": f"U {s32}x{s32} -> {size}x{size}",
-                }
-
-                def fwd(name):
-                    def run():
-                        with torch.no_grad(), autocast(self.device, dtype):
-                            return calls[name](no_grad)
-                    return run
-
-                def fwd_bwd(name):
-                    def run():
-                        with autocast(self.device, dtype):
-                            outs = calls[name](with_grad)
-                        torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
-                        for t in (leaves["text"], leaves["unc"], *leaves["levels"], leaves["feature"],
-                                  leaves["coarse"]):
-                            t.grad = None
-                        for p in mods[name].parameters():
-                            p.grad = None
-                    return run
-
-                for mode, maker in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-                    fns = {name: maker(name) for name in MODULES}
-                    timing = time_interleaved(fns, self.device, warmup=max(a.warmup, 2), repeats=a.module_repeats,
-                                              max_seconds=a.max_seconds)
-                    for name in MODULES:
-                        flops = count_flops(fns[name])
-                        rec = {
-                            "module": name, "mode": mode, "dtype": dtype, "batch": batch, "image_size": size,
-                            "shapes": shapes[name], "pixels": size * size, "latency": timing[name],
-                            "throughput_img_s": batch / (timing[name]["median_ms"] / 1e3),
-                            "gflops_per_image": flops["total"] / batch / 1e9, "flops_by_op": flops["by_op"],
-                            "params": sum(p.numel() for p in mods[name].parameters()),
-                            "memory": peak_memory(fns[name], self.device,
-                                                  resident_bytes=self.resident_bytes(mods[name])),
-                        }
-                        records.append(rec)
-                        lat = timing[name]
-                        log(f"  {name:>15} {mode:7} {dtype} b{batch} {size}px: {lat['median_ms']:.3f} ms "
-                            f"(p25-p75 {lat['p25_ms']:.3f}-{lat['p75_ms']:.3f}), "
-                            f"{rec['gflops_per_image']:.3f} GFLOPs/img")
-                del leaves, fixed, with_grad, no_grad
+                records += self._modules_at(mods, dim, tokens, batch, dtype, size)
                 self.free()
         fits = []
         for dtype in a.dtype:
@@ -546,6 +490,87 @@ class Runner:
                             "flops": fit_exponent([r["pixels"] for r in pts], [r["gflops_per_image"] for r in pts]),
                         })
         return {"records": records, "fits": fits}
+
+    def _modules_at(self, mods: dict[str, Any], dim: int, tokens: int, batch: int, dtype: str,
+                    size: int) -> list[dict[str, Any]]:
+        """Time, count and measure the four modules at the shapes of one image size."""
+        a = self.args
+        records: list[dict[str, Any]] = []
+        s4, s8, s16, s32 = size // 4, size // 8, size // 16, size // 32
+        g = torch.Generator().manual_seed(size)
+
+        def rand(*shape, grad=True):
+            return torch.randn(*shape, generator=g).to(self.device).requires_grad_(grad)
+
+        pad = torch.zeros(batch, tokens, dtype=torch.bool)
+        pad[:, REAL_TOKENS:] = True
+        leaves = {  # inputs that receive gradients in the model
+            "text": rand(batch, tokens, dim),
+            "unc": rand(batch, 1, s32, s32),
+            "levels": [rand(batch, dim, s, s) for s in (s8, s16, s32)],
+            "feature": rand(batch, dim, s4, s4),
+            "coarse": rand(batch, 1, s4, s4),
+        }
+        fixed = {
+            "pad": pad.to(self.device),
+            "seg": rand(batch, 1, size, size, grad=False),
+            "target": (torch.rand(batch, size, size, generator=g) > 0.7).to(self.device),
+        }
+        with_grad = {**leaves, **fixed}
+        no_grad = {**{k: [t.detach() for t in v] if isinstance(v, list) else v.detach()
+                      for k, v in leaves.items()}, **fixed}
+        calls: dict[str, Callable[[dict], list[torch.Tensor]]] = {  # as the model calls them
+            "RUS": lambda i: [mods["RUS"](i["levels"][-1], i["text"], i["pad"])],
+            "UGF": lambda i: [mods["UGF"](lv, i["text"], i["unc"], i["pad"]) for lv in i["levels"]],
+            "UDLR": lambda i: [mods["UDLR"](i["feature"], i["coarse"], i["unc"])],
+            "OnlineErrorLoss": lambda i: [mods["OnlineErrorLoss"](i["unc"], i["seg"], i["target"])],
+        }
+        shapes = {
+            "RUS": f"V {s32}x{s32}x{dim}, T {tokens}x{dim}",
+            "UGF": f"V {s8}x{s8} + {s16}x{s16} + {s32}x{s32} (x{dim}), T {tokens}, U {s32}x{s32}",
+            "UDLR": f"F {dim}x{s4}x{s4}, P_fg {s4}x{s4}, U {s32}x{s32}",
+            "OnlineErrorLoss": f"U {s32}x{s32} -> {size}x{size}",
+        }
+
+        def fwd(name):
+            def run():
+                with torch.no_grad(), autocast(self.device, dtype):
+                    return calls[name](no_grad)
+            return run
+
+        def fwd_bwd(name):
+            def run():
+                with autocast(self.device, dtype):
+                    outs = calls[name](with_grad)
+                torch.autograd.backward(outs, [torch.ones_like(o) for o in outs])
+                for t in (leaves["text"], leaves["unc"], *leaves["levels"], leaves["feature"],
+                          leaves["coarse"]):
+                    t.grad = None
+                for p in mods[name].parameters():
+                    p.grad = None
+            return run
+
+        for mode, maker in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
+            fns = {name: maker(name) for name in MODULES}
+            timing = time_interleaved(fns, self.device, warmup=max(a.warmup, 2), repeats=a.module_repeats,
+                                      max_seconds=a.max_seconds)
+            for name in MODULES:
+                flops = count_flops(fns[name])
+                rec = {
+                    "module": name, "mode": mode, "dtype": dtype, "batch": batch, "image_size": size,
+                    "shapes": shapes[name], "pixels": size * size, "latency": timing[name],
+                    "throughput_img_s": batch / (timing[name]["median_ms"] / 1e3),
+                    "gflops_per_image": flops["total"] / batch / 1e9, "flops_by_op": flops["by_op"],
+                    "params": sum(p.numel() for p in mods[name].parameters()),
+                    "memory": peak_memory(fns[name], self.device,
+                                          resident_bytes=self.resident_bytes(mods[name])),
+                }
+                records.append(rec)
+                lat = timing[name]
+                log(f"  {name:>15} {mode:7} {dtype} b{batch} {size}px: {lat['median_ms']:.3f} ms "
+                    f"(p25-p75 {lat['p25_ms']:.3f}-{lat['p75_ms']:.3f}), "
+                    f"{rec['gflops_per_image']:.3f} GFLOPs/img")
+        return records
 
     def section_rows(self) -> dict[str, Any]:
         a = self.args

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# GPU benchmark of the CroBIM-U uncertainty modules (issue 6), sized for one H100 in < 6 minutes.
+#
+#   bash benchmarks/run_gpu.sh            # from the repository root; results in $OUT or benchmarks/results
+#   BENCH_SMOKE=1 bash benchmarks/run_gpu.sh   # the same logic on CPU with the micro model (~1 minute)
+#
+# Needs only torch, timm, transformers and einops; runs the package from source (PYTHONPATH),
+# downloads nothing (random-init encoders), installs nothing. Sections, in priority order, each
+# writing <tag>_<section>.json as soon as it is done (a time-out keeps what finished):
+#   1 modules        RUS / UGF / UDLR / OnlineErrorLoss alone, bf16 and fp32, batch 8, 320-800 px
+#   2 rows           Base, +UGF, +UDLR, Full: bf16 autocast, batch 8, 480 px, inference + training step
+#   3 sweep          Base vs Full inference at 320 / 640 / 800 px (480 comes from the rows)
+#   4 batch          Base vs Full at batch 1 and 32 (inference + training step; OOM is recorded)
+#   5 channels_last  Base vs Full with channels_last model and input
+#   6 compile        torch.compile (inductor) of Full, then Base: fullgraph=True?, compile time, speed-up
+# A section starts only with >= 60 s of the budget left; a compile only with >= 100 s left.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+PY="${PYTHON:-python}"
+
+BUDGET="${BENCH_BUDGET_S:-290}"   # seconds for the Python run (imports excluded)
+HARD_LIMIT=$((BUDGET + 40))       # hard stop: SIGINT, then SIGKILL 10 s later
+
+echo "[$(date +%T)] run_gpu.sh: budget ${BUDGET} s, results in ${OUT:-benchmarks/results}"
+if [[ "${BENCH_SMOKE:-0}" == "1" ]]; then
+  ARGS=(--device cpu --preset micro --threads 1 --dtype fp32,bf16 --batch-sizes 2,1,4 --main-batch 2
+        --image-sizes 64,96 --main-size 64 --warmup 1 --repeats 2 --compile-backend eager
+        --compile-min-seconds 5 --min-section-seconds 5 --tag gpu_smoke)
+else
+  command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  "$PY" -c "import torch, timm, transformers, einops; assert torch.cuda.is_available(), 'no CUDA device'; \
+print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0), '| timm', timm.__version__, \
+'| transformers', transformers.__version__, '| einops', einops.__version__)"
+  ARGS=(--device cuda --dtype bf16,fp32 --batch-sizes 8,1,32 --main-batch 8 --image-sizes 480,320,640,800
+        --main-size 480 --warmup 5 --repeats 30 --max-seconds 4 --compile-min-seconds 100 --tag gpu)
+fi
+
+status=0
+timeout --signal=INT --kill-after=10 "$HARD_LIMIT" \
+  "$PY" -m benchmarks.latency "${ARGS[@]}" --channels-last --compile --time-budget "$BUDGET" "$@" || status=$?
+if [[ $status -ne 0 ]]; then
+  echo "[$(date +%T)] benchmark exited with status $status; the sections finished before that are saved."
+fi
+echo "[$(date +%T)] run_gpu.sh done"
+ls -l "${OUT:-benchmarks/results}" | grep -E "gpu" || true
+exit $status
