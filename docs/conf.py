@@ -267,8 +267,14 @@ class PaperCode(LiteralInclude):
         return super().run()
 
 
+def _reread_generated_pages(app, env, added, changed, removed):
+    """The index's guide toctree and the API page depend on which files exist: always re-read them."""
+    return ["index", "api"]
+
+
 def setup(app):
     app.connect("source-read", _on_source_read)
+    app.connect("env-get-outdated", _reread_generated_pages)
     app.add_role("src", src_role)
     app.add_directive("paper-code", PaperCode)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

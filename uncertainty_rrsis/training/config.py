@@ -100,8 +100,8 @@ class TrainConfig:
 
 # The paper's recipe (AdamW 5e-5, wd 0.01, poly 0.9 per iteration, 40 epochs, total batch 32, 480x480).
 PRESET_RECIPES: dict[str, dict[str, Any]] = {
-    # the embedded default: 128 px, frozen pretrained MiniLM, 748 steps of 16 on 3,000 synthetic samples
-    "tiny": {"freeze_text": True, "epochs": 4},
+    # the embedded default: 128 px, frozen pretrained MiniLM, 935 steps of 16 on 3,000 synthetic samples
+    "tiny": {"freeze_text": True},
     "paper": {"lr": 5e-5, "weight_decay": 0.01, "poly_power": 0.9, "epochs": 40, "batch_size": 32,
               "image_size": 480, "max_tokens": 20, "unc_warmup_steps": 1000, "grad_clip": None,
               "checkpoint_every": 1000, "panels": 16},
