@@ -66,7 +66,6 @@ def test_prediction_is_logit_above_zero_and_target_forms():
 
 
 def test_hard_sample_weight_doubles_a_bad_sample():
-    unc = torch.zeros(1, 1, 2, 2)
     target = torch.tensor([[[[True, True], [False, False]]]])
     good = torch.tensor([[[[1.0, 1.0], [-1.0, -1.0]]]])  # IoU 1, no errors
     bad = torch.tensor([[[[1.0, -1.0], [1.0, -1.0]]]])  # IoU 1/3 < 0.5

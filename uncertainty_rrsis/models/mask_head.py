@@ -24,7 +24,7 @@ from einops import rearrange
 from torch import nn
 
 from .._ops import resize_logits
-from .pixel_decoder import FeedForward, MultiHeadAttention, sine_position_encoding, text_keep_mask
+from .attention import FeedForward, MultiHeadAttention, sine_position_encoding, text_keep_mask
 
 __all__ = ["TextConditionedMaskHead", "MaskHeadLayer", "MLP"]
 
