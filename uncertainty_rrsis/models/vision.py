@@ -88,16 +88,26 @@ class VisionEncoder(nn.Module):
                     "file in timm naming, 'hub' to download timm's weights, or None for random init."
                 )
             pretrained, overlay = True, {"file": str(path)}
-        self.backbone = timm.create_model(
-            name,
-            features_only=True,
-            out_indices=tuple(out_indices),
-            pretrained=pretrained,
-            pretrained_cfg_overlay=overlay,
-            **kwargs,
-        )
-        info = self.backbone.feature_info
+        try:
+            self.backbone = timm.create_model(
+                name,
+                features_only=True,
+                out_indices=tuple(out_indices),
+                pretrained=pretrained,
+                pretrained_cfg_overlay=overlay,
+                **kwargs,
+            )
+        except RuntimeError as err:
+            if overlay is None:
+                raise
+            raise ValueError(
+                f"VisionEncoder: the weights file {overlay['file']!r} does not fit the timm model {name!r} "
+                f"(model_kwargs={kwargs}): {err}"
+            ) from err
         self.name = name
+        if overlay is not None:
+            self._verify_weights(overlay["file"])
+        info = self.backbone.feature_info
         self.dim = int(dim)
         self.widths: tuple[int, ...] = tuple(int(c) for c in info.channels())
         self.strides: tuple[int, ...] = tuple(int(r) for r in info.reduction())
@@ -109,6 +119,16 @@ class VisionEncoder(nn.Module):
         )
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
+
+    def _verify_weights(self, path: str) -> None:
+        """timm loads ``features_only`` weights non-strictly; refuse a file that leaves backbone weights unset."""
+        report = load_foreign_checkpoint(self.backbone, path, layout="auto")
+        if report.missing or report.mismatched:
+            raise ValueError(
+                f"VisionEncoder: the weights file {path!r} does not fit the timm model {self.name!r} "
+                f"({len(report.loaded)} tensors matched). Expected weights of the same architecture in timm naming "
+                f"(or a foreign layout that load_foreign_checkpoint recognises).\n{report.summary()}"
+            )
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Images (B, 3, H, W) -> list of (B, dim, H_s, W_s), finest first."""
