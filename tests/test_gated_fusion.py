@@ -155,3 +155,15 @@ V, T, U = torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8), torch.randn(2, 1, 2, 2)
 def test_bad_input_messages(args, match):
     with pytest.raises(ValueError, match=match):
         UncertaintyGatedFusion(8, num_heads=2)(*args)
+
+
+def test_fusing_levels_together_equals_level_by_level():
+    torch.manual_seed(6)
+    ugf = UncertaintyGatedFusion(8, text_dim=4, num_heads=2, dropout=0.0)
+    perturb_(ugf)
+    levels = [torch.randn(2, 8, 12, 10), torch.randn(2, 8, 6, 5), torch.randn(2, 8, 3, 3)]
+    text, unc = torch.randn(2, 5, 4), torch.randn(2, 1, 3, 3)
+    pad = torch.tensor([[False, False, True, True, True], [True] * 5])
+    together = ugf.fuse_levels(levels, text, unc, pad)
+    for level, fused in zip(levels, together):
+        torch.testing.assert_close(fused, ugf(level, text, unc, pad))

@@ -198,9 +198,11 @@ class RiskGuidedDecoder(nn.Module):
         uncertainty = None
         if self.scorer is not None:
             uncertainty = self.scorer(features[-1], text, text_padding_mask)
-        if self.fusion is not None:
-            for i in self.fused_levels:
-                features[i] = self.fusion(features[i], text, uncertainty, text_padding_mask)
+        if self.fusion is not None and self.fused_levels:
+            fused = self.fusion.fuse_levels([features[i] for i in self.fused_levels], text, uncertainty,
+                                            text_padding_mask)
+            for i, level in zip(self.fused_levels, fused):
+                features[i] = level
         coarse, mask_feature = self._run_decoder(features, text, text_padding_mask)
         if checks_enabled():
             check_rank(type(self).__name__, "decoder output coarse_logits", coarse, "(B, 1, H, W)")

@@ -8,6 +8,8 @@ Axis legend
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -137,8 +139,10 @@ class UncertaintyGatedFusion(nn.Module):
 
     def gate(self, uncertainty: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         """Eq. 11: ``g = sigmoid(alpha * resize(U) + beta)``, shape ``(B, 1, *size)``."""
-        u = resize_logits(uncertainty, size)
-        return torch.sigmoid(self.alpha * u + self.beta)
+        return self._gate(resize_logits(uncertainty, size))
+
+    def _gate(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.alpha * u + self.beta)  # Eq. 11, u: uncertainty logits
 
     def forward(
         self,
@@ -148,10 +152,45 @@ class UncertaintyGatedFusion(nn.Module):
         text_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Return ``V+`` (B, C, H, W)."""
+        return self.fuse_levels([visual], text, uncertainty, text_padding_mask)[0]
+
+    def fuse_levels(
+        self,
+        visuals: Sequence[torch.Tensor],
+        text: torch.Tensor,
+        uncertainty: torch.Tensor,
+        text_padding_mask: torch.Tensor | None = None,
+    ) -> list[torch.Tensor]:
+        """Apply Eq. 9-12 to several visual levels at once (one shared UGF, as in the paper).
+
+        Every position attends to the text on its own and is gated and normalised on its own,
+        so the positions of all levels are processed as one token sequence: the result equals
+        calling :meth:`forward` level by level, with a third of the kernel launches for three
+        levels.
+
+        Shapes:
+            - visuals: list of (B, C, H_i, W_i)
+            - text, uncertainty, text_padding_mask: as in :meth:`forward`
+            - output: list of (B, C, H_i, W_i), one per input level
+        """
         if checks_enabled():
-            self._check(visual, text, uncertainty, text_padding_mask)
-        height, width = visual.shape[-2:]
-        v = rearrange(visual, "b c h w -> b (h w) c")
+            for visual in visuals:
+                self._check(visual, text, uncertainty, text_padding_mask)
+        sizes = [(v.shape[-2], v.shape[-1]) for v in visuals]
+        v = torch.cat([rearrange(x, "b c h w -> b (h w) c") for x in visuals], dim=1)
+        u = torch.cat([rearrange(resize_logits(uncertainty, size), "b 1 h w -> b (h w) 1") for size in sizes], dim=1)
+        fused = self._fuse_tokens(v, text, u, text_padding_mask)
+        out, start = [], 0
+        for height, width in sizes:
+            stop = start + height * width
+            out.append(rearrange(fused[:, start:stop], "b (h w) c -> b c h w", h=height, w=width))
+            start = stop
+        return out
+
+    def _fuse_tokens(
+        self, v: torch.Tensor, text: torch.Tensor, u: torch.Tensor, text_padding_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Eq. 9-12 on tokens: v (B, N, C), u (B, N, 1) uncertainty logits -> (B, N, C)."""
         q = rearrange(self.q_proj(v), "b n (g e) -> b g n e", g=self.num_heads)
         k = rearrange(self.k_proj(text), "b l (g e) -> b g l e", g=self.num_heads)
         val = rearrange(self.v_proj(text), "b l (g e) -> b g l e", g=self.num_heads)
@@ -165,9 +204,8 @@ class UncertaintyGatedFusion(nn.Module):
         delta = self.dropout(self.out_proj(rearrange(attended, "b g n e -> b n (g e)")))  # Eq. 10
         if text_padding_mask is not None:  # a sentence of padding only injects nothing
             delta = delta * rearrange(has_text, "b -> b 1 1").to(delta.dtype)
-        g = rearrange(self.gate(uncertainty, (height, width)), "b 1 h w -> b (h w) 1")
-        fused = self.norm(v + g.to(delta.dtype) * delta)  # Eq. 12
-        return rearrange(fused, "b (h w) c -> b c h w", h=height, w=width)
+        g = self._gate(u)  # Eq. 11
+        return self.norm(v + g.to(delta.dtype) * delta)  # Eq. 12
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, text_dim={self.text_dim}, num_heads={self.num_heads}"
