@@ -348,7 +348,7 @@ class Trainer:
         has_val = self._has_split("val")
         steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accumulation
         eval_every = cfg.eval_every or steps_per_epoch
-        self._print(f"training {self.model_config.variant if hasattr(self.model_config, 'variant') else ''} on "
+        self._print(f"training {self.model_config.variant} on "
                     f"{cfg.dataset} ({len(train_set)} samples) for {total} steps; batch {cfg.batch_size} total = "
                     f"{self.per_rank_batch} per rank x {self.env.world_size} ranks x {cfg.grad_accumulation} accumulation; "
                     f"device {self.device}")
@@ -462,6 +462,7 @@ class Trainer:
         self.net.eval()
         show = self.cfg.progress if progress is None else progress
         iterator: Any = loader
+        out = None
         if show and self.env.is_main:
             from tqdm.auto import tqdm
 
