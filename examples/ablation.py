@@ -8,7 +8,7 @@ map), plus the mIoU per tag (thin targets, tiny targets, dense same-category dis
 Examples::
 
     python examples/ablation.py                              # 4 rows x 3 seeds, the default budget
-    python examples/ablation.py --seeds 0 1 2 --max-steps 300 --output-dir runs/ablation
+    python examples/ablation.py --seeds 0 1 2 --max-steps 250 --output-dir runs/ablation
     python examples/ablation.py --rows Base Full --seeds 0   # a quick look
 
 Finished runs are reused (their metrics.json is read back), so an interrupted ablation continues
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS), help="ablation rows to train")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds (at least 3 for a spread)")
-    parser.add_argument("--max-steps", type=int, default=300, help="optimizer steps per run (same for every row)")
+    parser.add_argument("--max-steps", type=int, default=250, help="optimizer steps per run (same for every row)")
     parser.add_argument("--batch-size", type=int, default=16, help="total batch size")
     parser.add_argument("--synthetic-train", type=int, default=3000, help="synthetic training samples")
     parser.add_argument("--output-dir", default="runs/ablation", help="one sub-folder per run + ablation.md")
