@@ -199,8 +199,8 @@ class RiskGuidedDecoder(nn.Module):
         if self.scorer is not None:
             uncertainty = self.scorer(features[-1], text, text_padding_mask)
         if self.fusion is not None and self.fused_levels:
-            fused = self.fusion.fuse_levels([features[i] for i in self.fused_levels], text, uncertainty,
-                                            text_padding_mask)
+            # one call for all shared levels: one token sequence, one attention (see fuse_levels)
+            fused = self.fusion([features[i] for i in self.fused_levels], text, uncertainty, text_padding_mask)
             for i, level in zip(self.fused_levels, fused):
                 features[i] = level
         coarse, mask_feature = self._run_decoder(features, text, text_padding_mask)

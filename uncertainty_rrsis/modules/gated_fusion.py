@@ -65,7 +65,7 @@ class UncertaintyGatedFusion(nn.Module):
         beta (nn.Parameter): scalar gate bias of Eq. 11, starts at ``beta_init``.
 
     Shapes:
-        - visual: (B, C, H, W)
+        - visual: (B, C, H, W), or a list of such levels (then a list is returned)
         - text: (B, L, D)
         - uncertainty: (B, 1, Hu, Wu) logits at any resolution, resized to (H, W)
         - text_padding_mask: (B, L) bool, True = padding; None = no padding
@@ -146,12 +146,14 @@ class UncertaintyGatedFusion(nn.Module):
 
     def forward(
         self,
-        visual: torch.Tensor,
+        visual: torch.Tensor | Sequence[torch.Tensor],
         text: torch.Tensor,
         uncertainty: torch.Tensor,
         text_padding_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Return ``V+`` (B, C, H, W)."""
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Return ``V+`` (B, C, H, W); for a list of levels, the list of fused levels (:meth:`fuse_levels`)."""
+        if isinstance(visual, (list, tuple)):
+            return self.fuse_levels(visual, text, uncertainty, text_padding_mask)
         return self.fuse_levels([visual], text, uncertainty, text_padding_mask)[0]
 
     def fuse_levels(
