@@ -61,13 +61,12 @@ def run(args: argparse.Namespace) -> dict:
     if args.batch_size:
         cfg.batch_size, cfg.grad_accumulation = args.batch_size, 1
     cfg.output_dir = args.output_dir or str(folder.parent.parent / "eval")
-    model = CroBIMU.from_pretrained(folder)
+    model_config = CroBIMU.config_from_pretrained(folder)
     tokenizer_dir = folder / "tokenizer"
-    model_config = model.config
     if tokenizer_dir.is_dir():
         model_config = model_config.replace(text={"name": str(tokenizer_dir)})
     trainer = Trainer(cfg, model_config=model_config)
-    trainer.model.load_state_dict(model.state_dict(), strict=True)
+    trainer.load_weights(folder)
     results = {args.split: trainer.evaluate(args.split, at_original_size=args.original_size)}
     if args.text_masked:
         results[f"{args.split}/text_masked"] = trainer.evaluate(args.split, blank_text=True, uncertainty=False)

@@ -168,8 +168,7 @@ class RiskGuidedDecoder(nn.Module):
             )
         check_rank(owner, "text", text, "(B, L, D)")
         check_channels(owner, "text", text, self.text_dim, dim=2, layout="(B, L, D)")
-        check_same_batch(owner, [("features[0]", features[0]), *[(f"features[{i}]", f) for i, f in
-                                 enumerate(features[1:], 1)], ("text", text)])
+        check_same_batch(owner, [*((f"features[{i}]", f) for i, f in enumerate(features)), ("text", text)])
         if text_padding_mask is not None:
             check_padding_mask(owner, text_padding_mask, text)
 

@@ -307,6 +307,14 @@ class CroBIMU(nn.Module):
             tokenizer.save_pretrained(str(directory / "tokenizer"))
         return directory
 
+    @staticmethod
+    def config_from_pretrained(directory: str | Path) -> CroBIMUConfig:
+        """The config saved in ``directory/config.json``, set up to be filled from ``model.safetensors``
+        (no external vision weights, no pretrained text download)."""
+        data = read_json(Path(directory) / CONFIG_NAME)
+        config = CroBIMUConfig.from_dict(data["config"] if "config" in data else data)
+        return config.replace(vision={"weights": None}, text={"pretrained": False})
+
     @classmethod
     def from_pretrained(
         cls,
@@ -336,10 +344,7 @@ class CroBIMU(nn.Module):
                     f"CroBIMU.from_pretrained: {path.name} not found in {directory}; expected a folder written "
                     "by CroBIMU.save_pretrained (config.json + model.safetensors)."
                 )
-        data = read_json(config_path)
-        config = CroBIMUConfig.from_dict(data["config"] if "config" in data else data)
-        config = config.replace(vision={"weights": None}, text={"pretrained": False})
-        model = cls(config, device=device, dtype=dtype)
+        model = cls(cls.config_from_pretrained(directory), device=device, dtype=dtype)
 
         state = strip_wrapper_prefixes(load_file(str(weights_path), device="cpu"))
         own = model.state_dict()

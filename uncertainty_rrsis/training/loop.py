@@ -251,18 +251,21 @@ class Trainer:
                             trainer_state=self._trainer_state(optimizer, scheduler), info=self._info())
         self.env.barrier()
 
+    def load_weights(self, folder: str | Path) -> None:
+        """Load ``folder/model.safetensors`` (a checkpoint of this model) strictly into the model."""
+        from safetensors.torch import load_file
+
+        from ..models._checkpoint import strip_wrapper_prefixes
+
+        self.model.load_state_dict(strip_wrapper_prefixes(load_file(str(Path(folder) / "model.safetensors"))),
+                                   strict=True)
+
     def _resume(self, optimizer, scheduler) -> bool:
         folder = find_checkpoint(self.out / "checkpoints" / "last")
         if folder is None:
             self._print(f"--resume: no checkpoint under {self.out / 'checkpoints' / 'last'}; starting from scratch")
             return False
-        from safetensors.torch import load_file
-
-        from ..models._checkpoint import strip_wrapper_prefixes
-
-        weights = strip_wrapper_prefixes(load_file(str(folder / "model.safetensors"), device="cpu"))
-        report = self.model.load_state_dict(weights, strict=True)
-        del report
+        self.load_weights(folder)
         state, info = load_trainer_state(folder)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -493,11 +496,7 @@ class Trainer:
         best = find_checkpoint(self.out / "checkpoints" / "best")
         source = "final"
         if best is not None:
-            from safetensors.torch import load_file
-
-            from ..models._checkpoint import strip_wrapper_prefixes
-
-            self.model.load_state_dict(strip_wrapper_prefixes(load_file(str(best / "model.safetensors"))), strict=True)
+            self.load_weights(best)
             source = "best (val mIoU)"
         results: dict[str, Any] = {}
         for split in [s.strip() for s in self.cfg.eval_splits.split(",") if s.strip()]:
