@@ -358,6 +358,18 @@ def _compile_md(run: dict[str, Any]) -> str:
            "`compile s`: wall time of the first compiled call (tracing, compilation and one run).\n\n",
            _table(["Variant", "Backend", "fullgraph=True", "Graph breaks", "Compile s", "Eager ms", "Compiled ms",
                    "Speed-up"], rows)]
+    timed = {r["variant"]: r for r in sec["records"] if "speedup" in r}
+    if "Full" in timed and "Base" in timed:
+        full, base = timed["Full"], timed["Base"]
+        together = sec.get("timed_together", False)
+        lines = []
+        for kind in ("eager", "compiled"):
+            pr = paired_ratio({"latency": full[kind]}, {"latency": base[kind]}) if together else None
+            paired = f", paired {pr['median']:.3f} (p25–p75 {pr['p25']:.3f}–{pr['p75']:.3f})" if pr else ""
+            lines.append(f"- Full/Base {kind}: {_ratio(full[kind]['median_ms'], base[kind]['median_ms'])}{paired}\n")
+        how = ("all four timed interleaved, round by round" if together else
+               "each variant timed interleaved with its own compiled version, Full and Base one after the other")
+        out.append(f"\nFull vs Base ({how}):\n\n" + "".join(lines))
     reasons = [(r["variant"], x.strip().splitlines()[0] if x.strip() else x)
                for r in sec["records"] for x in r.get("break_reasons", [])]
     if reasons:
@@ -366,10 +378,35 @@ def _compile_md(run: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _syncs_md(run: dict[str, Any]) -> str:
+    sec = run.get("sections", {}).get("syncs")
+    if not sec or not sec["records"]:
+        return ""
+    cuda = any("cuda_syncs" in r for r in sec["records"])
+
+    def where(hits: list[dict[str, Any]]) -> str:
+        return "; ".join(f"{h.get('op', 'sync')} at `{h['where']}`" + (f" ×{h['count']}" if h["count"] > 1 else "")
+                         for h in hits) or "none"
+
+    rows = []
+    for r in sec["records"]:
+        row = [r["variant"], r["mode"], str(sum(h["count"] for h in r["sync_prone_ops"])), where(r["sync_prone_ops"])]
+        if cuda:
+            row += [str(sum(h["count"] for h in r.get("cuda_syncs", []))), where(r.get("cuda_syncs", []))]
+        rows.append(row)
+    header = ["Variant", "Mode", "Sync-prone ops", "Where"] + (["CUDA syncs", "Where (CUDA)"] if cuda else [])
+    return ("\n## Host-device synchronisations (one inference, one training step)\n\n"
+            "Sync-prone ops: ATen ops that block the host when their tensors are on a GPU (`.item()`, "
+            "data-dependent sizes, tensors built from host data), counted with a dispatch mode on any device "
+            "(training: forward, loss and backward). "
+            + ("CUDA syncs: what `torch.cuda.set_sync_debug_mode(\"warn\")` reported.\n\n" if cuda else "\n\n")
+            + _table(header, rows))
+
+
 def render_markdown(run: dict[str, Any]) -> str:
     """All tables of a run as one Markdown document."""
     parts = [_header(run), _targets_md(run), _rows_md(run), _modules_md(run), _sweep_md(run), _batch_md(run),
-             _channels_last_md(run), _compile_md(run)]
+             _channels_last_md(run), _compile_md(run), _syncs_md(run)]
     return "".join(p for p in parts if p)
 
 

@@ -9,8 +9,12 @@ Run from the repository root (the package is imported from source)::
 Sections (each writes ``<out>/<tag>_<section>.json`` as soon as it finishes, then rewrites the
 run's ``<out>/<tag>.json`` and ``<out>/<tag>.md``):
 
+``syncs``
+    Host-device synchronisations of one inference and one training step of Base and Full: the
+    ATen ops that block the host on a GPU, with the line that called them (any device), and on
+    CUDA the synchronisations ``torch.cuda.set_sync_debug_mode`` reports (``benchmarks/_syncs.py``).
 ``modules``
-    RUS, UGF (the three levels it fuses), UDLR and OnlineErrorLoss alone, forward and
+    RUS, UGF (one call over the three levels it fuses), UDLR and OnlineErrorLoss alone, forward and
     forward + backward, at the shapes the preset's model gives them for every image size (for the
     ``paper`` preset at 480: RUS on 15x15 with 20 tokens and C = 256; UGF over 60x60 / 30x30 /
     15x15; UDLR at 120x120 with a 256-channel F; OnlineErrorLoss at 480x480), for every ``--dtype``.
@@ -26,7 +30,8 @@ run's ``<out>/<tag>.json`` and ``<out>/<tag>.md``):
     Base and Full at the main setting with ``channels_last`` model and input (``--channels-last``).
 ``compile``
     Full then Base at the main setting, inference, ``torch.compile`` vs eager: compile time, whether
-    ``fullgraph=True`` works (else the graph breaks from ``torch._dynamo.explain``) (``--compile``).
+    ``fullgraph=True`` works (else the graph breaks from ``torch._dynamo.explain``); then eager and
+    compiled Full and Base timed in one interleaved table (``--compile``).
 
 Latency: median and spread (p25-p75, p10-p90) over ``--repeats`` calls after ``--warmup``;
 variants of one table are timed interleaved (see ``benchmarks/_measure.py``). FLOPs: see
@@ -63,6 +68,7 @@ from benchmarks._measure import (
     tensor_bytes,
     time_interleaved,
 )
+from benchmarks._syncs import count_sync_prone, cuda_syncs
 
 __all__ = ["SECTIONS", "VARIANTS", "main", "parse_args"]
 
@@ -72,7 +78,7 @@ VARIANTS: dict[str, tuple[bool, bool]] = {  # name -> (use_fusion, use_refinemen
     "+UDLR": (False, True),
     "Full": (True, True),
 }
-SECTIONS = ("modules", "rows", "sweep", "batch", "channels_last", "compile")
+SECTIONS = ("syncs", "modules", "rows", "sweep", "batch", "channels_last", "compile")
 MODULES = ("RUS", "UGF", "UDLR", "OnlineErrorLoss")
 MODULE_PATHS = {  # FlopCounterMode names of the parts of CroBIMU
     "vision": "CroBIMU.vision",
@@ -521,7 +527,7 @@ class Runner:
                       for k, v in leaves.items()}, **fixed}
         calls: dict[str, Callable[[dict], list[torch.Tensor]]] = {  # as the model calls them
             "RUS": lambda i: [mods["RUS"](i["levels"][-1], i["text"], i["pad"])],
-            "UGF": lambda i: [mods["UGF"](lv, i["text"], i["unc"], i["pad"]) for lv in i["levels"]],
+            "UGF": lambda i: list(mods["UGF"](i["levels"], i["text"], i["unc"], i["pad"])),  # one call, 3 levels
             "UDLR": lambda i: [mods["UDLR"](i["feature"], i["coarse"], i["unc"])],
             "OnlineErrorLoss": lambda i: [mods["OnlineErrorLoss"](i["unc"], i["seg"], i["target"])],
         }
@@ -634,24 +640,58 @@ class Runner:
                                            size=a.main_size, channels_last=True, flops=False)
         return {"records": records}
 
+    def section_syncs(self) -> dict[str, Any]:
+        """Host-device synchronisations of one inference and one training step of Base and Full: the
+        sync-prone ATen ops with their callers (any device), and on CUDA the synchronisations that
+        ``torch.cuda.set_sync_debug_mode`` reports."""
+        a = self.args
+        dtype, batch, size = a.dtype[0], a.main_batch, a.main_size
+        records = []
+        for v in [v for v in ("Base", "Full") if v in a.variants]:
+            model = self.model(v)
+            x = self.inputs(batch, size)
+            for mode in ("infer", "train"):
+                fn = self.infer_fn(model, x, dtype) if mode == "infer" else self.train_fn(model, x, dtype)
+                # the probe sees forward, loss and backward only: the optimizer's step counters are host
+                # tensors (no sync on a GPU) that a CPU run cannot tell from device tensors
+                probed = fn if mode == "infer" else self.train_fn(model, x, dtype, optimizer=False)
+                fn()  # warm-up: lazy initialisation (cuDNN autotuning, optimizer state) is not the steady state
+                rec: dict[str, Any] = {"variant": v, "mode": mode, "dtype": dtype, "batch": batch,
+                                       "image_size": size, "sync_prone_ops": count_sync_prone(probed)}
+                if self.device.type == "cuda":
+                    rec["cuda_syncs"] = cuda_syncs(fn)  # the whole step, optimizer included
+                if hasattr(fn, "release"):
+                    fn.release()
+                records.append(rec)
+                found = sum(h["count"] for h in rec["sync_prone_ops"])
+                real = sum(h["count"] for h in rec.get("cuda_syncs", [])) if "cuda_syncs" in rec else "n/a"
+                log(f"  {v} {mode}: {found} sync-prone op(s) "
+                    f"{[h['where'] for h in rec['sync_prone_ops']]}, CUDA syncs: {real}")
+            del x
+            self.free()
+        return {"records": records}
+
     def section_compile(self) -> dict[str, Any]:
+        """Compile Full, then Base (``fullgraph=True``; a graph break is explained and the model compiled
+        without it), then time eager and compiled Full and Base in one interleaved table, so that the
+        compiled Full/Base ratio comes with a paired spread."""
         import torch._dynamo
 
         a = self.args
         dtype, batch, size = a.dtype[0], a.main_batch, a.main_size
-        records = []
+        x: dict[str, torch.Tensor] = {}
+        records: list[dict[str, Any]] = []
+        fns: dict[str, Callable[[], Any]] = {}
         for v in [v for v in ("Full", "Base") if v in a.variants]:
             if self.deadline.left() < a.compile_min_seconds:
                 log(f"  compile {v}: skipped, {self.deadline.left():.0f} s left < {a.compile_min_seconds} s")
                 self.run["skipped"].append(f"compile {v}")
                 continue
             model = self.model(v).eval()
-            x = self.inputs(batch, size)
-            eager = self.infer_fn(model, x, dtype)
+            x = x or self.inputs(batch, size)  # the same inputs for every variant
             rec: dict[str, Any] = {"variant": v, "mode": "infer", "dtype": dtype, "batch": batch, "image_size": size,
                                    "backend": a.compile_backend, "compile_mode": a.compile_mode}
             try:
-                torch._dynamo.reset()
                 compiled_model = torch.compile(model, fullgraph=True, backend=a.compile_backend, mode=a.compile_mode)
                 compiled = self.infer_fn(compiled_model, x, dtype)
                 t0 = time.perf_counter()
@@ -664,14 +704,12 @@ class Runner:
                     rec["fullgraph"] = False
                     rec["fullgraph_error"] = _short_error(err, 1500)
                     log(f"  compile {v}: fullgraph=True failed: {_short_error(err, 300)}")
-                    torch._dynamo.reset()
                     with torch.no_grad(), autocast(self.device, dtype):
                         explained = torch._dynamo.explain(model)(x["images"], x["input_ids"], x["attention_mask"])
                     rec["graph_breaks"] = int(explained.graph_break_count)
                     rec["graph_count"] = int(explained.graph_count)
                     rec["break_reasons"] = [_sanitize(str(getattr(r, "reason", r)))[:400]
                                             for r in explained.break_reasons[:10]]
-                    torch._dynamo.reset()
                     compiled_model = torch.compile(model, fullgraph=False, backend=a.compile_backend,
                                                    mode=a.compile_mode)
                     compiled = self.infer_fn(compiled_model, x, dtype)
@@ -683,23 +721,30 @@ class Runner:
                 compiled()
                 sync(self.device)
                 rec["second_call_ms"] = (time.perf_counter() - t1) * 1e3
-                timing = time_interleaved({"eager": eager, "compiled": compiled}, self.device, warmup=a.warmup,
-                                          repeats=a.repeats, max_seconds=a.max_seconds)
-                rec["eager"] = timing["eager"]
-                rec["compiled"] = timing["compiled"]
-                rec["speedup"] = timing["eager"]["median_ms"] / timing["compiled"]["median_ms"]
                 log(f"  compile {v}: fullgraph={rec['fullgraph']} breaks={rec['graph_breaks']} "
-                    f"compile {rec['compile_s']:.1f} s, eager {timing['eager']['median_ms']:.2f} ms, "
-                    f"compiled {timing['compiled']['median_ms']:.2f} ms (x{rec['speedup']:.2f})")
+                    f"compile {rec['compile_s']:.1f} s, second call {rec['second_call_ms']:.1f} ms")
+                fns[f"{v} eager"] = self.infer_fn(model, x, dtype)
+                fns[f"{v} compiled"] = compiled
             except Exception as err:  # noqa: BLE001
                 traceback.print_exc()
                 rec["error"] = _short_error(err, 1500)
-            finally:
-                torch._dynamo.reset()
-                del x
-                self.free()
             records.append(rec)
-        return {"records": records}
+        if fns:
+            log(f"  timing {', '.join(fns)} interleaved")
+            timing = time_interleaved(fns, self.device, warmup=a.warmup, repeats=a.repeats,
+                                      max_seconds=a.max_seconds * 2 if a.max_seconds else None, log=log)
+            for rec in records:
+                v = rec["variant"]
+                if f"{v} eager" not in timing:
+                    continue
+                rec["eager"], rec["compiled"] = timing[f"{v} eager"], timing[f"{v} compiled"]
+                rec["speedup"] = rec["eager"]["median_ms"] / rec["compiled"]["median_ms"]
+                log(f"  {v}: eager {rec['eager']['median_ms']:.2f} ms, compiled {rec['compiled']['median_ms']:.2f} ms "
+                    f"(x{rec['speedup']:.2f})")
+        del fns, x
+        torch._dynamo.reset()
+        self.free()
+        return {"records": records, "timed_together": True}
 
     # -- driver -----------------------------------------------------------------------------------
 
@@ -813,7 +858,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.train_variants is None:
         args.train_variants = list(args.variants) if cuda else [v for v in ("Base", "Full") if v in args.variants]
     if args.sections is None:
-        args.sections = ["modules", "rows", "sweep", "batch"]
+        args.sections = ["syncs", "modules", "rows", "sweep", "batch"]
         args.sections += ["channels_last"] if args.channels_last else []
         args.sections += ["compile"] if args.compile else []
     for s in args.sections:

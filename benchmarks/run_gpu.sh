@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
-# GPU benchmark of the CroBIM-U uncertainty modules (issue 6), sized for one H100 in < 6 minutes.
+# GPU benchmark of the CroBIM-U uncertainty modules (issue 6), sized for one H100 in < 8 minutes.
 #
 #   bash benchmarks/run_gpu.sh            # from the repository root; results in $OUT or benchmarks/results
+#   bash benchmarks/run_gpu.sh --sections compile,channels_last   # extra arguments go to benchmarks.latency
 #   BENCH_SMOKE=1 bash benchmarks/run_gpu.sh   # the same logic on CPU with the micro model (~1 minute)
 #
 # Needs only torch, timm, transformers and einops; runs the package from source (PYTHONPATH),
 # downloads nothing (random-init encoders), installs nothing. Sections, in priority order, each
 # writing <tag>_<section>.json as soon as it is done (a time-out keeps what finished):
-#   1 modules        RUS / UGF / UDLR / OnlineErrorLoss alone, bf16 and fp32, batch 8, 320-800 px
+#   1 syncs          host-device synchronisations of Base and Full (set_sync_debug_mode), seconds
 #   2 rows           Base, +UGF, +UDLR, Full: bf16 autocast, batch 8, 480 px, inference + training step
-#   3 sweep          Base vs Full inference at 320 / 640 / 800 px (480 comes from the rows)
-#   4 batch          Base vs Full at batch 1 and 32 (inference + training step; OOM is recorded)
-#   5 channels_last  Base vs Full with channels_last model and input
-#   6 compile        torch.compile (inductor) of Full, then Base: fullgraph=True?, compile time, speed-up
+#   3 compile        torch.compile (inductor) of Full, then Base: fullgraph=True?, compile time; then eager
+#                    and compiled Full and Base timed interleaved (compiled Full/Base with a paired spread)
+#   4 channels_last  Base vs Full with channels_last model and input
+#   5 modules        RUS / UGF / UDLR / OnlineErrorLoss alone, bf16 and fp32, batch 8, 320-800 px
+#   6 sweep          Base vs Full inference at 320 / 640 / 800 px (480 comes from the rows)
+#   7 batch          Base vs Full at batch 1 and 32 (inference + training step; OOM is recorded)
 # A section starts only with >= 60 s of the budget left; a compile only with >= 100 s left.
 set -euo pipefail
 
@@ -21,7 +24,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 PY="${PYTHON:-python}"
 
-BUDGET="${BENCH_BUDGET_S:-290}"   # seconds for the Python run (imports excluded)
+BUDGET="${BENCH_BUDGET_S:-330}"   # seconds for the Python run (imports excluded)
 HARD_LIMIT=$((BUDGET + 40))       # hard stop: SIGINT, then SIGKILL 10 s later
 
 echo "[$(date +%T)] run_gpu.sh: budget ${BUDGET} s, results in ${OUT:-benchmarks/results}"
@@ -40,7 +43,8 @@ fi
 
 status=0
 timeout --signal=INT --kill-after=10 "$HARD_LIMIT" \
-  "$PY" -m benchmarks.latency "${ARGS[@]}" --channels-last --compile --time-budget "$BUDGET" "$@" || status=$?
+  "$PY" -m benchmarks.latency "${ARGS[@]}" --sections syncs,rows,compile,channels_last,modules,sweep,batch \
+  --time-budget "$BUDGET" "$@" || status=$?
 if [[ $status -ne 0 ]]; then
   echo "[$(date +%T)] benchmark exited with status $status; the sections finished before that are saved."
 fi

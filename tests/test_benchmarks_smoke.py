@@ -75,7 +75,7 @@ def test_out_defaults_to_env(monkeypatch, tmp_path):
     monkeypatch.setenv("OUT", str(tmp_path))
     args = parse_args(["--device", "cpu", "--preset", "micro", "--quick"])
     assert args.out == str(tmp_path) and args.out_display == "$OUT"
-    assert args.image_sizes == [64] and args.batch_sizes == [1] and args.sections[:2] == ["modules", "rows"]
+    assert args.image_sizes == [64] and args.batch_sizes == [1] and args.sections == ["syncs", "modules", "rows", "sweep", "batch"]
     monkeypatch.delenv("OUT")
     assert Path(parse_args(["--device", "cpu"]).out) == ROOT / "benchmarks" / "results"
 
@@ -87,14 +87,14 @@ def test_smoke_run_writes_every_section(tmp_path, one_thread):
 
     run = main([
         "--device", "cpu", "--preset", "micro", "--threads", "1", "--quick",
-        "--sections", "modules,rows,sweep,channels_last", "--image-sizes", "64,96",
+        "--sections", "syncs,modules,rows,sweep,channels_last", "--image-sizes", "64,96",
         "--variants", "Base,Full", "--warmup", "1", "--repeats", "2", "--out", str(tmp_path), "--tag", "smoke",
     ])
-    for section in ("modules", "rows", "sweep", "channels_last"):
+    for section in ("syncs", "modules", "rows", "sweep", "channels_last"):
         data = json.loads((tmp_path / f"smoke_{section}.json").read_text())
         assert section in data["sections"] and data["environment"]["torch"] == torch.__version__
     combined = json.loads((tmp_path / "smoke.json").read_text())
-    assert set(combined["sections"]) == {"modules", "rows", "sweep", "channels_last"}
+    assert set(combined["sections"]) == {"syncs", "modules", "rows", "sweep", "channels_last"}
     assert combined["load_average_start"] is None or len(combined["load_average_start"]) == 3
 
     mods = run["sections"]["modules"]
@@ -112,10 +112,37 @@ def test_smoke_run_writes_every_section(tmp_path, one_thread):
     assert parts["rus"] > 0 and parts["ugf"] > 0 and parts["udlr"] > 0
     assert rows[("Full", "train")]["memory"]["peak_delta_mib"] > 0
 
+    syncs = run["sections"]["syncs"]["records"]
+    assert {(r["variant"], r["mode"]) for r in syncs} == set(rows)
+    for r in syncs:  # nothing of this library blocks the host; transformers may (padding-mask check)
+        assert all(h["where"].startswith("transformers/") for h in r["sync_prone_ops"]), r["sync_prone_ops"]
+
     sweep = run["sections"]["sweep"]
     assert {r["image_size"] for r in sweep["records"]} == {64, 96}
     assert all(f["flops"] is not None for f in sweep["fits"])
 
     md = (tmp_path / "smoke.md").read_text()
-    for heading in ("## Targets", "## Ablation rows", "## Modules alone", "## Image size", "## channels_last"):
+    for heading in ("## Targets", "## Ablation rows", "## Modules alone", "## Image size", "## channels_last",
+                    "## Host-device synchronisations"):
         assert heading in md
+
+
+def test_compile_section_reports_graph_breaks_and_paired_full_vs_base(tmp_path, one_thread):
+    pytest.importorskip("timm")
+    pytest.importorskip("transformers")
+    from benchmarks.latency import main
+
+    run = main([
+        "--device", "cpu", "--preset", "micro", "--threads", "1", "--quick", "--sections", "compile",
+        "--compile-backend", "eager", "--compile-min-seconds", "0", "--warmup", "1", "--repeats", "3",
+        "--out", str(tmp_path), "--tag", "smoke",
+    ])
+    records = {r["variant"]: r for r in run["sections"]["compile"]["records"]}
+    assert set(records) == {"Full", "Base"}
+    for rec in records.values():
+        assert rec["fullgraph"] is True and rec["graph_breaks"] == 0, rec.get("fullgraph_error")
+        assert rec["compile_s"] > 0 and rec["speedup"] > 0
+        assert len(rec["eager"]["times_ms"]) == len(rec["compiled"]["times_ms"]) == 3  # one interleaved table
+    md = (tmp_path / "smoke.md").read_text()
+    assert "## torch.compile (inference)" in md
+    assert "Full/Base compiled" in md and "paired" in md

@@ -54,8 +54,13 @@ def gaussian_blur(x: torch.Tensor, taps: Sequence[float]) -> torch.Tensor:
     """Separable Gaussian blur of an NCHW map with replicate padding.
 
     Replicate padding keeps a constant map constant (a map of all ones stays all ones at
-    the border), so blurring an error map never invents errors at the image edge. The
-    kernel is built in the dtype of ``x``.
+    the border), so blurring an error map never invents errors at the image edge.
+
+    The blur is computed as weighted sums of shifted views of the padded map, with the taps
+    as Python floats: no kernel tensor is built per call, so nothing is copied from the host
+    to the device (a blocking copy that would synchronise a CUDA stream on every call), and
+    bf16 / fp16 maps are weighted with the exact taps (the arithmetic runs in fp32 inside
+    each kernel).
 
     Args:
         x: (B, C, H, W) map, any float dtype.
@@ -68,13 +73,19 @@ def gaussian_blur(x: torch.Tensor, taps: Sequence[float]) -> torch.Tensor:
     if k == 1:
         return x
     pad = k // 2
-    channels = x.shape[1]
-    kernel = torch.tensor(taps, dtype=x.dtype, device=x.device)
-    row = kernel.view(1, 1, 1, k).expand(channels, 1, 1, k)
-    col = kernel.view(1, 1, k, 1).expand(channels, 1, k, 1)
-    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    x = F.conv2d(x, row, groups=channels)
-    return F.conv2d(x, col, groups=channels)
+    height, width = x.shape[-2], x.shape[-1]
+    x = F.pad(x, (pad, pad, pad, pad), mode="replicate")  # (b, c, h + 2 pad, w + 2 pad)
+    x = _weighted_shifts(x, taps, dim=3, size=width)  # along w: (b, c, h + 2 pad, w)
+    return _weighted_shifts(x, taps, dim=2, size=height)  # along h: (b, c, h, w)
+
+
+def _weighted_shifts(x: torch.Tensor, taps: Sequence[float], *, dim: int, size) -> torch.Tensor:
+    """``sum_i taps[i] * x.narrow(dim, i, size)``: a 1-D correlation along ``dim``, one fused
+    multiply-add kernel per tap."""
+    out = x.narrow(dim, 0, size) * taps[0]
+    for i in range(1, len(taps)):
+        out = torch.add(out, x.narrow(dim, i, size), alpha=taps[i])
+    return out
 
 
 def inverse_sqrt(n: int) -> float:

@@ -190,8 +190,10 @@ class CroBIMU(nn.Module):
             images = F.pad(images, (0, pad_w, 0, pad_h))
         canvas = (images.shape[-2], images.shape[-1])
 
-        features = self.vision(images)
+        # text first: transformers reads ``padding_mask.all()`` on the host (a device sync on a GPU);
+        # done before the vision encoder is queued, the host waits for almost nothing
         text, text_padding_mask = self.text(input_ids, attention_mask, text_padding_mask=text_padding_mask)
+        features = self.vision(images)
         out = self.decoder(features, text, text_padding_mask)
 
         def to_input(logits: torch.Tensor) -> torch.Tensor:

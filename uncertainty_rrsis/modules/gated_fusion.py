@@ -179,7 +179,8 @@ class UncertaintyGatedFusion(nn.Module):
             for visual in visuals:
                 self._check(visual, text, uncertainty, text_padding_mask)
         sizes = [(v.shape[-2], v.shape[-1]) for v in visuals]
-        v = torch.cat([rearrange(x, "b c h w -> b (h w) c") for x in visuals], dim=1)
+        # flatten (a view), then swap axes (a view): torch.cat makes the one copy of the tokens
+        v = torch.cat([rearrange(rearrange(x, "b c h w -> b c (h w)"), "b c n -> b n c") for x in visuals], dim=1)
         u = torch.cat([rearrange(resize_logits(uncertainty, size), "b 1 h w -> b (h w) 1") for size in sizes], dim=1)
         fused = self._fuse_tokens(v, text, u, text_padding_mask)
         out, start = [], 0
