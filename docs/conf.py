@@ -101,6 +101,7 @@ OPTIONAL_API = [
     ("uncertainty_rrsis.models", "Reference model"),
     ("uncertainty_rrsis.data", "Datasets"),
     ("uncertainty_rrsis.metrics", "Metrics"),
+    ("uncertainty_rrsis.inference", "Inference"),
     ("uncertainty_rrsis.viz", "Visualisation"),
     ("uncertainty_rrsis.training", "Training utilities"),
 ]

@@ -106,9 +106,9 @@ def render_panel(
     *,
     image: Any,
     sentence: str,
-    target: Any,
+    target: Any = None,
     prediction: Any,
-    uncertainty_prob: Any,
+    uncertainty_prob: Any = None,
     refine_mask: Any = None,
     mean: Sequence[float] = _MEAN,
     std: Sequence[float] = _STD,
@@ -120,8 +120,10 @@ def render_panel(
         image: (3, H, W) normalised float tensor/array (de-normalised with ``mean``/``std``)
             or (H, W, 3) uint8.
         sentence: drawn above the tiles (wrapped).
-        target, prediction: (H, W) bool masks, drawn in red / green at 50 % opacity.
-        uncertainty_prob: (H, W) ``U^p`` in [0, 1], shown with :func:`heat_colormap`.
+        target, prediction: (H, W) bool masks, drawn in red / green at 50 % opacity; without
+            a ``target`` (a prediction on a new image) its tile is left out.
+        uncertainty_prob: (H, W) ``U^p`` in [0, 1], shown with :func:`heat_colormap`; None (a
+            model without the scorer) leaves its tile out.
         refine_mask: optional (H, W) ``M`` in [0, 1], shown in grey.
         tile_size: side of each tile (default: the image's own size, at least 128).
 
@@ -130,11 +132,15 @@ def render_panel(
     """
     rgb = _image_rgb(image, mean, std)
     size = rgb.shape[:2]
-    gt = _map(target, size, binary=True, name="target")
-    pred = _map(prediction, size, binary=True, name="prediction")
-    unc = _map(uncertainty_prob, size, binary=False, name="uncertainty_prob")
-    tiles = [rgb, _overlay(rgb, gt, GT_COLOUR), _overlay(rgb, pred, PRED_COLOUR), heat_colormap(unc)]
-    titles = ["image", "ground truth", "prediction", "U^p"]
+    tiles, titles = [rgb], ["image"]
+    if target is not None:
+        tiles.append(_overlay(rgb, _map(target, size, binary=True, name="target"), GT_COLOUR))
+        titles.append("ground truth")
+    tiles.append(_overlay(rgb, _map(prediction, size, binary=True, name="prediction"), PRED_COLOUR))
+    titles.append("prediction")
+    if uncertainty_prob is not None:
+        tiles.append(heat_colormap(_map(uncertainty_prob, size, binary=False, name="uncertainty_prob")))
+        titles.append("U^p")
     if refine_mask is not None:
         m = np.clip(_map(refine_mask, size, binary=False, name="refine_mask"), 0, 1)
         tiles.append(np.repeat(np.rint(m * 255).astype(np.uint8)[..., None], 3, axis=2))
@@ -166,9 +172,9 @@ def save_panel(
     *,
     image: Any,
     sentence: str,
-    target: Any,
+    target: Any = None,
     prediction: Any,
-    uncertainty_prob: Any,
+    uncertainty_prob: Any = None,
     refine_mask: Any = None,
     mean: Sequence[float] = _MEAN,
     std: Sequence[float] = _STD,

@@ -1,0 +1,214 @@
+"""Segment new images from sentences with a trained CroBIM-U model.
+
+The model's input pipeline is applied exactly as in training and evaluation (resize to the
+model's ``image_size`` ignoring the aspect ratio, ImageNet normalisation, 20-token cut), and every
+map is brought back to the image's own size: the mask and the foreground probability from the
+final logits, the uncertainty ``U^p`` from the scorer's logits (resized as logits, then the
+sigmoid), and UDLR's refinement mask ``M``::
+
+    from uncertainty_rrsis.inference import ReferringSegmenter
+
+    segmenter = ReferringSegmenter.from_pretrained("runs/default/checkpoints/best")
+    result = segmenter("harbour.png", "the small white ship at the left end of the pier")
+    result.mask           # (H, W) bool at the image's size
+    result.uncertainty    # (H, W) float in [0, 1]: where the model expects to be wrong
+    result.save("out/harbour")   # out/harbour_mask.png, _uncertainty.png, _panel.png
+
+Axis legend
+    b: batch   h, w: the image's own rows / columns   s: the model's input side
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ._ops import resize_logits
+from .data._io import read_image
+from .data._text import tokenize
+from .data.transforms import ResizeNormalize
+from .viz import heat_colormap, render_panel
+
+__all__ = ["ReferringPrediction", "ReferringSegmenter"]
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+
+@dataclass(frozen=True)
+class ReferringPrediction:
+    """What the model says about one (image, sentence) pair, at the image's own size.
+
+    Attributes:
+        sentence: the referring expression.
+        image: (H, W, 3) uint8, the image as given (for pictures).
+        mask: (H, W) bool, the referred object (final logits > 0, i.e. probability > 0.5).
+        probability: (H, W) float32 in [0, 1], the final foreground probability (after UDLR when
+            the model has it).
+        uncertainty: (H, W) float32 in [0, 1], ``U^p = sigmoid(U)``: where the model expects its
+            mask to be wrong; None for a model without the scorer (the Base row).
+        refine_mask: (H, W) float32 in [0, 1], UDLR's soft mask ``M`` (where the refinement head
+            acted); None without UDLR.
+    """
+
+    sentence: str
+    image: np.ndarray
+    mask: torch.Tensor
+    probability: torch.Tensor
+    uncertainty: torch.Tensor | None
+    refine_mask: torch.Tensor | None
+
+    def panel(self, *, tile_size: int | None = None) -> Image.Image:
+        """The picture of :func:`uncertainty_rrsis.viz.render_panel`: image, prediction, ``U^p``, ``M``."""
+        return render_panel(image=self.image, sentence=self.sentence, prediction=self.mask,
+                            uncertainty_prob=self.uncertainty, refine_mask=self.refine_mask, tile_size=tile_size)
+
+    def save(self, prefix: str | Path) -> dict[str, Path]:
+        """Write ``<prefix>_mask.png`` (0 / 255), ``<prefix>_uncertainty.png`` (heat map, when there is
+        an uncertainty map) and ``<prefix>_panel.png``; returns the paths by kind."""
+        prefix = Path(prefix)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        paths = {"mask": prefix.with_name(prefix.name + "_mask.png")}
+        Image.fromarray(self.mask.numpy().astype(np.uint8) * 255).save(paths["mask"])
+        if self.uncertainty is not None:
+            paths["uncertainty"] = prefix.with_name(prefix.name + "_uncertainty.png")
+            Image.fromarray(heat_colormap(self.uncertainty.numpy())).save(paths["uncertainty"])
+        paths["panel"] = prefix.with_name(prefix.name + "_panel.png")
+        self.panel().save(paths["panel"])
+        return paths
+
+
+class ReferringSegmenter:
+    """Image + sentence -> :class:`ReferringPrediction`, batched, without gradients.
+
+    Args:
+        model: a :class:`~uncertainty_rrsis.models.CroBIMU` (any ablation row); put in eval mode.
+        tokenizer: the Hugging Face tokenizer the model was trained with.
+        image_size: the model's input side (default: ``model.config.image_size``, 480 for the
+            paper preset).
+        batch_size: pairs per forward pass.
+        device: where the model runs (default: where its parameters are).
+        amp: bf16 autocast on CUDA.
+        resize_backend: ``"pil"`` (the field's resize, default) or ``"torch"``, as in the datasets.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        *,
+        image_size: int | None = None,
+        batch_size: int = 8,
+        device: torch.device | str | None = None,
+        amp: bool = False,
+        resize_backend: str = "pil",
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1; got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        config = getattr(model, "config", None)
+        self.image_size = int(image_size or getattr(config, "image_size", 480))
+        self.max_tokens = int(config.text.max_tokens) if config is not None else 20
+        self.batch_size = int(batch_size)
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model.to(self.device)
+        self.amp = bool(amp)
+        self.transform = ResizeNormalize(image_size=self.image_size, backend=resize_backend)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        tokenizer: Any | None = None,
+        device: torch.device | str | None = None,
+        **kwargs: Any,
+    ) -> ReferringSegmenter:
+        """Load a checkpoint folder written by training or ``CroBIMU.save_pretrained`` (``config.json``,
+        ``model.safetensors`` and, unless ``tokenizer`` is given, ``tokenizer/``)."""
+        from .models import CroBIMU
+
+        directory = Path(directory)
+        if tokenizer is None:
+            tokenizer_dir = directory / "tokenizer"
+            if not tokenizer_dir.is_dir():
+                raise FileNotFoundError(
+                    f"ReferringSegmenter.from_pretrained: no tokenizer/ folder in {directory}; training writes one "
+                    "next to the weights. Pass tokenizer= (the tokenizer the model was trained with)."
+                )
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        model = CroBIMU.from_pretrained(directory, device=device)
+        return cls(model, tokenizer, device=device, **kwargs)
+
+    def _image(self, image: ImageLike, index: int) -> Image.Image:
+        if isinstance(image, (str, Path)):
+            return read_image(Path(image), layout="any image file PIL can read (PNG, JPEG, TIFF, ...)")
+        if isinstance(image, Image.Image):
+            return image.convert("RGB") if image.mode != "RGB" else image
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"image {index}: an array must be (H, W, 3) uint8; got {image.shape} {image.dtype}")
+            return Image.fromarray(image)
+        raise TypeError(f"image {index}: expected a path, a PIL image or an (H, W, 3) uint8 array; "
+                        f"got {type(image).__name__}")
+
+    @torch.no_grad()
+    def __call__(
+        self, images: ImageLike | Sequence[ImageLike], sentences: str | Sequence[str]
+    ) -> ReferringPrediction | list[ReferringPrediction]:
+        """Segment what each sentence refers to.
+
+        One image and one sentence give one prediction; one image and several sentences, or as
+        many images as sentences, give a list (pair ``i`` is ``images[i]``, ``sentences[i]``).
+        """
+        single = isinstance(sentences, str) and not isinstance(images, (list, tuple))
+        sentences = [sentences] if isinstance(sentences, str) else list(sentences)
+        images = list(images) if isinstance(images, (list, tuple)) else [images] * len(sentences)
+        if len(images) != len(sentences):
+            raise ValueError(f"got {len(images)} images and {len(sentences)} sentences; give one image for all "
+                             "sentences or one image per sentence")
+        for i, sentence in enumerate(sentences):
+            if not isinstance(sentence, str) or not sentence.strip():
+                raise ValueError(f"sentence {i} is empty; a referring expression is needed")
+        loaded: dict[int, Image.Image] = {}
+        for i, image in enumerate(images):  # the same object given for several sentences is read once
+            loaded.setdefault(id(image), self._image(image, i))
+        results: list[ReferringPrediction] = []
+        for start in range(0, len(sentences), self.batch_size):
+            stop = min(start + self.batch_size, len(sentences))
+            pil = [loaded[id(images[i])] for i in range(start, stop)]
+            results += self._batch(pil, sentences[start:stop])
+        return results[0] if single else results
+
+    def _batch(self, images: list[Image.Image], sentences: list[str]) -> list[ReferringPrediction]:
+        x = torch.stack([self.transform.normalize(self.transform.resize_image(im)) for im in images])
+        tokens = [tokenize(self.tokenizer, s, max_tokens=self.max_tokens) for s in sentences]
+        ids = torch.stack([t[0] for t in tokens]).to(self.device)
+        pad = torch.stack([t[1] for t in tokens]).to(self.device)
+        use_amp = self.amp and self.device.type == "cuda"
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            out = self.model(x.to(self.device), ids, text_padding_mask=pad)
+        side = (self.image_size, self.image_size)
+        unc = None if out.uncertainty is None else self.model.to_image_size(out.uncertainty.float(), side)
+        ref = None if out.refine_mask is None else self.model.to_image_size(out.refine_mask.float(), side)
+        results = []
+        for b, (image, sentence) in enumerate(zip(images, sentences, strict=True)):
+            size = (image.height, image.width)
+            logits = resize_logits(out.logits[b : b + 1].float(), size)[0, 0].cpu()  # (h, w)
+            results.append(ReferringPrediction(
+                sentence=sentence,
+                image=np.asarray(image, dtype=np.uint8),
+                mask=logits > 0,
+                probability=torch.sigmoid(logits),
+                uncertainty=None if unc is None else torch.sigmoid(resize_logits(unc[b : b + 1], size))[0, 0].cpu(),
+                refine_mask=None if ref is None else resize_logits(ref[b : b + 1], size)[0, 0].clamp(0, 1).cpu(),
+            ))
+        return results
