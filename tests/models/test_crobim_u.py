@@ -316,3 +316,26 @@ def test_strict_load_reports_missing_and_unexpected(tmp_path: Path, tiny_config)
 
     with pytest.raises(FileNotFoundError, match="config.json"):
         CroBIMU.from_pretrained(tmp_path / "nowhere")
+
+
+def test_documented_parameter_counts_match_the_model():
+    """The parameter table of docs/reference_model.md, recounted (on the meta device: shapes only)."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "reference_model.md").read_text(encoding="utf-8")
+    counts = {}
+    for variant, (fusion, refinement) in ABLATIONS.items():
+        cfg = get_preset("paper", use_fusion=fusion, use_refinement=refinement,
+                         text={"pretrained": False, "hf_config": {"model_type": "bert"}})
+        with torch.device("meta"):
+            counts[variant] = CroBIMU(cfg).num_parameters()
+    full = counts["Full"]
+    expected_rows = [
+        f"| {full['vision']:,} |", f"| {full['text']:,} |",
+        f"| Decoder (pixel decoder + mask head) | {full['decoder']:,} |",
+        f"| RUS | {full['rus']:,} |", f"| UGF (one instance shared by three levels) | {full['ugf']:,} |",
+        f"| UDLR | {full['udlr']:,} |",
+        f"| **{counts['Base']['total']:,}** |", f"| +UGF (RUS + UGF) | {counts['+UGF']['total']:,} |",
+        f"| +UDLR (RUS + UDLR) | {counts['+UDLR']['total']:,} |", f"| **Full** total | **{full['total']:,}** |",
+        f"add **{full['uncertainty']:,} parameters",
+    ]
+    for row in expected_rows:
+        assert row in doc, f"docs/reference_model.md does not say {row!r}"
