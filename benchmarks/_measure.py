@@ -8,8 +8,9 @@ Timing: after ``warmup`` untimed calls, every call is timed on its own --
 * CPU: ``torch.utils.benchmark.Timer(...).timeit(1)`` with the process's thread count (the Timer
   otherwise defaults to one thread).
 
-Several callables can be timed **interleaved** (round robin: A B C D A B C D ...), so a load
-change on a shared machine hits every variant alike; ratios between them stay meaningful.
+Several callables can be timed **interleaved** (rounds in alternating order: A B C D, D C B A,
+A B C D, ...), so a load change on a shared machine, or the position within a round, hits every
+variant alike; ratios between them stay meaningful.
 
 Memory:
 
@@ -130,7 +131,9 @@ def time_interleaved(
             rounds = max(min_repeats, min(repeats, int(max_seconds / per_round)))
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(rounds):
-        for name in names:
+        # A B C D, then D C B A: whatever the position in a round does to a call (a cache left warm
+        # or cold by the call before, a neighbour's load pattern) falls on every variant alike
+        for name in names if i % 2 == 0 else reversed(names):
             times[name].append(_time_once(fns[name], device))
         if log is not None and sum(times[n][-1] for n in names) > 5.0:  # slow rounds: show progress
             log(f"    round {i + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms" for n in names))
