@@ -180,7 +180,8 @@ class ReferringSegmenter:
                 raise ValueError(f"sentence {i} is empty; a referring expression is needed")
         loaded: dict[int, Image.Image] = {}
         for i, image in enumerate(images):  # the same object given for several sentences is read once
-            loaded.setdefault(id(image), self._image(image, i))
+            if id(image) not in loaded:
+                loaded[id(image)] = self._image(image, i)
         results: list[ReferringPrediction] = []
         for start in range(0, len(sentences), self.batch_size):
             stop = min(start + self.batch_size, len(sentences))
