@@ -9,18 +9,11 @@ CPU tests find what a CUDA run would.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from benchmarks._syncs import count_sync_prone  # noqa: E402
-from uncertainty_rrsis import (  # noqa: E402
+from benchmarks._syncs import count_sync_prone
+from uncertainty_rrsis import (
     OnlineErrorLoss,
     ReferringUncertaintyScorer,
     RiskGuidedDecoder,
@@ -61,20 +54,24 @@ def test_modules_forward_and_backward_do_not_synchronise():
     assert count_sync_prone(step) == []
 
 
-@pytest.mark.parametrize("kind", ["hook", "pair"])
+@pytest.mark.parametrize("kind", ["hook", "pair", "lavt", "caris"])
 def test_wrapper_training_step_does_not_synchronise(kind):
-    import importlib.util
+    from helpers.decoders import ToyFPNDecoder, ToyPairDecoder, field_inputs, wrap_field_decoder
 
-    spec = importlib.util.spec_from_file_location("wrap_example", ROOT / "examples" / "wrap_your_decoder.py")
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
     dim = 16
     torch.manual_seed(0)
-    if kind == "hook":
-        model = RiskGuidedDecoder(example.LAVTStyleDecoder(dim), dim, num_heads=2, mask_feature_from="fuse.out")
+    if kind in ("lavt", "caris"):
+        model = wrap_field_decoder(kind)
+        features, text, pad, target = field_inputs()
     else:
-        model = RiskGuidedDecoder(example.PairDecoder(dim), dim, num_heads=2)
-    features, text, pad, target = example.random_batch(2, dim, 64, generator=torch.Generator().manual_seed(0))
+        if kind == "hook":
+            model = RiskGuidedDecoder(ToyFPNDecoder(dim), dim, num_heads=2, mask_feature_from="fpn.out")
+        else:
+            model = RiskGuidedDecoder(ToyPairDecoder(dim), dim, num_heads=2)
+        g = torch.Generator().manual_seed(0)
+        features = [torch.randn(2, dim, 64 // s, 64 // s, generator=g) for s in (4, 8, 16, 32)]
+        text, pad = torch.randn(2, 6, dim, generator=g), torch.arange(6).expand(2, 6) >= 4
+        target = torch.rand(2, 64, 64, generator=g) > 0.5
     loss_fn = RiskGuidedLoss()
 
     def step():

@@ -24,7 +24,6 @@ compiled once.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +42,7 @@ from uncertainty_rrsis import (
 )
 from uncertainty_rrsis._checks import checks_enabled
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _toy_decoders import ToyFPNDecoder, ToyPairDecoder  # noqa: E402
+from helpers.decoders import ToyFPNDecoder, ToyPairDecoder
 
 B, D, L, HEADS = 2, 16, 5, 4
 

@@ -1,6 +1,6 @@
 """RiskGuidedDecoder and RiskGuidedLoss on decoders this project did not design."""
 
-import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,32 +10,50 @@ from torch import nn
 
 from uncertainty_rrsis import RiskGuidedDecoder, RiskGuidedLoss, RiskGuidedOutput
 
-_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "wrap_your_decoder.py"
-_spec = importlib.util.spec_from_file_location("wrap_your_decoder", _EXAMPLE)
-example = importlib.util.module_from_spec(_spec)
-sys.modules["wrap_your_decoder"] = example
-_spec.loader.exec_module(example)
+from helpers.decoders import ToyFPNDecoder, ToyPairDecoder
 
 DIM = 16
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def batch(seed=0, size=64, b=2):
-    return example.random_batch(b, DIM, size, generator=torch.Generator().manual_seed(seed))
+def batch(seed=0, size=64, b=2, length=6):
+    """Features at strides 4/8/16/32 of a ``size`` image, text, padding mask and target."""
+    g = torch.Generator().manual_seed(seed)
+    features = [torch.randn(b, DIM, size // s, size // s, generator=g) for s in (4, 8, 16, 32)]
+    text = torch.randn(b, length, DIM, generator=g)
+    pad = torch.zeros(b, length, dtype=torch.bool)
+    pad[:, length // 2 :] = torch.rand(b, length - length // 2, generator=g) > 0.5
+    target = torch.rand(b, size, size, generator=g) > 0.7
+    return features, text, pad, target
 
 
 def make(kind, **kwargs):
     torch.manual_seed(0)
     if kind == "hook":
-        return RiskGuidedDecoder(example.LAVTStyleDecoder(DIM), DIM, num_heads=2, mask_feature_from="fuse.out",
-                                 **kwargs)
-    return RiskGuidedDecoder(example.PairDecoder(DIM), DIM, num_heads=2, **kwargs)
+        return RiskGuidedDecoder(ToyFPNDecoder(DIM), DIM, num_heads=2, mask_feature_from="fpn.out", **kwargs)
+    return RiskGuidedDecoder(ToyPairDecoder(DIM), DIM, num_heads=2, **kwargs)
+
+
+def train_a_few_steps(model, *, steps=3, seed=0):
+    """AdamW steps on one random batch; returns ``L_seg(P_fg)`` per step."""
+    criterion = RiskGuidedLoss(lambda_unc=1.0, lambda_ref=1.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    features, text, pad, target = batch(seed)
+    losses = []
+    for step in range(steps):
+        loss = criterion(model(features, text, pad), target, step=step)
+        optimizer.zero_grad()
+        loss.total.backward()
+        optimizer.step()
+        losses.append(loss.seg.item())
+    return losses
 
 
 @pytest.mark.parametrize("kind", ["hook", "pair"])
 def test_training_gives_every_new_parameter_a_gradient(kind):
     model = make(kind)
-    seg_losses = example.train_a_few_steps(model, steps=3, dim=DIM, size=64)
-    assert all(torch.isfinite(torch.tensor(seg_losses)))
+    seg_losses = train_a_few_steps(model, steps=3)
+    assert all(torch.isfinite(torch.tensor(seg_losses))) and seg_losses[-1] < seg_losses[0]
     features, text, pad, target = batch(1)
     out = model(features, text, pad)
     model.zero_grad()
@@ -105,7 +123,7 @@ def test_hook_captures_the_named_feature():
     model = make("hook")
     features, text, pad, _ = batch()
     captured = {}
-    model.decoder.fuse.out.register_forward_hook(lambda m, a, o: captured.setdefault("f", o))
+    model.decoder.fpn.out.register_forward_hook(lambda m, a, o: captured.setdefault("f", o))
     with torch.no_grad():
         model.refinement.head[-1].weight.normal_()
     out = model(features, text, pad)
@@ -114,22 +132,22 @@ def test_hook_captures_the_named_feature():
 
 
 def test_missing_mask_feature_is_a_clear_error():
-    model = RiskGuidedDecoder(example.LAVTStyleDecoder(DIM), DIM, num_heads=2)
+    model = RiskGuidedDecoder(ToyFPNDecoder(DIM), DIM, num_heads=2)
     with pytest.raises(ValueError, match=r"returned only coarse logits.*mask_feature_from=.*use_refinement=False"):
         model(*batch()[:3])
     # without refinement the same decoder is fine
-    RiskGuidedDecoder(example.LAVTStyleDecoder(DIM), DIM, num_heads=2, use_refinement=False)(*batch()[:3])
+    RiskGuidedDecoder(ToyFPNDecoder(DIM), DIM, num_heads=2, use_refinement=False)(*batch()[:3])
 
 
 def test_unknown_mask_feature_name_fails_at_construction():
-    with pytest.raises(ValueError, match=r"mask_feature_from='fuse.nope' names no submodule.*fuse.out"):
-        RiskGuidedDecoder(example.LAVTStyleDecoder(DIM), DIM, mask_feature_from="fuse.nope")
+    with pytest.raises(ValueError, match=r"mask_feature_from='fpn.nope' names no submodule.*fpn.out"):
+        RiskGuidedDecoder(ToyFPNDecoder(DIM), DIM, mask_feature_from="fpn.nope")
 
 
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda f, t, p: ([x[:, :8] for x in f], t, p), r"`features\[0\]`.*16 at dim 1; got shape \(2, 8, 16, 16\)"),
+        (lambda f, t, p: ([x[:, :8] for x in f], t, p), r"`features\[0\]` must have 16 channels \(dim = 16\); got 8"),
         (lambda f, t, p: (f[0], t, p), r"`features` must be a non-empty list"),
         (lambda f, t, p: (f[:2], t, p), r"fused_levels \(1, 2, 3\) index beyond the 2 feature levels"),
         (lambda f, t, p: (f, t[:1], p), r"batch sizes differ"),
@@ -155,5 +173,13 @@ def test_loss_parts_follow_the_ablation_row():
     assert warm.unc.item() == 0
 
 
-def test_example_script_runs():
-    example.main(["--steps", "2", "--dim", "8"])
+@pytest.mark.slow
+def test_example_script_runs_and_checks_step_zero():
+    """The example wraps its two field-style decoders, checks step 0 against the bare decoder
+    (it exits non-zero otherwise), trains one step and prints the added parameters."""
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "wrap_your_decoder.py"), "--c4-dims", "64",
+                             "--dim", "32", "--size", "64"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("step 0: max |wrapped - bare|") == 2
+    assert "LAVT / RMSIN-style SimpleDecoding" in result.stdout and "CARIS / Mask2Former-style" in result.stdout
+    assert result.stdout.count("RUS + UGF + UDLR add") == 2

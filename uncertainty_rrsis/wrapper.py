@@ -1,20 +1,28 @@
-"""RiskGuidedDecoder: add RUS, UGF and UDLR around any referring-segmentation decoder.
+"""RiskGuidedDecoder: add RUS, UGF and UDLR around a referring-segmentation decoder you already have.
 
 Data flow (paper Fig. 2)::
 
     features[-1] --RUS--> U
-    features[i] --UGF(U)--> features[i]      for i in fused_levels   (one shared UGF)
-    decoder(features, text, mask) --> P_fg (and F)
+    features[i] --UGF(U)--> features[i]              for i in fused_levels
+      or: output of decoder.<name> --UGF(U)--> ...   for name in fuse_at (forward hooks)
+    call(decoder, features, text, mask) --unpack--> P_fg (and F)
     UDLR(F, P_fg, U) --> P_ref
 
+The decoder's code is never changed: ``call`` maps the wrapper's arguments onto the decoder's
+signature, ``unpack`` maps its output onto ``P_fg`` (and ``F``), and forward hooks reach inside
+it (``fuse_at`` for UGF, ``mask_feature_from`` for ``F``). The hooks act only while the wrapper
+runs the decoder; called on its own, the decoder computes exactly what it computed before.
+
 Axis legend
-    b: batch   c: feature width (``dim``)   l: text tokens   h, w: spatial
+    b: batch   c: feature width (``dim`` or ``dim[i]``)   l: text tokens   h, w: spatial
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import NamedTuple
+import difflib
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -24,13 +32,16 @@ from .modules import ReferringUncertaintyScorer, UncertaintyDrivenRefinement, Un
 
 __all__ = ["RiskGuidedDecoder", "RiskGuidedOutput"]
 
+DecoderCall = Callable[[nn.Module, list, torch.Tensor, "torch.Tensor | None"], Any]
+DecoderUnpack = Callable[[Any], "torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]"]
+
 
 class RiskGuidedOutput(NamedTuple):
     """What :class:`RiskGuidedDecoder` returns (a NamedTuple, so it passes through ``torch.compile``).
 
     Attributes:
         logits: (B, 1, H, W) refined logits ``P_ref``, or the coarse ones when refinement is off.
-        coarse_logits: (B, 1, H, W) the decoder's logits ``P_fg``.
+        coarse_logits: (B, 1, H, W) the decoder's foreground logits ``P_fg``.
         uncertainty: (B, 1, H32, W32) uncertainty logits ``U``, or None when RUS is absent (Base).
         refine_mask: (B, 1, H, W) the soft refinement mask ``M``, or None when refinement is off.
     """
@@ -41,54 +52,118 @@ class RiskGuidedOutput(NamedTuple):
     refine_mask: torch.Tensor | None
 
 
+def _default_call(decoder: nn.Module, features: list, text: torch.Tensor, text_padding_mask):
+    return decoder(features, text, text_padding_mask)
+
+
+def _default_unpack(raw: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if isinstance(raw, (tuple, list)):
+        return raw[0], (raw[1] if len(raw) > 1 else None)
+    return raw, None
+
+
+def _submodule(decoder: nn.Module, name: str, argument: str) -> nn.Module:
+    """``decoder.get_submodule(name)``, or a ValueError that lists the names closest to ``name``."""
+    try:
+        return decoder.get_submodule(name)
+    except AttributeError as err:
+        names = [n for n, _ in decoder.named_modules() if n]
+        parent = name.rsplit(".", 1)[0] if "." in name else ""
+        near = difflib.get_close_matches(name, names, n=8, cutoff=0.4)
+        near += [n for n in names if parent and n.startswith(parent + ".") and n not in near]
+        shown = (near or names)[:20]
+        raise ValueError(
+            f"RiskGuidedDecoder: {argument}={name!r} names no submodule of the decoder "
+            f"({type(decoder).__name__}). Nearby names: {shown}."
+        ) from err
+
+
 class RiskGuidedDecoder(nn.Module):
     """Wraps a referring-segmentation decoder with the CroBIM-U uncertainty modules.
 
-    The decoder is any module called as ``decoder(features, text, text_padding_mask)`` that
-    returns either ``(coarse_logits, mask_feature)`` or ``coarse_logits`` alone. In the second
-    case, name the submodule whose output is the high-resolution feature ``F`` with
-    ``mask_feature_from="dotted.name"``: a forward hook captures it and the decoder is left
-    untouched.
+    RUS scores the last (coarsest) feature level against the text and gives the uncertainty
+    logits ``U``; UGF injects language into visual maps, gated by ``U``; the decoder runs; UDLR
+    corrects its foreground logits where ``U`` is high. The decoder is used as it is:
 
-    With ``use_fusion=False, use_refinement=False`` (the paper's Base row) the wrapper adds no
-    module and returns exactly what the bare decoder returns.
+    * ``call(decoder, features, text, text_padding_mask)`` runs it (default
+      ``decoder(features, text, text_padding_mask)``). For a LAVT / RMSIN decoder,
+      :func:`~uncertainty_rrsis.adapters.call_coarsest_first` gives ``decoder(f[3], f[2], f[1], f[0])``;
+      for a decoder that wants a Hugging Face keep-mask,
+      :func:`~uncertainty_rrsis.adapters.call_with_keep_mask`.
+    * ``unpack(raw_output)`` returns ``coarse_logits`` or ``(coarse_logits, mask_feature)``
+      (default: a tuple / list gives its first two items, a tensor is the logits). Two-class
+      logits convert with :func:`~uncertainty_rrsis.adapters.foreground_logit`.
+    * When the decoder does not return ``F``, ``mask_feature_from="dotted.name"`` takes it from
+      the output of that submodule with a forward hook.
+
+    UGF goes in one of two places:
+
+    * ``fused_levels`` (default ``(1, 2, 3)``): the wrapper updates those entries of ``features``
+      before the decoder sees them. With per-level widths each fused level has a UGF of its own
+      width; one shared UGF when their widths are equal (as in the paper).
+    * ``fuse_at=("input_convs.0", ...)``: the outputs of those decoder submodules (the decoder's
+      own projections of the levels to its internal width ``fusion_dim``) are updated by one
+      shared UGF through forward hooks, once, before decoding. ``features`` then reach the
+      decoder unchanged.
+
+    At initialisation UDLR is the identity and UGF's update is zero, so the fused maps are
+    ``LayerNorm(V)`` (Eq. 12; ``fusion_kwargs={"norm": False}`` makes them ``V``). With
+    ``use_fusion=False, use_refinement=False`` (the paper's Base row) the wrapper adds no
+    parameter and returns exactly what the bare decoder returns through ``call`` / ``unpack``.
 
     Args:
-        decoder: the user's decoder.
-        dim: channels of every feature level (and of the text unless ``text_dim`` is given).
-        text_dim: width of ``text``; defaults to ``dim``.
-        fused_levels: indices into ``features`` that UGF updates before the decoder sees them.
-        mask_feature_dim: channels of ``F``; defaults to ``dim``.
+        decoder: the user's decoder, left unchanged.
+        dim: channels of every feature level (an int), or a sequence of per-level widths,
+            finest first (e.g. ``(128, 256, 512, 1024)`` for Swin-B).
+        text_dim: width of ``text``; defaults to ``dim`` when ``dim`` is an int, required otherwise.
+        fused_levels: indices into ``features`` that UGF updates (default ``(1, 2, 3)``, or none
+            when ``fuse_at`` is given).
+        fuse_at: dotted names of decoder submodules whose outputs UGF updates through hooks.
+        fusion_dim: channels of the ``fuse_at`` outputs; defaults to ``dim`` when it is an int.
+        call: ``callable(decoder, features, text, text_padding_mask) -> raw output``.
+        unpack: ``callable(raw output) -> coarse_logits | (coarse_logits, mask_feature)``.
+        mask_feature_dim: channels of ``F``; defaults to ``fusion_dim`` if given, else the
+            width of the finest level.
         mask_feature_from: dotted name of the decoder submodule whose output is ``F``.
         use_fusion: add UGF (Eq. 9-12).
         use_refinement: add UDLR (Eq. 13-16).
-        num_heads: heads of UGF's attention.
+        num_heads: heads of UGF's attention (must divide every fused width).
         refine_hidden_dim: hidden width of UDLR's head.
-        fusion_kwargs, refinement_kwargs, scorer_kwargs: extra keyword options of the modules.
+        scorer_kwargs, fusion_kwargs, refinement_kwargs: extra keyword options of the modules.
+        device, dtype: factory arguments of the added modules.
 
     Attributes:
-        dim (int): channels of every feature level.
+        dim (int or tuple[int, ...]): ``dim`` as given (a tuple for per-level widths).
+        level_dims (tuple[int, ...] or None): the per-level widths; None when ``dim`` is an int.
+        scorer_dim (int): width of the level RUS scores (the last one).
         text_dim (int): width of ``text``.
+        fusion_dim (int or None): width of the ``fuse_at`` outputs.
         mask_feature_dim (int): channels of the mask feature ``F``.
-        fused_levels (tuple[int, ...]): the levels the shared UGF updates.
+        fused_levels (tuple[int, ...]): the entries of ``features`` UGF updates.
+        fuse_at (tuple[str, ...]): the decoder submodules whose outputs UGF updates.
         scorer (ReferringUncertaintyScorer or None): RUS; None when both modules are off (Base).
-        fusion (UncertaintyGatedFusion or None): the shared UGF; None when ``use_fusion=False``.
+        fusion (UncertaintyGatedFusion, nn.ModuleList or None): the shared UGF, or one UGF per
+            entry of ``fused_levels`` when their widths differ; None when ``use_fusion=False``.
         refinement (UncertaintyDrivenRefinement or None): UDLR; None when ``use_refinement=False``.
 
     Shapes:
-        - features: list of (B, dim, H_i, W_i), finest first; the last is the one RUS scores
+        - features: list of (B, dim[i], H_i, W_i), finest first; the last is the one RUS scores
         - text: (B, L, text_dim)
         - text_padding_mask: (B, L) bool, True = padding; or None
-        - output: :class:`RiskGuidedOutput`
+        - output: :class:`RiskGuidedOutput`; logits at the resolution the decoder returns
     """
 
     def __init__(
         self,
         decoder: nn.Module,
-        dim: int,
+        dim: int | Sequence[int],
         *,
         text_dim: int | None = None,
-        fused_levels: Sequence[int] = (1, 2, 3),
+        fused_levels: Sequence[int] | None = None,
+        fuse_at: Sequence[str] | None = None,
+        fusion_dim: int | None = None,
+        call: DecoderCall | None = None,
+        unpack: DecoderUnpack | None = None,
         mask_feature_dim: int | None = None,
         mask_feature_from: str | None = None,
         use_fusion: bool = True,
@@ -104,26 +179,69 @@ class RiskGuidedDecoder(nn.Module):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.decoder = decoder
-        self.dim = int(dim)
-        self.text_dim = int(text_dim) if text_dim is not None else self.dim
-        self.mask_feature_dim = int(mask_feature_dim) if mask_feature_dim is not None else self.dim
-        self.fused_levels = tuple(int(i) for i in fused_levels)
+        self.call = call
+        self.unpack = unpack
         self.use_fusion = bool(use_fusion)
         self.use_refinement = bool(use_refinement)
         self.mask_feature_from = mask_feature_from
 
+        # ---- widths -------------------------------------------------------------------------
+        if isinstance(dim, Sequence) and not isinstance(dim, str):
+            self.level_dims: tuple[int, ...] | None = tuple(int(d) for d in dim)
+            if not self.level_dims:
+                raise ValueError("RiskGuidedDecoder: dim is an empty sequence; give one width per feature level.")
+            if text_dim is None:
+                raise ValueError(
+                    f"RiskGuidedDecoder: with per-level widths dim={self.level_dims}, pass text_dim (the width "
+                    "of `text`, e.g. 768 for BERT-base): RUS and UGF read the text even when the decoder does not."
+                )
+            self.dim: int | tuple[int, ...] = self.level_dims
+            self.scorer_dim = self.level_dims[-1]
+        else:
+            self.level_dims = None
+            self.dim = self.scorer_dim = int(dim)
+        self.text_dim = int(text_dim) if text_dim is not None else self.scorer_dim
+        self.fuse_at = tuple(fuse_at or ())
+        if self.fuse_at and fused_levels is not None and tuple(fused_levels):
+            raise ValueError(
+                f"RiskGuidedDecoder: pass either fused_levels={tuple(fused_levels)} (UGF on the features before "
+                f"the decoder) or fuse_at={self.fuse_at} (UGF inside the decoder), not both."
+            )
+        if fusion_dim is None and self.fuse_at and self.level_dims is not None:
+            raise ValueError(
+                f"RiskGuidedDecoder: fuse_at={self.fuse_at} needs fusion_dim, the channels of those submodules' "
+                "outputs (the decoder's internal width)."
+            )
+        self.fusion_dim = (int(fusion_dim) if fusion_dim is not None else self.scorer_dim) if self.fuse_at else None
+        if fused_levels is None:
+            fused_levels = () if self.fuse_at else (1, 2, 3)
+        self.fused_levels = tuple(self._level_index(int(i)) for i in fused_levels)
+        if mask_feature_dim is not None:
+            self.mask_feature_dim = int(mask_feature_dim)
+        elif self.fusion_dim is not None:
+            self.mask_feature_dim = self.fusion_dim
+        else:
+            self.mask_feature_dim = self.level_dims[0] if self.level_dims is not None else self.scorer_dim
+
+        # ---- the modules ----------------------------------------------------------------------
         self.scorer = (
-            ReferringUncertaintyScorer(self.dim, text_dim=self.text_dim, **(scorer_kwargs or {}), **factory)
+            ReferringUncertaintyScorer(self.scorer_dim, text_dim=self.text_dim, **(scorer_kwargs or {}), **factory)
             if (self.use_fusion or self.use_refinement)
             else None
         )
-        self.fusion = (
-            UncertaintyGatedFusion(
-                self.dim, text_dim=self.text_dim, num_heads=num_heads, **(fusion_kwargs or {}), **factory
+
+        def make_fusion(width: int) -> UncertaintyGatedFusion:
+            return UncertaintyGatedFusion(
+                width, text_dim=self.text_dim, num_heads=num_heads, **(fusion_kwargs or {}), **factory
             )
-            if self.use_fusion
-            else None
-        )
+
+        self.fusion: UncertaintyGatedFusion | nn.ModuleList | None = None
+        if self.use_fusion:
+            widths = [self.fusion_dim] if self.fuse_at else [self._width(i) for i in self.fused_levels]
+            if len(set(widths)) > 1:
+                self.fusion = nn.ModuleList(make_fusion(w) for w in widths)
+            else:
+                self.fusion = make_fusion(widths[0] if widths else self.scorer_dim)
         self.refinement = (
             UncertaintyDrivenRefinement(
                 self.mask_feature_dim, hidden_dim=refine_hidden_dim, **(refinement_kwargs or {}), **factory
@@ -132,57 +250,126 @@ class RiskGuidedDecoder(nn.Module):
             else None
         )
 
+        # ---- hooks into the decoder: active only while forward() runs the decoder ----------
+        self._context: tuple | None = None  # (text, uncertainty, text_padding_mask) during the decoder call
         self._captured: list[torch.Tensor] = []
-        self._hook_handle = None
+        self._hook_handles = []
         if mask_feature_from is not None:
-            try:
-                target = decoder.get_submodule(mask_feature_from)
-            except AttributeError as err:
-                names = [n for n, _ in decoder.named_modules() if n]
-                parent = mask_feature_from.rsplit(".", 1)[0]
-                near = [n for n in names if n.startswith(parent + ".")] or names
-                raise ValueError(
-                    f"RiskGuidedDecoder: mask_feature_from={mask_feature_from!r} names no submodule of the "
-                    f"decoder ({type(decoder).__name__}). Submodules it has: {near[:20]}."
-                ) from err
-            self._hook_handle = target.register_forward_hook(self._capture)
+            target = _submodule(decoder, mask_feature_from, "mask_feature_from")
+            self._hook_handles.append(target.register_forward_hook(self._capture))
+        targets = [_submodule(decoder, name, "fuse_at") for name in self.fuse_at]
+        if self.fusion is not None:
+            for name, target in zip(self.fuse_at, targets):
+                self._hook_handles.append(target.register_forward_hook(functools.partial(self._fuse_hook, name)))
+
+    # ---- construction helpers ----------------------------------------------------------------
+
+    def _level_index(self, index: int) -> int:
+        """A fused level, made non-negative when the number of levels is known (per-level widths)."""
+        if self.level_dims is None:
+            return index
+        n = len(self.level_dims)
+        if not -n <= index < n:
+            raise ValueError(
+                f"RiskGuidedDecoder: fused_levels index {index} is outside the {n} levels of dim={self.level_dims}."
+            )
+        return index % n
+
+    def _width(self, level: int) -> int:
+        return self.level_dims[level] if self.level_dims is not None else self.scorer_dim
+
+    # ---- hooks ---------------------------------------------------------------------------------
 
     def _capture(self, module: nn.Module, args: object, output: object) -> None:
-        self._captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+        if self._context is not None:
+            self._captured.append(output[0] if isinstance(output, (tuple, list)) else output)
+
+    def _fuse_hook(self, name: str, module: nn.Module, args: object, output: object):
+        context = self._context
+        if context is None:  # the decoder called on its own: unchanged
+            return None
+        if checks_enabled():
+            owner = f"{type(self).__name__} (fuse_at)"
+            check_rank(owner, f"output of decoder.{name}", output, "(B, C, H, W)",
+                       fix="fuse_at must name submodules that return one NCHW map.")
+            check_channels(owner, f"output of decoder.{name}", output, self.fusion_dim, dim=1,
+                           layout="(B, C, H, W)", fix=f"Pass fusion_dim={int(output.shape[1])}.")
+        text, uncertainty, text_padding_mask = context
+        return self.fusion(output, text, uncertainty, text_padding_mask)
+
+    # ---- forward -------------------------------------------------------------------------------
 
     def _check(self, features, text, text_padding_mask) -> None:
         owner = type(self).__name__
         if not isinstance(features, (list, tuple)) or len(features) == 0:
             raise ValueError(
-                f"{owner}: `features` must be a non-empty list of (B, dim, H, W) maps, finest first; "
+                f"{owner}: `features` must be a non-empty list of (B, C_i, H_i, W_i) maps, finest first; "
                 f"got {type(features).__name__}."
+            )
+        if self.level_dims is not None and len(features) != len(self.level_dims):
+            raise ValueError(
+                f"{owner}: got {len(features)} feature levels but dim={self.level_dims} gives "
+                f"{len(self.level_dims)} widths; pass one map per width, finest first."
             )
         for i, feat in enumerate(features):
             check_rank(owner, f"features[{i}]", feat, "(B, C, H, W)")
-            check_channels(owner, f"features[{i}]", feat, self.dim, dim=1, layout="(B, C, H, W)",
-                           fix="Project every level to `dim` channels before the wrapper.")
+            expected = self._width(i)
+            if int(feat.shape[1]) != expected:
+                source = f"dim[{i}] = {expected}" if self.level_dims is not None else f"dim = {expected}"
+                raise ValueError(
+                    f"{owner}: `features[{i}]` must have {expected} channels ({source}); got {int(feat.shape[1])} "
+                    f"(shape {tuple(feat.shape)}). Give `dim` the widths of your levels, finest first."
+                )
         bad = [i for i in self.fused_levels if not -len(features) <= i < len(features)]
         if self.use_fusion and bad:
             raise ValueError(
                 f"{owner}: fused_levels {self.fused_levels} index beyond the {len(features)} feature levels given."
             )
         check_rank(owner, "text", text, "(B, L, D)")
-        check_channels(owner, "text", text, self.text_dim, dim=2, layout="(B, L, D)")
+        check_channels(owner, "text", text, self.text_dim, dim=2, layout="(B, L, D)",
+                       fix=f"Build the wrapper with text_dim={int(text.shape[2])}.")
         check_same_batch(owner, [*((f"features[{i}]", f) for i, f in enumerate(features)), ("text", text)])
         if text_padding_mask is not None:
             check_padding_mask(owner, text_padding_mask, text)
 
-    def _run_decoder(self, features, text, text_padding_mask) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _check_decoder_output(self, coarse, mask_feature) -> None:
+        owner = type(self).__name__
+        fix = "The decoder must give one foreground logit map."
+        if isinstance(coarse, torch.Tensor) and coarse.dim() == 4 and coarse.shape[1] == 2:
+            fix = ("Two-class logits convert with unpack=uncertainty_rrsis.adapters.foreground_logit "
+                   "(foreground minus background).")
+        check_rank(owner, "decoder output coarse_logits", coarse, "(B, 1, H, W)",
+                   fix="Map the decoder's output with `unpack=`.")
+        check_channels(owner, "decoder output coarse_logits", coarse, 1, dim=1, layout="(B, 1, H, W)", fix=fix)
+        if self.refinement is not None and mask_feature is not None:
+            check_rank(owner, "mask feature F", mask_feature, "(B, C, H, W)")
+            check_channels(owner, "mask feature F", mask_feature, self.mask_feature_dim, dim=1,
+                           layout="(B, C, H, W)", fix=f"Pass mask_feature_dim={int(mask_feature.shape[1])}.")
+
+    def _run_decoder(self, features, text, text_padding_mask, uncertainty):
+        """Call the decoder with the hooks live; returns ``(coarse_logits, mask_feature or None)``."""
         self._captured.clear()
-        out = self.decoder(features, text, text_padding_mask)
-        if isinstance(out, (tuple, list)):
-            coarse, mask_feature = out[0], (out[1] if len(out) > 1 else None)
-        else:
-            coarse, mask_feature = out, None
+        self._context = (text, uncertainty, text_padding_mask)
+        try:
+            raw = (self.call or _default_call)(self.decoder, features, text, text_padding_mask)
+        finally:
+            self._context = None
+        coarse, mask_feature = _default_unpack((self.unpack or _default_unpack)(raw))
         if mask_feature is None and self._captured:
             mask_feature = self._captured[-1]
         self._captured.clear()
         return coarse, mask_feature
+
+    def _fuse_levels(self, features: list, text, uncertainty, text_padding_mask) -> list:
+        indices = [i % len(features) for i in self.fused_levels]
+        levels = [features[i] for i in indices]
+        if isinstance(self.fusion, nn.ModuleList):  # one UGF per width
+            fused = [ugf(level, text, uncertainty, text_padding_mask) for ugf, level in zip(self.fusion, levels)]
+        else:  # one shared UGF: one call, one token sequence, one attention
+            fused = self.fusion(levels, text, uncertainty, text_padding_mask)
+        for i, level in zip(indices, fused):
+            features[i] = level
+        return features
 
     def forward(
         self,
@@ -198,30 +385,27 @@ class RiskGuidedDecoder(nn.Module):
         if self.scorer is not None:
             uncertainty = self.scorer(features[-1], text, text_padding_mask)
         if self.fusion is not None and self.fused_levels:
-            # one call for all shared levels: one token sequence, one attention (see fuse_levels)
-            fused = self.fusion([features[i] for i in self.fused_levels], text, uncertainty, text_padding_mask)
-            for i, level in zip(self.fused_levels, fused):
-                features[i] = level
-        coarse, mask_feature = self._run_decoder(features, text, text_padding_mask)
+            features = self._fuse_levels(features, text, uncertainty, text_padding_mask)
+        coarse, mask_feature = self._run_decoder(features, text, text_padding_mask, uncertainty)
         if checks_enabled():
-            check_rank(type(self).__name__, "decoder output coarse_logits", coarse, "(B, 1, H, W)")
-            check_channels(type(self).__name__, "decoder output coarse_logits", coarse, 1, dim=1,
-                           layout="(B, 1, H, W)", fix="The decoder must return one foreground logit map.")
+            self._check_decoder_output(coarse, mask_feature)
         if self.refinement is None:
             return RiskGuidedOutput(coarse, coarse, uncertainty, None)
         if mask_feature is None:
             raise ValueError(
                 f"RiskGuidedDecoder: the decoder ({type(self.decoder).__name__}) returned only coarse logits, so "
-                "UDLR has no mask feature F. Either return (coarse_logits, mask_feature) from the decoder, or "
-                "pass mask_feature_from='<dotted submodule name>' naming the layer whose output is F, or set "
-                "use_refinement=False."
+                "UDLR has no mask feature F. Either return (coarse_logits, mask_feature) from the decoder (or from "
+                "`unpack`), or pass mask_feature_from='<dotted submodule name>' naming the layer whose output is F, "
+                "or set use_refinement=False."
             )
         assert uncertainty is not None
         logits, refine_mask = self.refinement.refine(mask_feature, coarse, uncertainty)
         return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask)
 
     def extra_repr(self) -> str:
+        where = f"fuse_at={self.fuse_at}, fusion_dim={self.fusion_dim}" if self.fuse_at else (
+            f"fused_levels={self.fused_levels}")
         return (
-            f"dim={self.dim}, text_dim={self.text_dim}, fused_levels={self.fused_levels}, "
+            f"dim={self.dim}, text_dim={self.text_dim}, {where}, mask_feature_dim={self.mask_feature_dim}, "
             f"use_fusion={self.use_fusion}, use_refinement={self.use_refinement}"
         )
