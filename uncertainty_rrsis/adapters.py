@@ -23,6 +23,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ._attention import keep_from_padding, padding_from_keep
+
 __all__ = [
     "foreground_logit",
     "keep_mask",
@@ -81,7 +83,7 @@ def keep_mask(text_padding_mask: torch.Tensor | None, text: torch.Tensor | None 
             f"keep_mask: expected a bool padding mask (True = padding); got dtype {text_padding_mask.dtype}. "
             "A mask that is already 1 = token needs no conversion."
         )
-    return (~text_padding_mask).long()
+    return keep_from_padding(text_padding_mask).long()
 
 
 def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -95,7 +97,7 @@ def padding_mask(attention_mask: torch.Tensor) -> torch.Tensor:
         raise ValueError(
             f"padding_mask: expected an integer or bool keep-mask (1 = token); got dtype {attention_mask.dtype}."
         )
-    return attention_mask == 0
+    return padding_from_keep(attention_mask)
 
 
 def call_coarsest_first(

@@ -1,11 +1,12 @@
-"""The one place where a tokenizer's ``attention_mask`` (1 = keep) becomes the library's
-``text_padding_mask`` (bool, True = padding), DESIGN §2."""
+"""Tokenization of one sentence: ids and the library's ``text_padding_mask`` (bool, True = padding)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+from .._attention import padding_from_keep
 
 __all__ = ["tokenize"]
 
@@ -35,4 +36,4 @@ def tokenize(tokenizer: Any, sentence: str, *, max_tokens: int) -> tuple[torch.T
             f"the tokenizer returned input_ids of shape {tuple(input_ids.shape)} for max_length="
             f"{max_tokens}; it must pad to max_length (padding='max_length', truncation=True)"
         )
-    return input_ids, keep == 0
+    return input_ids, padding_from_keep(keep)

@@ -1,8 +1,9 @@
 """Building blocks shared by the pixel decoder and the mask head of the reference model.
 
-A multi-head attention on ``F.scaled_dot_product_attention`` with a boolean keep mask (rows with
-nothing to attend to stay finite), a feed-forward block, the 2-D sine positional encoding, and the
-conversion of the library's padding mask (True = padding) into an attention keep mask.
+A multi-head attention on the library's one masked attention
+(:func:`uncertainty_rrsis._attention.masked_attention`: rows with nothing to attend to stay
+finite), a feed-forward block, the 2-D sine positional encoding, and the text keep mask in the
+shape attention wants.
 
 Axis legend
     b: batch   d: width (``dim``)   y, x: rows / columns of a level
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange, repeat
 from torch import nn
+
+from .._attention import keep_from_padding, masked_attention
 
 __all__ = ["MultiHeadAttention", "FeedForward", "sine_position_encoding", "text_keep_mask"]
 
@@ -60,11 +63,11 @@ def text_keep_mask(text_padding_mask: torch.Tensor | None) -> torch.Tensor | Non
     """Turn a (B, T) padding mask (True = padding) into a (B, 1, 1, T) keep mask (True = attend)."""
     if text_padding_mask is None:
         return None
-    return rearrange(~text_padding_mask, "b t -> b 1 1 t")
+    return rearrange(keep_from_padding(text_padding_mask), "b t -> b 1 1 t")
 
 
 class MultiHeadAttention(nn.Module):
-    """Multi-head attention on ``F.scaled_dot_product_attention`` with a boolean keep mask.
+    """Multi-head attention on the library's masked attention, with a boolean keep mask.
 
     ``keep`` is True where a query may attend to a key. A query whose keys are all masked
     attends to every key instead (no NaN); with ``zero_empty_rows=True`` its output is then
@@ -126,19 +129,11 @@ class MultiHeadAttention(nn.Module):
         q = rearrange(self.q_proj(query), "b q (h c) -> b h q c", h=self.num_heads)
         k = rearrange(self.k_proj(key), "b k (h c) -> b h k c", h=self.num_heads)
         v = rearrange(self.v_proj(value), "b k (h c) -> b h k c", h=self.num_heads)
-        attn_mask = None
-        has_any = None
-        if keep is not None:
-            has_any = keep.any(dim=-1, keepdim=True)  # (b|1, h|1, q|1, 1)
-            attn_mask = keep | ~has_any
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        out, valid = masked_attention(q, k, v, keep, dropout_p=self.dropout if self.training else 0.0)
         out = self.out_proj(rearrange(out, "b h q c -> b q (h c)"))
-        if zero_empty_rows and has_any is not None:
+        if zero_empty_rows and valid is not None:
             # A query with no key at all contributes nothing (all heads share the text mask).
-            valid = has_any.all(dim=1)  # (b|1, q|1, 1)
-            out = out * valid.to(out.dtype)
+            out = out * valid.all(dim=1).to(out.dtype)  # (b|1, q|1, 1)
         return out
 
     def extra_repr(self) -> str:

@@ -23,6 +23,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .._attention import keep_from_padding
 from .._ops import resize_logits
 from .attention import FeedForward, MultiHeadAttention, sine_position_encoding, text_keep_mask
 
@@ -169,7 +170,7 @@ class TextConditionedMaskHead(nn.Module):
         """Mean of the real tokens, (B, T, D) -> (B, D); zero for a sentence of only padding."""
         if text_padding_mask is None:
             return text.mean(dim=1)
-        weights = (~text_padding_mask).to(text.dtype)  # (b, t)
+        weights = keep_from_padding(text_padding_mask).to(text.dtype)  # (b, t)
         total = torch.einsum("bt,btd->bd", weights, text)
         return total / weights.sum(dim=1, keepdim=True).clamp_min(1.0)
 

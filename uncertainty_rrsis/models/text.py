@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._attention import keep_from_padding, padding_from_keep
 from .._checks import check_rank, check_same_batch, checks_enabled
 from .config import TextConfig
 
@@ -236,7 +237,7 @@ class TextEncoder(nn.Module):
         """The library's mask (B, L) bool, True = padding, from a Hugging Face mask (1 = keep)."""
         if attention_mask is None:
             return torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
-        return attention_mask == 0
+        return padding_from_keep(attention_mask)
 
     def _check(
         self,
@@ -294,7 +295,7 @@ class TextEncoder(nn.Module):
             self._check(input_ids, attention_mask, text_padding_mask)
         if text_padding_mask is None:
             text_padding_mask = self.padding_mask(input_ids, attention_mask)  # the one conversion
-        hf_mask = (~text_padding_mask).to(torch.long)
+        hf_mask = keep_from_padding(text_padding_mask).to(torch.long)
         grad = contextlib.nullcontext() if not self.freeze else torch.no_grad()
         with grad:
             hidden = self.backbone(input_ids=input_ids, attention_mask=hf_mask).last_hidden_state

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from .._attention import keep_from_padding, masked_attention
 from .._checks import (
     check_channels,
     check_padding_mask,
@@ -197,16 +197,13 @@ class UncertaintyGatedFusion(nn.Module):
         q = rearrange(self.q_proj(v), "b n (g e) -> b g n e", g=self.num_heads)
         k = rearrange(self.k_proj(text), "b l (g e) -> b g l e", g=self.num_heads)
         val = rearrange(self.v_proj(text), "b l (g e) -> b g l e", g=self.num_heads)
-        attn_mask = None
+        keep = None
         if text_padding_mask is not None:
-            keep = ~text_padding_mask
-            has_text = keep.any(dim=-1)  # (b,)
-            # A sentence made only of padding attends everywhere, then its result is zeroed.
-            attn_mask = rearrange(keep | ~has_text[:, None], "b l -> b 1 1 l")
-        attended = F.scaled_dot_product_attention(q, k, val, attn_mask=attn_mask)
+            keep = rearrange(keep_from_padding(text_padding_mask), "b l -> b 1 1 l")
+        attended, valid = masked_attention(q, k, val, keep)
         delta = self.dropout(self.out_proj(rearrange(attended, "b g n e -> b n (g e)")))  # Eq. 10
-        if text_padding_mask is not None:  # a sentence of padding only injects nothing
-            delta = delta * rearrange(has_text, "b -> b 1 1").to(delta.dtype)
+        if valid is not None:  # a sentence of padding only injects nothing
+            delta = delta * rearrange(valid, "b 1 1 1 -> b 1 1").to(delta.dtype)
         g = self._gate(u)  # Eq. 11
         return self.norm(v + g.to(delta.dtype) * delta)  # Eq. 12
 

@@ -11,6 +11,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from .._attention import keep_from_padding, masked_attention
 from .._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled
 from .._ops import inverse_sqrt
 
@@ -118,16 +119,16 @@ class ReferringUncertaintyScorer(nn.Module):
             self._check(visual, text, text_padding_mask)
         height, width = visual.shape[-2:]
         v = rearrange(visual, "b c h w -> b (h w) c")
-        v_proj = self.visual_proj(v)  # (b, n, c)
-        t_proj = self.text_proj(text)  # (b, l, c)
-        scores = self.gamma * torch.einsum("bnc,blc->bnl", v_proj, t_proj)
+        v_proj = rearrange(self.visual_proj(v), "b n c -> b 1 n c")  # V', one head
+        t_proj = rearrange(self.text_proj(text), "b l c -> b 1 l c")  # T'
+        keep = None
         if text_padding_mask is not None:
-            pad = rearrange(text_padding_mask, "b l -> b 1 l")
-            scores = scores.masked_fill(pad, torch.finfo(scores.dtype).min)
-            attn = scores.softmax(dim=-1) * (~pad).to(scores.dtype)  # all-padding rows -> 0
-        else:
-            attn = scores.softmax(dim=-1)
-        attended = torch.einsum("bnl,blc->bnc", attn, t_proj)  # T~
+            keep = rearrange(keep_from_padding(text_padding_mask), "b l -> b 1 1 l")
+        # A = softmax over the text of gamma V' T'^T, T~ = A T' (gamma scales the queries, scale=1)
+        attended, valid = masked_attention(self.gamma * v_proj, t_proj, t_proj, keep, scale=1.0)
+        if valid is not None:  # a sentence made only of padding gives T~ = 0
+            attended = attended * valid.to(attended.dtype)
+        attended = rearrange(attended, "b 1 n c -> b n c")
         u = self.mlp(torch.cat([v, attended], dim=-1))  # (b, n, 1)
         return rearrange(u, "b (h w) 1 -> b 1 h w", h=height, w=width)
 
