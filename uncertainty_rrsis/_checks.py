@@ -4,6 +4,11 @@ Each check raises a :class:`ValueError` that names the module and the argument, 
 expected shape and the received one, and says how to fix it. Checks read only shapes and
 dtypes, never tensor values, and they switch off while ``torch.compile``, ``torch.export``,
 TorchScript tracing or ONNX export trace the module, so they cost nothing in a compiled graph.
+
+Inputs are checked once, at the entry the user calls. A composite module (the wrapper, the
+reference model, its decoder) checks its own inputs and marks its parts with
+:func:`trust_inputs`: their ``check_inputs`` attribute becomes False and they skip their
+checks, because what they receive was checked or built by the composite.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import torch
 
 __all__ = [
     "checks_enabled",
+    "trust_inputs",
     "check_rank",
     "check_channels",
     "check_same_batch",
@@ -21,8 +27,15 @@ __all__ = [
 ]
 
 
-def checks_enabled() -> bool:
-    """False while a compiler, exporter or tracer is tracing the current call."""
+def checks_enabled(module: object | None = None) -> bool:
+    """Whether to run input checks now.
+
+    False while a compiler, exporter or tracer is tracing the current call, and for a
+    ``module`` whose ``check_inputs`` attribute is False (a part of a composite that checked
+    the inputs at its own entry, see :func:`trust_inputs`).
+    """
+    if module is not None and not getattr(module, "check_inputs", True):
+        return False
     compiler = getattr(torch, "compiler", None)
     if compiler is not None:
         if getattr(compiler, "is_compiling", lambda: False)():
@@ -35,6 +48,21 @@ def checks_enabled() -> bool:
     if onnx is not None and getattr(onnx, "is_in_onnx_export", lambda: False)():
         return False
     return True
+
+
+def trust_inputs(*parts: object) -> None:
+    """Mark ``parts`` (modules, or None) and their submodules as parts of a composite.
+
+    Every submodule that has a ``check_inputs`` attribute gets ``check_inputs = False``, so it
+    skips its own input checks; the composite checks at its entry instead. Modules without
+    that attribute (a user's own decoder, say) are left alone.
+    """
+    for part in parts:
+        if part is None:
+            continue
+        for module in part.modules():  # type: ignore[attr-defined]
+            if hasattr(module, "check_inputs"):
+                module.check_inputs = False
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled
+from ._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
 from .modules import ReferringUncertaintyScorer, UncertaintyDrivenRefinement, UncertaintyGatedFusion
 
 __all__ = ["RiskGuidedDecoder", "RiskGuidedOutput"]
@@ -177,6 +177,7 @@ class RiskGuidedDecoder(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         factory = {"device": device, "dtype": dtype}
         self.decoder = decoder
         self.call = call
@@ -249,6 +250,7 @@ class RiskGuidedDecoder(nn.Module):
             if self.use_refinement
             else None
         )
+        trust_inputs(self.scorer, self.fusion, self.refinement)  # the wrapper checks at its entry
 
         # ---- hooks into the decoder: active only while forward() runs the decoder ----------
         self._context: tuple | None = None  # (text, uncertainty, text_padding_mask) during the decoder call
@@ -288,7 +290,7 @@ class RiskGuidedDecoder(nn.Module):
         context = self._context
         if context is None:  # the decoder called on its own: unchanged
             return None
-        if checks_enabled():
+        if checks_enabled(self):
             owner = f"{type(self).__name__} (fuse_at)"
             check_rank(owner, f"output of decoder.{name}", output, "(B, C, H, W)",
                        fix="fuse_at must name submodules that return one NCHW map.")
@@ -345,6 +347,7 @@ class RiskGuidedDecoder(nn.Module):
             check_rank(owner, "mask feature F", mask_feature, "(B, C, H, W)")
             check_channels(owner, "mask feature F", mask_feature, self.mask_feature_dim, dim=1,
                            layout="(B, C, H, W)", fix=f"Pass mask_feature_dim={int(mask_feature.shape[1])}.")
+            check_same_batch(owner, [("decoder output coarse_logits", coarse), ("mask feature F", mask_feature)])
 
     def _run_decoder(self, features, text, text_padding_mask, uncertainty):
         """Call the decoder with the hooks live; returns ``(coarse_logits, mask_feature or None)``."""
@@ -378,7 +381,7 @@ class RiskGuidedDecoder(nn.Module):
         text_padding_mask: torch.Tensor | None = None,
     ) -> RiskGuidedOutput:
         """Run RUS -> UGF -> decoder -> UDLR; see the class docstring for shapes."""
-        if checks_enabled():
+        if checks_enabled(self):
             self._check(features, text, text_padding_mask)
         features = list(features)
         uncertainty = None
@@ -387,7 +390,7 @@ class RiskGuidedDecoder(nn.Module):
         if self.fusion is not None and self.fused_levels:
             features = self._fuse_levels(features, text, uncertainty, text_padding_mask)
         coarse, mask_feature = self._run_decoder(features, text, text_padding_mask, uncertainty)
-        if checks_enabled():
+        if checks_enabled(self):
             self._check_decoder_output(coarse, mask_feature)
         if self.refinement is None:
             return RiskGuidedOutput(coarse, coarse, uncertainty, None)

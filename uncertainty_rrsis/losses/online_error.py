@@ -74,6 +74,7 @@ class OnlineErrorLoss(nn.Module):
         warmup_steps: int = 0,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         self.hard_sample_weight = float(hard_sample_weight)
         self.hard_iou_threshold = float(hard_iou_threshold)
         self.eps = float(eps)
@@ -118,7 +119,7 @@ class OnlineErrorLoss(nn.Module):
     ) -> torch.Tensor:
         """Return the scalar ``L_unc``."""
         target = as_target_mask(target, type(self).__name__)
-        if checks_enabled():
+        if checks_enabled(self):
             self._check(uncertainty, seg_logits, target)
         if isinstance(step, int) and step < self.warmup_steps:
             return uncertainty.sum() * 0.0

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from .._checks import check_channels, check_float, check_rank, check_same_batch, checks_enabled
+from .._checks import check_channels, check_float, check_rank, check_same_batch, checks_enabled, trust_inputs
 from .._ops import resize_logits
 from ..wrapper import RiskGuidedDecoder, RiskGuidedOutput
 from ._checkpoint import (
@@ -91,6 +91,7 @@ class CroBIMU(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         config = config if config is not None else CroBIMUConfig()
         if not isinstance(config, CroBIMUConfig):
             raise TypeError(f"CroBIMU: `config` must be a CroBIMUConfig; got {type(config).__name__}.")
@@ -137,6 +138,7 @@ class CroBIMU(nn.Module):
             refine_hidden_dim=config.refine_hidden_dim,
             **factory,
         )
+        trust_inputs(self.vision, self.text, self.decoder)  # CroBIMU checks at its entry
 
     @classmethod
     def from_preset(
@@ -156,6 +158,8 @@ class CroBIMU(nn.Module):
         self,
         images: torch.Tensor,
         input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        text_padding_mask: torch.Tensor | None = None,
     ) -> None:
         owner = type(self).__name__
         check_rank(owner, "images", images, "(B, 3, H, W)")
@@ -170,6 +174,7 @@ class CroBIMU(nn.Module):
                 f"pad_input=False. Resize the images (the paper uses 480x480) or set pad_input=True in the "
                 "config to zero-pad and crop the logits back."
             )
+        self.text._check(input_ids, attention_mask, text_padding_mask)  # token ids and masks, once
 
     def forward(
         self,
@@ -180,8 +185,8 @@ class CroBIMU(nn.Module):
         text_padding_mask: torch.Tensor | None = None,
     ) -> RiskGuidedOutput:
         """Segment the object each sentence refers to; see the class docstring for shapes."""
-        if checks_enabled():
-            self._check(images, input_ids)
+        if checks_enabled(self):
+            self._check(images, input_ids, attention_mask, text_padding_mask)
         height, width = images.shape[-2], images.shape[-1]
         pad_h = (-height) % self.size_divisor
         pad_w = (-width) % self.size_divisor

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled
+from .._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
 from .mask_head import TextConditionedMaskHead
 from .pixel_decoder import CrossModalPixelDecoder
 
@@ -71,6 +71,7 @@ class MaskDecoder(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         if dim % num_heads != 0 or dim % 4 != 0:
             raise ValueError(
                 f"MaskDecoder: dim={dim} must be divisible by num_heads={num_heads} and by 4 "
@@ -94,6 +95,7 @@ class MaskDecoder(nn.Module):
             self.dim, num_layers=self.num_mask_layers, num_heads=self.num_heads, ffn_dim=self.ffn_dim,
             num_levels=self.num_levels, dropout=dropout, **factory,
         )
+        trust_inputs(self.pixel_decoder, self.mask_head)  # MaskDecoder checks at its entry
 
     def _check(
         self,
@@ -134,7 +136,7 @@ class MaskDecoder(nn.Module):
         text_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(coarse_logits (B, 1, H4, W4), mask_feature (B, D, H4, W4))``."""
-        if checks_enabled():
+        if checks_enabled(self):
             self._check(features, text, text_padding_mask)
         mask_feature, levels = self.pixel_decoder(features, text, text_padding_mask)
         coarse_logits = self.mask_head(mask_feature, levels, text, text_padding_mask)

@@ -72,6 +72,7 @@ class MultiScaleDeformableAttention(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         if dim % num_heads != 0:
             raise ValueError(
                 f"MultiScaleDeformableAttention: dim={dim} must be divisible by num_heads={num_heads}; "
@@ -154,7 +155,7 @@ class MultiScaleDeformableAttention(nn.Module):
         spatial_shapes: Sequence[tuple[int, int]],
     ) -> torch.Tensor:
         """Attend from ``query`` (B, Q, D) to the levels in ``value`` (B, N, D); returns (B, Q, D)."""
-        if checks_enabled():
+        if checks_enabled(self):
             self._check(query, reference_points, value, spatial_shapes)
         value = self.value_proj(value)  # follows autocast
         out_dtype = value.dtype

@@ -181,6 +181,7 @@ class TextEncoder(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         self.backbone = build_hf_encoder(name, pretrained=pretrained, hf_config=hf_config)
         self.name = str(name)
         self.hidden_dim = _hidden_size(self.backbone.config)
@@ -291,7 +292,7 @@ class TextEncoder(nn.Module):
         text_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Token ids (B, L) -> (text (B, L, dim), text_padding_mask (B, L) bool, True = padding)."""
-        if checks_enabled():
+        if checks_enabled(self):
             self._check(input_ids, attention_mask, text_padding_mask)
         if text_padding_mask is None:
             text_padding_mask = self.padding_mask(input_ids, attention_mask)  # the one conversion

@@ -75,6 +75,7 @@ class VisionEncoder(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         kwargs = dict(model_kwargs or {})
         if weights is None:
             pretrained, overlay = False, None
@@ -132,7 +133,7 @@ class VisionEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Images (B, 3, H, W) -> list of (B, dim, H_s, W_s), finest first."""
-        if checks_enabled():
+        if checks_enabled(self):
             check_rank(type(self).__name__, "images", images, "(B, 3, H, W)")
             check_channels(type(self).__name__, "images", images, 3, dim=1, layout="(B, 3, H, W)",
                            fix="Pass RGB images in NCHW layout.")

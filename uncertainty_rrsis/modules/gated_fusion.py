@@ -86,6 +86,7 @@ class UncertaintyGatedFusion(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         if dim % num_heads != 0:
             raise ValueError(
                 f"UncertaintyGatedFusion: dim={dim} must be divisible by num_heads={num_heads}; "
@@ -175,7 +176,7 @@ class UncertaintyGatedFusion(nn.Module):
             - text, uncertainty, text_padding_mask: as in :meth:`forward`
             - output: list of (B, C, H_i, W_i), one per input level
         """
-        if checks_enabled():
+        if checks_enabled(self):
             for visual in visuals:
                 self._check(visual, text, uncertainty, text_padding_mask)
         sizes = [(v.shape[-2], v.shape[-1]) for v in visuals]

@@ -67,6 +67,7 @@ class UncertaintyDrivenRefinement(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         if temperature <= 0:
             raise ValueError(f"UncertaintyDrivenRefinement: temperature must be > 0; got {temperature}.")
         factory = {"device": device, "dtype": dtype}
@@ -135,7 +136,7 @@ class UncertaintyDrivenRefinement(nn.Module):
         uncertainty: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`forward` but also return ``M``: ``(P_ref, M)``, both (B, 1, H, W)."""
-        if checks_enabled():
+        if checks_enabled(self):
             self._check(mask_feature, coarse_logits, uncertainty)
         size = coarse_logits.shape[-2:]
         feature = resize_logits(mask_feature, size)

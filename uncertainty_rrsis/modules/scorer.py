@@ -70,6 +70,7 @@ class ReferringUncertaintyScorer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
+        self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         factory = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.text_dim = int(text_dim) if text_dim is not None else self.dim
@@ -115,7 +116,7 @@ class ReferringUncertaintyScorer(nn.Module):
         text_padding_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Score every position of ``visual`` against the sentence; returns logits (B, 1, H, W)."""
-        if checks_enabled():
+        if checks_enabled(self):
             self._check(visual, text, text_padding_mask)
         height, width = visual.shape[-2:]
         v = rearrange(visual, "b c h w -> b (h w) c")
