@@ -13,11 +13,10 @@ The reference model lives in :mod:`uncertainty_rrsis.models` (extra ``models``),
 in :mod:`uncertainty_rrsis.data` and the field's metrics in :mod:`uncertainty_rrsis.metrics`.
 """
 
+from ._version import __version__
 from .losses import BCEDiceLoss, OnlineErrorLoss, RiskGuidedLoss, RiskGuidedLossOutput
 from .modules import ReferringUncertaintyScorer, UncertaintyDrivenRefinement, UncertaintyGatedFusion
 from .wrapper import RiskGuidedDecoder, RiskGuidedOutput
-
-__version__ = "0.1.0.dev0"
 
 __all__ = [
     "ReferringUncertaintyScorer",

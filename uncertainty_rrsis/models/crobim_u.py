@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
+from .._version import __version__
 from .._checks import check_channels, check_float, check_rank, check_same_batch, checks_enabled, trust_inputs
 from .._ops import resize_logits
 from ..wrapper import RiskGuidedDecoder, RiskGuidedOutput
