@@ -278,13 +278,19 @@ def _version(module: str) -> str | None:
     return getattr(mod, "__version__", None)
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The short commit of the measured tree; ``+dirty`` when the package or the benchmark code
+    differs from it (results files aside); None outside a git checkout."""
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=False
-        )
-        return out.stdout.strip() or None
+        run = lambda *cmd: subprocess.run(  # noqa: E731
+            ["git", *cmd], cwd=here, capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
+        commit = run("rev-parse", "--short", "HEAD")
+        if not commit:
+            return None
+        changed = run("status", "--porcelain", "--", "../uncertainty_rrsis", ".", ":(exclude)results")
+        return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return None
 
@@ -303,7 +309,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "timm": _version("timm"),
         "transformers": _version("transformers"),
         "einops": _version("einops"),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
     }
     if device.type == "cuda":

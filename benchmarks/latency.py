@@ -62,6 +62,7 @@ import torch
 from benchmarks._flops import FLOP_CONVENTION, count_flops
 from benchmarks._measure import (
     environment,
+    git_commit,
     load_average,
     peak_memory,
     sync,
@@ -269,19 +270,20 @@ class Runner:
         return int(build_config(self.args.preset, "Base").text.max_tokens)
 
     def write(self, section: str, payload: dict[str, Any]) -> None:
-        payload = {**payload, "finished": _now(), "load_average_end": load_average()}
+        """Add a finished section (stamped with the commit it measured) and rewrite ``<tag>.json`` /
+        ``<tag>.md`` atomically, so that a run cut short keeps every section that finished."""
+        from benchmarks._report import render_markdown
+
+        payload = {**payload, "git_commit": git_commit(), "finished": _now(), "load_average_end": load_average()}
         self.run["sections"][section] = payload
         self.run["load_average_end"] = load_average()
         self.run["elapsed_s"] = round(self.deadline.elapsed(), 1)
-        name = f"{self.args.tag}_{section}.json"
-        single = {k: v for k, v in self.run.items() if k != "sections"} | {"sections": {section: payload}}
-        (self.out / name).write_text(json.dumps(single, indent=1, default=str) + "\n", encoding="utf-8")
-        (self.out / f"{self.args.tag}.json").write_text(json.dumps(self.run, indent=1, default=str) + "\n",
-                                                        encoding="utf-8")
-        from benchmarks._report import render_markdown
-
-        (self.out / f"{self.args.tag}.md").write_text(render_markdown(self.run), encoding="utf-8")
-        log(f"section {section!r} written ({name}); {self.deadline.elapsed():.0f} s elapsed")
+        for name, text in ((f"{self.args.tag}.json", json.dumps(self.run, indent=1, default=str) + "\n"),
+                           (f"{self.args.tag}.md", render_markdown(self.run))):
+            tmp = self.out / f".{name}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(self.out / name)
+        log(f"section {section!r} written to {self.args.tag}.json; {self.deadline.elapsed():.0f} s elapsed")
 
     # -- models -----------------------------------------------------------------------------
 

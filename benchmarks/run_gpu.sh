@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# GPU benchmark of the CroBIM-U uncertainty modules (issue 6), sized for one H100 in < 8 minutes.
+# GPU benchmark of the CroBIM-U uncertainty modules, sized for one H100 in < 8 minutes.
 #
 #   bash benchmarks/run_gpu.sh            # from the repository root; results in $OUT or benchmarks/results
 #   bash benchmarks/run_gpu.sh --sections compile,channels_last   # extra arguments go to benchmarks.latency
 #   BENCH_SMOKE=1 bash benchmarks/run_gpu.sh   # the same logic on CPU with the micro model (~1 minute)
 #
 # Needs only torch, timm, transformers and einops; runs the package from source (PYTHONPATH),
-# downloads nothing (random-init encoders), installs nothing. Sections, in priority order, each
-# writing <tag>_<section>.json as soon as it is done (a time-out keeps what finished):
+# downloads nothing (random-init encoders), installs nothing. Sections, in priority order; <tag>.json and
+# <tag>.md are rewritten as each one finishes (a time-out keeps what finished):
 #   1 syncs          host-device synchronisations of Base and Full (set_sync_debug_mode), seconds
 #   2 rows           Base, +UGF, +UDLR, Full: bf16 autocast, batch 8, 480 px, inference + training step
 #   3 compile        torch.compile (inductor) of Full, then Base: fullgraph=True?, compile time; then eager

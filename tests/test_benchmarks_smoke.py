@@ -90,11 +90,12 @@ def test_smoke_run_writes_every_section(tmp_path, one_thread):
         "--sections", "syncs,modules,rows,sweep,channels_last", "--image-sizes", "64,96",
         "--variants", "Base,Full", "--warmup", "1", "--repeats", "2", "--out", str(tmp_path), "--tag", "smoke",
     ])
-    for section in ("syncs", "modules", "rows", "sweep", "channels_last"):
-        data = json.loads((tmp_path / f"smoke_{section}.json").read_text())
-        assert section in data["sections"] and data["environment"]["torch"] == torch.__version__
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke.json", "smoke.md"]  # one JSON + one Markdown
     combined = json.loads((tmp_path / "smoke.json").read_text())
     assert set(combined["sections"]) == {"syncs", "modules", "rows", "sweep", "channels_last"}
+    assert combined["environment"]["torch"] == torch.__version__
+    commit = combined["environment"]["git_commit"]
+    assert all(s["git_commit"] == commit for s in combined["sections"].values())
     assert combined["load_average_start"] is None or len(combined["load_average_start"]) == 3
 
     mods = run["sections"]["modules"]
@@ -122,7 +123,7 @@ def test_smoke_run_writes_every_section(tmp_path, one_thread):
     assert all(f["flops"] is not None for f in sweep["fits"])
 
     md = (tmp_path / "smoke.md").read_text()
-    for heading in ("## Targets", "## Ablation rows", "## Modules alone", "## Image size", "## channels_last",
+    for heading in ("## Full vs Base", "## Ablation rows", "## Modules alone", "## Image size", "## channels_last",
                     "## Host-device synchronisations"):
         assert heading in md
 
