@@ -1,7 +1,7 @@
 """Shared tensor operations: the one resize-on-logits and the one blur of the library.
 
 Every module resizes logit maps and blurs probability maps through the two functions below,
-so the convention of DESIGN §2 (bilinear, ``align_corners=False``, on logits) lives in one place.
+so the convention (bilinear, ``align_corners=False``, on logits) lives in one place.
 
 Axis legend
     b: batch   c: channels   h, w: spatial rows / columns   k: blur kernel taps

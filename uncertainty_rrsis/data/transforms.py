@@ -1,4 +1,4 @@
-"""Resize-and-normalise transform of the LAVT family (DESIGN §5).
+"""Resize-and-normalise transform of the LAVT family.
 
 The image is resized to ``image_size`` ignoring its aspect ratio and normalised with the
 ImageNet mean/std; the mask is resized with nearest neighbour. There are no flips: they
