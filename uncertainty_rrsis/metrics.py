@@ -1,6 +1,6 @@
 """Evaluation metrics: the field's referring-segmentation protocol and uncertainty quality.
 
-Protocol (DESIGN §6, the LAVT / RMSIN / CroBIM convention), per sample:
+Protocol (the LAVT / RMSIN / CroBIM convention), per sample:
 ``I = |pred & gt|``, ``U = |pred | gt|``, ``IoU = I / U`` and **IoU = 0 when U = 0**.
 Over a split: ``oIoU = sum I / sum U``, ``mIoU`` = mean per-sample IoU, ``Pr@t`` = share of
 samples with ``IoU >= t`` for t in {0.5, 0.6, 0.7, 0.8, 0.9}. Predictions are binarised

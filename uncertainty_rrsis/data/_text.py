@@ -1,5 +1,5 @@
 """The one place where a tokenizer's ``attention_mask`` (1 = keep) becomes the library's
-``text_padding_mask`` (bool, True = padding), DESIGN §2."""
+``text_padding_mask`` (bool, True = padding)."""
 
 from __future__ import annotations
 
