@@ -260,7 +260,7 @@ class TrainConfig:
     text_weights: InitVar[str | None] = None
 
     def __post_init__(self, *shortcut_values: Any) -> None:
-        given = {name: v for name, v in zip(MODEL_SHORTCUTS, shortcut_values, strict=True) if v is not None}
+        given = {name: v for name, v in zip(_SHORTCUT_KEYWORDS, shortcut_values, strict=True) if v is not None}
         for name in given:
             warnings.warn(
                 f"TrainConfig({name}=...) is deprecated and will be removed in the next release: it is a model "
@@ -345,7 +345,12 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}")
 
 
-for _name in MODEL_SHORTCUTS:  # the InitVar defaults left on the class would hide __getattr__
+# The deprecated keywords in the order __post_init__ receives them.
+_SHORTCUT_KEYWORDS = tuple(name for name in TrainConfig.__dataclass_fields__
+                           if name not in {f.name for f in fields(TrainConfig)})
+if set(_SHORTCUT_KEYWORDS) != set(MODEL_SHORTCUTS):
+    raise RuntimeError(f"TrainConfig's deprecated keywords {_SHORTCUT_KEYWORDS} differ from MODEL_SHORTCUTS")
+for _name in _SHORTCUT_KEYWORDS:  # the InitVar defaults left on the class would hide __getattr__
     if _name in TrainConfig.__dict__:
         delattr(TrainConfig, _name)
 
