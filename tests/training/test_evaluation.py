@@ -20,6 +20,7 @@ from uncertainty_rrsis.training import (
     blank_sentences,
     evaluate,
     evaluation_loader,
+    final_report,
     format_breakdown,
     format_metrics,
     save_panels,
@@ -154,6 +155,15 @@ def test_format_metrics_and_breakdown():
     assert text.splitlines()[0] == "test" and "50.00" in text and "25.00" in text and "AUROC=0.750" in text
     assert text.splitlines()[-1] == "samples: 8"
     assert format_breakdown(metrics) == "  thin=true                    mIoU  50.00  oIoU  40.00  n=3"
+
+
+def test_final_report_states_how_the_numbers_were_measured():
+    report = final_report({"test": {"mIoU": 0.5}}, checkpoint="best (val mIoU)", image_size=128, seed=3, steps=10,
+                          train_config={"lr": 1e-3})
+    assert list(report) == ["checkpoint", "protocol", "resolution", "seed", "steps", "results", "train_config",
+                            "environment"]
+    assert report["resolution"] == "128x128" and "0 when the union is empty" in report["protocol"]
+    assert report["environment"]["torch"] == torch.__version__
 
 
 def test_write_metrics_writes_json_atomically(tmp_path):

@@ -38,6 +38,7 @@ from .evaluation import (
     blank_sentences,
     evaluate,
     evaluation_loader,
+    final_report,
     format_breakdown,
     format_metrics,
     forward_batch,
@@ -70,7 +71,7 @@ __all__ = [
     "Trainer", "StopOnSignal", "RunLog", "poly_schedule",
     # evaluation
     "evaluate", "evaluation_loader", "blank_sentences", "forward_batch", "unwrap_model", "format_metrics",
-    "format_breakdown", "text_cost", "write_metrics", "save_panels", "PROTOCOL",
+    "format_breakdown", "text_cost", "final_report", "write_metrics", "save_panels", "PROTOCOL",
     # checkpoints and processes
     "save_checkpoint", "load_trainer_state", "find_checkpoint", "atomic_write_text",
     "DistEnv", "EpochSampler", "ShardedSampler", "init_distributed", "cleanup_distributed", "main_guard",

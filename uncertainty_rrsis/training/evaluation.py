@@ -41,6 +41,7 @@ __all__ = [
     "forward_batch",
     "unwrap_model",
     "text_cost",
+    "final_report",
     "format_metrics",
     "format_breakdown",
     "write_metrics",
@@ -213,6 +214,17 @@ def text_cost(split: str, results: Mapping[str, Any], masked: Mapping[str, Any])
     """The sentence reporting how many mIoU points the text is worth on ``split``."""
     return (f"{split} with the text masked out: mIoU {100 * masked['mIoU']:.2f} "
             f"(text costs {100 * (results['mIoU'] - masked['mIoU']):.2f} mIoU points)")
+
+
+def final_report(results: Mapping[str, Any], *, checkpoint: str, image_size: int, seed: int, steps: int,
+                 train_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run's ``metrics.json`` holds: the results with the protocol, resolution, seed, steps,
+    training settings and environment they were measured under."""
+    from .setup import environment_info
+
+    return {"checkpoint": checkpoint, "protocol": PROTOCOL, "resolution": f"{image_size}x{image_size}",
+            "seed": seed, "steps": steps, "results": dict(results), "train_config": dict(train_config),
+            "environment": environment_info()}
 
 
 def write_metrics(path: str | Path, payload: Mapping[str, Any]) -> Path:

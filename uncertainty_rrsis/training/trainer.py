@@ -336,10 +336,9 @@ class Trainer:
             self.log.print(evaluation.format_metrics(results[split], title=f"{split} ({source} checkpoint)"))
             self.log.print(evaluation.text_cost(split, results[split], results[f"{split}/text_masked"]))
         if self.env.is_main:
-            payload = {"checkpoint": source, "protocol": evaluation.PROTOCOL,
-                       "resolution": f"{self.image_size}x{self.image_size}", "seed": self.cfg.seed, "steps": self.step,
-                       "results": results, "train_config": self.cfg.to_dict(), "environment": environment_info()}
-            evaluation.write_metrics(self.out / "metrics.json", payload)
+            report = evaluation.final_report(results, checkpoint=source, image_size=self.image_size,
+                                             seed=self.cfg.seed, steps=self.step, train_config=self.cfg.to_dict())
+            evaluation.write_metrics(self.out / "metrics.json", report)
             first = next(iter(results), None)
             if first is not None and self.cfg.panels > 0:
                 self.save_panels(first.split("/")[0], self.cfg.panels)
