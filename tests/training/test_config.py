@@ -165,6 +165,15 @@ def test_to_dict_from_dict_round_trip(no_warnings):
     assert again == cfg and build_model_config(again) == build_model_config(cfg)
 
 
+def test_the_config_owns_its_model_overrides():
+    mine = {"vision": {"weights": "a.pth"}}
+    cfg = TrainConfig(model=mine)
+    cfg.model["vision"]["weights"] = "b.pth"
+    cfg.model["text"]["freeze"] = False  # the recipe's override, now this config's own
+    assert mine == {"vision": {"weights": "a.pth"}} and PRESET_RECIPES["tiny"]["model"] == {"text": {"freeze": True}}
+    assert TrainConfig().model == {"text": {"freeze": True}}
+
+
 def test_replace_merges_model_overrides():
     cfg = TrainConfig(model={"dim": 32, "text": {"max_tokens": 12}})
     other = cfg.replace(seed=4, model={"use_fusion": False, "text": {"freeze": False}})

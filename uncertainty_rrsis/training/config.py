@@ -128,11 +128,12 @@ def _opt(default: Any, help: str, **extra: Any) -> Any:
 
 
 def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
-    """``update`` over ``base``; nested mappings merge key by key (as sub-configs do)."""
-    out = dict(base)
+    """``update`` over ``base`` as a new dict; nested mappings merge key by key (as sub-configs do)
+    and are copied, so changing the result never changes the inputs."""
+    out = {key: _merge({}, value) if isinstance(value, Mapping) else value for key, value in base.items()}
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
+        if isinstance(value, Mapping):
+            out[key] = _merge(out[key] if isinstance(out.get(key), Mapping) else {}, value)
         else:
             out[key] = value
     return out
