@@ -17,8 +17,7 @@ from pathlib import Path
 
 import torch
 
-from uncertainty_rrsis.training import TrainConfig, Trainer
-from uncertainty_rrsis.training.loop import environment_info
+from uncertainty_rrsis.training import TrainConfig, Trainer, environment_info
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
     "the a of in at to on next closest furthest left right top bottom upper lower leftmost rightmost "
@@ -47,7 +46,7 @@ def main() -> dict:
     base = dict(cache_dir=str(tmp / "cache"), synthetic_train=32 if small else 1024, synthetic_val=8 if small else 64,
                 synthetic_test=9 if small else 99, batch_size=8 if small else 32, epochs=1 if small else 2, output_dir=str(tmp / "run"), checkpoint_every=16, panels=2,
                 progress=False, tensorboard=False, device=os.environ.get("CHECK_DEVICE", "cuda"), amp=True, unc_warmup_steps=8,
-                model={"text": {"name": str(bert)}})
+                model={"text": {"name": str(bert), "freeze": False}})
     report: dict = {"environment": environment_info()}
     t0 = time.perf_counter()
     straight = Trainer(TrainConfig(**base))

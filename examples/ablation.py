@@ -23,8 +23,7 @@ import math
 import sys
 from pathlib import Path
 
-from uncertainty_rrsis.training import TrainConfig, Trainer
-from uncertainty_rrsis.training.loop import main_guard
+from uncertainty_rrsis.training import TrainConfig, Trainer, main_guard
 
 ROWS = {"Base": (False, False), "+UGF": (True, False), "+UDLR": (False, True), "Full": (True, True)}
 COLUMNS = ["Pr@0.5", "Pr@0.7", "Pr@0.9", "oIoU", "mIoU", "unc/AUROC"]
@@ -52,8 +51,7 @@ def run_one(base: TrainConfig, row: str, seed: int, out: Path) -> dict:
     if done.is_file():
         return json.loads(done.read_text())["results"]["test"]
     fusion, refinement = ROWS[row]
-    cfg = TrainConfig(**{**base.to_dict(), "use_fusion": fusion, "use_refinement": refinement, "seed": seed,
-                         "output_dir": str(folder)})
+    cfg = base.replace(model={"use_fusion": fusion, "use_refinement": refinement}, seed=seed, output_dir=str(folder))
     Trainer(cfg).fit()
     return json.loads(done.read_text())["results"]["test"]
 
@@ -84,8 +82,8 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     out = Path(args.output_dir)
     base = TrainConfig(max_steps=args.max_steps, epochs=1000, batch_size=args.batch_size, device=args.device,
-                       synthetic_train=args.synthetic_train, progress=args.progress, panels=0, freeze_text=True,
-                       tensorboard=False, checkpoint_every=10**9)
+                       synthetic_train=args.synthetic_train, progress=args.progress, panels=0,
+                       model={"text": {"freeze": True}}, tensorboard=False, checkpoint_every=10**9)
     results: dict[str, list[dict]] = {}
 
     def body() -> str:

@@ -19,9 +19,27 @@ import json
 import sys
 from pathlib import Path
 
-from uncertainty_rrsis.training import TrainConfig, Trainer, format_metrics
-from uncertainty_rrsis.training.checkpoint import atomic_write_text
-from uncertainty_rrsis.training.loop import environment_info, main_guard
+import torch
+
+from uncertainty_rrsis.models import CroBIMU
+from uncertainty_rrsis.training import (
+    TrainConfig,
+    build_dataset,
+    environment_info,
+    evaluate,
+    evaluation_loader,
+    format_breakdown,
+    format_metrics,
+    init_distributed,
+    load_tokenizer,
+    main_guard,
+    merge_settings,
+    per_rank_batch,
+    prepare_data_root,
+    save_panels,
+    seed_everything,
+    write_metrics,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,48 +59,60 @@ def main(argv: list[str] | None = None) -> dict:
     return main_guard(lambda: run(args))
 
 
-def run(args: argparse.Namespace) -> dict:
-    from uncertainty_rrsis.models import CroBIMU
+def training_settings(folder: Path, args: argparse.Namespace) -> TrainConfig:
+    """The data settings of the run that wrote the checkpoint (its trainer_state.json), with the flags over them."""
+    saved: dict = {}
+    state = folder / "trainer_state.json"
+    if state.is_file():
+        saved = json.loads(state.read_text()).get("train_config", {})
+    known = set(TrainConfig.__dataclass_fields__)
+    saved = {k: v for k, v in saved.items() if k in known and k != "resume"}
+    flags: dict = {"device": args.device, "progress": not args.no_progress, "panels": args.panels,
+                   "output_dir": args.output_dir or str(folder.parent.parent / "eval")}
+    if args.dataset:
+        flags["dataset"] = args.dataset
+    if args.data_root:
+        flags["data_root"] = args.data_root
+    if args.batch_size:
+        flags.update(batch_size=args.batch_size, grad_accumulation=1)
+    cfg = TrainConfig.from_dict(merge_settings(saved, flags))
+    cfg.validate()
+    return cfg
 
+
+def run(args: argparse.Namespace) -> dict:
     folder = Path(args.checkpoint)
     if not (folder / "config.json").is_file():
         raise SystemExit(f"{folder} is not a checkpoint folder: expected config.json and model.safetensors in it")
-    train_cfg: dict = {}
-    state = folder / "trainer_state.json"
-    if state.is_file():
-        train_cfg = json.loads(state.read_text()).get("train_config", {})
-    cfg = TrainConfig.from_dict({k: v for k, v in train_cfg.items() if k in TrainConfig.__dataclass_fields__})
-    cfg.resume, cfg.device, cfg.progress = False, args.device, not args.no_progress
-    cfg.panels = args.panels
-    if args.dataset:
-        cfg.dataset = args.dataset
-    if args.data_root:
-        cfg.data_root = args.data_root
-    if args.batch_size:
-        cfg.batch_size, cfg.grad_accumulation = args.batch_size, 1
-    cfg.output_dir = args.output_dir or str(folder.parent.parent / "eval")
-    model_config = CroBIMU.config_from_pretrained(folder)
+    cfg = training_settings(folder, args)
+    env = init_distributed(device=cfg.device)
+    seed_everything(cfg.seed)
+    model = CroBIMU.from_pretrained(folder, device=env.device)
     tokenizer_dir = folder / "tokenizer"
-    if tokenizer_dir.is_dir():
-        model_config = model_config.replace(text={"name": str(tokenizer_dir)})
-    trainer = Trainer(cfg, model_config=model_config)
-    trainer.load_weights(folder)
-    results = {args.split: trainer.evaluate(args.split, at_original_size=args.original_size)}
+    tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else model.config.text.name)
+    root = prepare_data_root(cfg, image_size=model.config.image_size, env=env)
+    dataset = build_dataset(cfg.dataset, root, args.split, tokenizer=tokenizer, model_config=model.config,
+                            return_orig_mask=args.original_size)
+    loader = evaluation_loader(dataset, batch_size=per_rank_batch(cfg.batch_size, env.world_size, cfg.grad_accumulation),
+                               rank=env.rank, world_size=env.world_size, num_workers=cfg.num_workers)
+    options = {"device": env.device, "progress": cfg.progress and env.is_main, "description": f"eval {args.split}",
+               "autocast_dtype": torch.bfloat16 if (cfg.amp and env.device.type == "cuda") else None}
+    results = {args.split: evaluate(model, loader, at_original_size=args.original_size, **options)}
     if args.text_masked:
-        results[f"{args.split}/text_masked"] = trainer.evaluate(args.split, blank_text=True, uncertainty=False)
-    if trainer.env.is_main:
+        results[f"{args.split}/text_masked"] = evaluate(model, loader, blank_text=True, tokenizer=tokenizer,
+                                                        uncertainty=False, **options)
+    if env.is_main:
         out = Path(cfg.output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         for name, metrics in results.items():
             print(format_metrics(metrics, title=f"{name} ({'original size' if args.original_size else 'input size'})"))
-            for group, values in sorted(metrics.get("breakdown", {}).items()):
-                print(f"  {group:28s} mIoU {100 * values['mIoU']:6.2f}  oIoU {100 * values['oIoU']:6.2f}  "
-                      f"n={int(values['count'])}")
+            if metrics.get("breakdown"):
+                print(format_breakdown(metrics))
         payload = {"checkpoint": str(folder), "split": args.split, "original_size": args.original_size,
                    "results": results, "environment": environment_info()}
-        atomic_write_text(out / f"eval_{args.split}.json", json.dumps(payload, indent=2, default=str))
+        write_metrics(out / f"eval_{args.split}.json", payload)
         if args.panels:
-            trainer.save_panels(args.split, args.panels)
+            save_panels(model, dataset, out / "panels", split=args.split, count=args.panels, device=env.device,
+                        autocast_dtype=options["autocast_dtype"])
     return results
 
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import sys
 
-from uncertainty_rrsis.training import Trainer, build_arg_parser, config_from_args
-from uncertainty_rrsis.training.loop import main_guard
+from uncertainty_rrsis.training import Trainer, build_arg_parser, config_from_args, main_guard
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -30,9 +30,7 @@ import torch
 from PIL import Image
 
 from ._ops import resize_logits
-from .data._io import read_image
-from .data._text import tokenize
-from .data.transforms import ResizeNormalize
+from .data import ResizeNormalize, read_image, tokenize
 from .viz import heat_colormap, render_panel
 
 __all__ = ["ReferringPrediction", "ReferringSegmenter"]

@@ -346,6 +346,38 @@ class UncertaintyQualityMetrics:
         self._hist += torch.bincount(flat, minlength=2 * self.bins).to(torch.float64).view(2, self.bins)
 
     @torch.no_grad()
+    def update_from_batch(
+        self, uncertainty_logits: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any]
+    ) -> None:
+        """Add a batch from what a model outputs and the collated batch it was given.
+
+        The error map is ``(logits > 0) != batch["mask"]`` after resizing ``logits`` to the
+        mask (bilinear, on logits); ``U^p`` is ``sigmoid`` of ``uncertainty_logits`` resized
+        the same way. Scored at the input resolution (``batch["mask"]``), also when the
+        segmentation metric scores at the original size.
+
+        Args:
+            uncertainty_logits: (B, 1, h, w) float, the uncertainty logits ``U`` on a grid that
+                covers exactly the input image (for a model that pads its input, crop the
+                padding away first, e.g. with ``CroBIMU.to_image_size``).
+            logits: (B, 1, H', W') float, the foreground logits.
+            batch: a collated batch with ``"mask"`` (B, H, W) bool.
+        """
+        if "mask" not in batch:
+            raise ValueError(f"batch must hold 'mask' (B, H, W) bool; got keys {sorted(batch)}")
+        target = batch["mask"].to(self.device).bool()
+        for name, x in (("uncertainty_logits", uncertainty_logits), ("logits", logits)):
+            if x.dim() != 4 or x.shape[1] != 1 or x.shape[0] != target.shape[0]:
+                raise ValueError(
+                    f"{name} must be (B, 1, h, w) with B = {target.shape[0]} (the batch's masks); "
+                    f"got {tuple(x.shape)}"
+                )
+        size = target.shape[-2:]
+        pred = resize_logits(logits.to(self.device), size)[:, 0] > 0
+        prob = torch.sigmoid(resize_logits(uncertainty_logits.to(self.device), size))[:, 0]
+        self.update(prob, pred != target)
+
+    @torch.no_grad()
     def sync(self, group: Any = None) -> UncertaintyQualityMetrics:
         """Sum the histograms over DDP ranks in place with one ``all_reduce``."""
         if self._synced:

@@ -22,12 +22,12 @@ sys.path.insert(0, str(REPO / "examples"))
 def tiny_train_config(tmp: Path, bert_dir: Path, **changes) -> TrainConfig:
     model = {
         "vision": {"name": "convnext_atto", "model_kwargs": {"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}},
-        "text": {"name": str(bert_dir), "pretrained": True},
+        "text": {"name": str(bert_dir), "pretrained": True, "freeze": False},
         "decoder": {"num_layers": 1, "num_heads": 4, "num_points": 2, "ffn_dim": 32, "num_mask_layers": 1},
-        "dim": 32, "fusion_heads": 4, "refine_hidden_dim": 8,
+        "dim": 32, "fusion_heads": 4, "refine_hidden_dim": 8, "image_size": 64,
     }
     base = dict(dataset="synthetic", cache_dir=str(tmp / "cache"), synthetic_train=16, synthetic_val=5,
-                synthetic_test=7, image_size=64, batch_size=4, epochs=2, lr=1e-3, unc_warmup_steps=2,
+                synthetic_test=7, batch_size=4, epochs=2, lr=1e-3, unc_warmup_steps=2,
                 output_dir=str(tmp / "run"), checkpoint_every=3, panels=2, progress=False, tensorboard=False,
                 device="cpu", model=model, seed=3)
     base.update(changes)
@@ -180,7 +180,7 @@ def test_total_batch_must_divide():
 
 
 def test_help_documents_every_option_and_config_files(tmp_path):
-    from uncertainty_rrsis.training import config_from_args
+    from uncertainty_rrsis.training import build_model_config, config_from_args
 
     text = build_arg_parser().format_help()
     for name in TrainConfig.__dataclass_fields__:
@@ -189,11 +189,12 @@ def test_help_documents_every_option_and_config_files(tmp_path):
     (tmp_path / "run.toml").write_text("lr = 0.002\nepochs = 3\n")
     parser = build_arg_parser()
     cfg = config_from_args(parser.parse_args(["--config", str(tmp_path / "run.yaml"), "--epochs", "5"]))
-    assert cfg.lr == 0.002 and cfg.epochs == 5 and cfg.use_fusion is False
+    assert cfg.lr == 0.002 and cfg.epochs == 5 and build_model_config(cfg).use_fusion is False
     cfg = config_from_args(parser.parse_args(["--config", str(tmp_path / "run.toml")]))
     assert cfg.epochs == 3
     paper = config_from_args(parser.parse_args(["--preset", "paper", "--dataset", "rrsisd", "--data-root", "x"]))
-    assert (paper.lr, paper.batch_size, paper.epochs, paper.image_size, paper.poly_power) == (5e-5, 32, 40, 480, 0.9)
+    assert (paper.lr, paper.batch_size, paper.epochs, paper.poly_power) == (5e-5, 32, 40, 0.9)
+    assert build_model_config(paper).image_size == 480
     (tmp_path / "bad.yaml").write_text("learning_rate: 1\n")
     with pytest.raises(ValueError, match=r"unknown training config keys \['learning_rate'\]"):
         config_from_args(parser.parse_args(["--config", str(tmp_path / "bad.yaml")]))

@@ -3,7 +3,10 @@
 Readers (one :class:`torch.utils.data.Dataset` per benchmark, same sample dict):
 :class:`RRSISD`, :class:`RefSegRS`, :class:`RISBench`. The synthetic benchmark is written in
 the RISBench layout by :func:`ensure_synthetic` / :func:`generate_synthetic`. Batch with
-:func:`collate`; find every bad sample with :func:`check_dataset`.
+:func:`collate`; find every bad sample with :func:`check_dataset`. Datasets are found by name
+through one registry (:func:`get_dataset_class`, :func:`register_dataset`, :func:`list_datasets`);
+:func:`read_image` and :func:`tokenize` are the input pipeline's file reader and tokenizer call,
+for code that prepares single samples the way the readers do.
 
 This package needs numpy, pillow (and pycocotools for polygon masks); it never imports
 the reference model, timm or transformers: pass a tokenizer object in.
@@ -12,8 +15,11 @@ the reference model, timm or transformers: pass a tokenizer object in.
 from ._check import CheckReport, SampleProblem, check_dataset
 from ._common import ReferringDataset
 from ._errors import DatasetError, DatasetLayoutError, SampleError
+from ._io import read_image
+from ._text import tokenize
 from .collate import collate
 from .refsegrs import RefSegRS
+from .registry import get_dataset_class, list_datasets, register_dataset
 from .risbench import RISBench
 from .rrsisd import RRSISD
 from .synthetic import SyntheticConfig, SyntheticSample, ensure_synthetic, generate_synthetic, render_sample
@@ -30,6 +36,11 @@ __all__ = [
     "generate_synthetic",
     "render_sample",
     "collate",
+    "get_dataset_class",
+    "list_datasets",
+    "register_dataset",
+    "read_image",
+    "tokenize",
     "check_dataset",
     "CheckReport",
     "SampleProblem",

@@ -7,14 +7,8 @@ from dataclasses import dataclass, field
 
 from ._common import ReferringDataset
 from ._errors import DatasetError
-from .refsegrs import RefSegRS
-from .risbench import RISBench
-from .rrsisd import RRSISD
 
-__all__ = ["CheckReport", "SampleProblem", "check_dataset", "READERS"]
-
-#: Dataset name -> reader class, as accepted by ``--dataset``.
-READERS: dict[str, type[ReferringDataset]] = {"rrsisd": RRSISD, "refsegrs": RefSegRS, "risbench": RISBench}
+__all__ = ["CheckReport", "SampleProblem", "check_dataset"]
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ __all__ = ["read_image", "read_mask"]
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def _open(path: Path, what: str, layout: str) -> Image.Image:
+def _open(path: Path, what: str, layout: str | None) -> Image.Image:
     if not path.is_file():
-        raise SampleError(f"{what} file not found: {path}\nExpected layout:\n{layout}")
+        where = f"\nExpected layout:\n{layout}" if layout else ""
+        raise SampleError(f"{what} file not found: {path}{where}")
     try:
         with Image.open(path) as img:
             img.load()
@@ -25,9 +26,17 @@ def _open(path: Path, what: str, layout: str) -> Image.Image:
         raise SampleError(f"cannot read {what} file {path}: corrupt or unsupported ({exc})") from exc
 
 
-def read_image(path: Path, *, layout: str) -> Image.Image:
-    """Open an image file as an RGB PIL image (size W x H)."""
-    img = _open(path, "image", layout)
+def read_image(path: str | Path, *, layout: str | None = None) -> Image.Image:
+    """Open an image file as an RGB PIL image (size W x H).
+
+    Args:
+        path: the image file (anything PIL reads: PNG, JPEG, TIFF, ...).
+        layout: the expected folder layout, quoted in the error when the file is missing.
+
+    Raises:
+        SampleError: the file is missing, corrupt or unsupported (the message names it).
+    """
+    img = _open(Path(path), "image", layout)
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img

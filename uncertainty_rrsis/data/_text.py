@@ -1,4 +1,5 @@
-"""Tokenization of one sentence: ids and the library's ``text_padding_mask`` (bool, True = padding)."""
+"""Tokenization of one sentence: the place where a tokenizer's ``attention_mask`` (1 = keep)
+becomes the library's ``text_padding_mask`` (bool, True = padding)."""
 
 from __future__ import annotations
 

@@ -19,9 +19,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._check import READERS, check_dataset
+from ._check import check_dataset
 from ._common import SPLITS
 from ._errors import DatasetError
+from .registry import get_dataset_class, list_datasets
 
 __all__ = ["main"]
 
@@ -32,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m uncertainty_rrsis.data.check",
         description="Report every bad sample of a referring-segmentation dataset.",
     )
-    parser.add_argument("--dataset", required=True, choices=sorted(READERS))
+    parser.add_argument("--dataset", required=True, choices=list_datasets(),
+                        help="a registered dataset name (synthetic reads a generated RISBench-format folder)")
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--split", default="all", choices=[*SPLITS, "all"])
     parser.add_argument("--no-progress", action="store_true")
@@ -41,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 0
     for split in splits:
         try:
-            dataset = READERS[args.dataset](args.root, split, strict=False)
+            dataset = get_dataset_class(args.dataset)(args.root, split, strict=False)
         except DatasetError as exc:
             print(f"{args.dataset} {split}: {exc}", file=sys.stderr)
             status = 1

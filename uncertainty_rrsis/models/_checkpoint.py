@@ -48,7 +48,11 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def strip_wrapper_prefixes(state_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """Remove leading ``module.`` and every ``_orig_mod.`` component from each key."""
+    """Remove leading ``module.`` (DDP) and every ``_orig_mod.`` (``torch.compile``) component from each key.
+
+    Raises:
+        ValueError: two keys become the same key.
+    """
     out: dict[str, Any] = {}
     for key, value in state_dict.items():
         new = key.replace("_orig_mod.", "")

@@ -1,14 +1,79 @@
-"""Training and evaluation machinery used by ``examples/``: loop, schedule, checkpoints, DDP helpers."""
+"""Training and evaluation of the reference model, used by ``examples/``.
 
-from .checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
-from .config import PRESET_RECIPES, TrainConfig, build_arg_parser, config_from_args, load_config_file
-from .distributed import DistEnv, EpochSampler, ShardedSampler, cleanup_distributed, init_distributed, per_rank_batch
-from .loop import Trainer, build_model_config, format_metrics, load_tokenizer
+One home per concern:
+
+- :mod:`.config` -- :class:`TrainConfig` (training settings), its CLI and config files, and the
+  one precedence order: command-line flags > config file > preset recipe > preset defaults;
+- :mod:`.setup` -- what a run needs: the model config, the tokenizer, the datasets (through the
+  registry of :mod:`uncertainty_rrsis.data`), the synthetic data, seeds, the environment;
+- :mod:`.trainer` -- the :class:`Trainer` that fits: steps, accumulation, resume, signals,
+  checkpoints, periodic validation, final evaluation;
+- :mod:`.evaluation` -- :func:`evaluate` (the field's metrics, exact under DDP, no Trainer
+  needed), the text-blanked evaluation, the report and the panels;
+- :mod:`.checkpoint`, :mod:`.distributed`, :mod:`.schedule`, :mod:`.signals`, :mod:`.run_log`.
+"""
+
+from .checkpoint import atomic_write_text, find_checkpoint, load_trainer_state, save_checkpoint
+from .config import (
+    DEFAULT_RECIPE,
+    MODEL_SHORTCUTS,
+    PRESET_RECIPES,
+    TrainConfig,
+    build_arg_parser,
+    config_from_args,
+    load_config_file,
+    merge_settings,
+)
+from .distributed import (
+    DistEnv,
+    EpochSampler,
+    ShardedSampler,
+    cleanup_distributed,
+    init_distributed,
+    main_guard,
+    per_rank_batch,
+)
+from .evaluation import (
+    PROTOCOL,
+    blank_sentences,
+    evaluate,
+    evaluation_loader,
+    final_report,
+    format_breakdown,
+    format_metrics,
+    forward_batch,
+    save_panels,
+    text_cost,
+    unwrap_model,
+    write_metrics,
+)
+from .run_log import RunLog
 from .schedule import poly_schedule
+from .setup import (
+    build_dataset,
+    build_model_config,
+    environment_info,
+    load_tokenizer,
+    prepare_data_root,
+    seed_everything,
+)
+from .signals import StopOnSignal
+from .trainer import Trainer
 
 __all__ = [
-    "TrainConfig", "PRESET_RECIPES", "build_arg_parser", "config_from_args", "load_config_file",
-    "DistEnv", "EpochSampler", "ShardedSampler", "init_distributed", "cleanup_distributed", "per_rank_batch",
-    "Trainer", "build_model_config", "format_metrics", "load_tokenizer",
-    "poly_schedule", "save_checkpoint", "load_trainer_state", "find_checkpoint",
+    # settings
+    "TrainConfig", "PRESET_RECIPES", "DEFAULT_RECIPE", "MODEL_SHORTCUTS", "build_arg_parser", "config_from_args",
+    "load_config_file", "merge_settings",
+    # setup
+    "build_model_config", "load_tokenizer", "prepare_data_root", "build_dataset", "seed_everything",
+    "environment_info",
+    # fitting
+    "Trainer", "StopOnSignal", "RunLog", "poly_schedule",
+    # evaluation
+    "evaluate", "evaluation_loader", "blank_sentences", "forward_batch", "unwrap_model", "format_metrics",
+    "format_breakdown", "text_cost", "final_report", "write_metrics", "save_panels", "PROTOCOL",
+    # checkpoints and processes
+    "save_checkpoint", "load_trainer_state", "find_checkpoint", "atomic_write_text",
+    "DistEnv", "EpochSampler", "ShardedSampler", "init_distributed", "cleanup_distributed", "main_guard",
+    "per_rank_batch",
 ]

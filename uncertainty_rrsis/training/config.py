@@ -1,7 +1,30 @@
-"""The training configuration: one dataclass, also readable from YAML or TOML, and its CLI.
+"""The training settings: :class:`TrainConfig`, its command line, config files, one precedence order.
 
-Every field becomes a ``--flag`` of ``examples/train.py`` with the help text below, and a key
-of a config file (``--config run.yaml``). Flags given on the command line win over the file.
+Two homes, one per kind of setting:
+
+* **model settings** (what the network is: fusion / refinement switches, image size, token
+  count, encoder weights, freezing, learning-rate multipliers of the encoders, widths ...) live
+  in the model config, :class:`~uncertainty_rrsis.models.CroBIMUConfig` and its sub-configs.
+  A run names a model ``preset`` and gives ``model``, a mapping of overrides merged into it
+  (a nested dict merges into a sub-config, as in ``get_preset(name, **overrides)``);
+* **training settings** (data, optimisation, schedule, bookkeeping) are the fields of
+  :class:`TrainConfig`.
+
+One precedence order, the same from Python and from the command line, highest first:
+
+1. command-line flags (from Python: the keywords given to ``TrainConfig``);
+2. the config file (``--config run.yaml``, or a run folder's ``config.json``);
+3. the preset's training recipe (:data:`PRESET_RECIPES`);
+4. the preset's defaults (the model preset itself, :data:`DEFAULT_RECIPE`, the field defaults).
+
+Training fields whose default depends on the recipe (learning rate, epochs, batch size, ...)
+default to "unset" and are filled from the recipe when a ``TrainConfig`` is built, so
+``TrainConfig(preset="paper")`` is the paper's recipe exactly as ``--preset paper`` is.
+
+The flags ``--use-fusion``, ``--use-refinement``, ``--image-size``, ``--max-tokens``,
+``--vision-weights``, ``--text-weights``, ``--freeze-text``, ``--text-lr-multiplier`` and
+``--vision-lr-multiplier`` (and the same keys in a config file) are shortcuts that write into the
+model overrides of their level; at one level they win over ``model``.
 """
 
 from __future__ import annotations
@@ -9,59 +32,209 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from dataclasses import dataclass, field, fields
+import warnings
+from collections.abc import Mapping
+from dataclasses import InitVar, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "PRESET_RECIPES", "build_arg_parser", "config_from_args", "load_config_file"]
+__all__ = [
+    "TrainConfig",
+    "PRESET_RECIPES",
+    "DEFAULT_RECIPE",
+    "MODEL_SHORTCUTS",
+    "build_arg_parser",
+    "config_from_args",
+    "load_config_file",
+    "merge_settings",
+]
 
-DATASETS = ("synthetic", "rrsisd", "refsegrs", "risbench")
+
+class _Unset:
+    """The default of a field that the preset's recipe fills in."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<from the preset recipe>"
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+
+#: Training values of the recipe fields for a preset that does not set them (``tiny``'s values).
+DEFAULT_RECIPE: dict[str, Any] = {
+    "lr": 1e-3,
+    "weight_decay": 0.01,
+    "poly_power": 0.9,
+    "epochs": 5,
+    "batch_size": 16,
+    "grad_clip": 1.0,
+    "unc_warmup_steps": 100,
+    "checkpoint_every": 200,
+    "panels": 8,
+}
+
+#: Each preset's training recipe: values of recipe fields, and ``model`` overrides of the recipe.
+PRESET_RECIPES: dict[str, dict[str, Any]] = {
+    # the embedded default: 128 px, frozen pretrained MiniLM, 935 steps of 16 on 3,000 synthetic samples
+    "tiny": {"model": {"text": {"freeze": True}}},
+    # the paper's recipe: AdamW 5e-5, wd 0.01, poly 0.9 per iteration, 40 epochs, total batch 32, 480x480, 20 tokens
+    "paper": {"lr": 5e-5, "weight_decay": 0.01, "poly_power": 0.9, "epochs": 40, "batch_size": 32,
+              "unc_warmup_steps": 1000, "grad_clip": None, "checkpoint_every": 1000, "panels": 16,
+              "model": {"image_size": 480, "text": {"max_tokens": 20}}},
+}
+
+
+@dataclass(frozen=True)
+class _Shortcut:
+    """A flag that writes one model setting: ``path`` inside the model config."""
+
+    path: tuple[str, ...]
+    kind: type
+    help: str
+
+
+#: The model-setting shortcuts: flag / key name -> where it writes in the model config.
+MODEL_SHORTCUTS: dict[str, _Shortcut] = {
+    "use_fusion": _Shortcut(("use_fusion",), bool, "add UGF (Eq. 9-12)"),
+    "use_refinement": _Shortcut(("use_refinement",), bool, "add UDLR (Eq. 13-16)"),
+    "image_size": _Shortcut(("image_size",), int, "square input size (tiny 128, paper 480)"),
+    "max_tokens": _Shortcut(("text", "max_tokens"), int, "sentence length in tokens, [CLS] and [SEP] included"),
+    "vision_weights": _Shortcut(("vision", "weights"), str,
+                                "local timm weights file for the vision backbone (.safetensors/.pth)"),
+    "text_weights": _Shortcut(("text", "name"), str,
+                              "local folder of a transformers text encoder (from_pretrained layout); "
+                              "also sets text.pretrained=true"),
+    "freeze_text": _Shortcut(("text", "freeze"), bool, "freeze the text encoder"),
+    "text_lr_multiplier": _Shortcut(("text", "lr_multiplier"), float, "learning-rate multiplier of the text encoder"),
+    "vision_lr_multiplier": _Shortcut(("vision", "lr_multiplier"), float,
+                                      "learning-rate multiplier of the vision backbone"),
+}
+
+# Keys of a run folder's config.json that describe one invocation, not the run: dropped on load.
+_INVOCATION_KEYS = ("resume",)
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
     return field(default=default, metadata={"help": help, **extra})
 
 
-@dataclass
+def _merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` over ``base`` as a new dict; nested mappings merge key by key (as sub-configs do)
+    and are copied, so changing the result never changes the inputs."""
+    out = {key: _merge({}, value) if isinstance(value, Mapping) else value for key, value in base.items()}
+    for key, value in update.items():
+        if isinstance(value, Mapping):
+            out[key] = _merge(out[key] if isinstance(out.get(key), Mapping) else {}, value)
+        else:
+            out[key] = value
+    return out
+
+
+def _as_overrides(model: Any) -> dict[str, Any]:
+    """``None``, a mapping or a model config object -> a plain dict of model overrides."""
+    if model is None:
+        return {}
+    if hasattr(model, "to_dict") and not isinstance(model, Mapping):
+        return model.to_dict()
+    if not isinstance(model, Mapping):
+        raise TypeError(
+            "TrainConfig.model must be a mapping of model-config overrides, e.g. {'dim': 32, 'text': "
+            f"{{'freeze': True}}}}, or a CroBIMUConfig; got {type(model).__name__}"
+        )
+    return {k: (_as_overrides(v) if hasattr(v, "to_dict") else v) for k, v in model.items()}
+
+
+def _shortcut_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Shortcut settings (``use_fusion=False`` ...) as model overrides; ``None`` means not given."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        *parents, leaf = MODEL_SHORTCUTS[name].path
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+        if name == "text_weights":
+            node["pretrained"] = True
+    return out
+
+
+def _where(name: str) -> str:
+    path = ".".join(MODEL_SHORTCUTS[name].path)
+    nested = "{" + "{".join(f"'{p}': " for p in MODEL_SHORTCUTS[name].path) + "..." + "}" * len(
+        MODEL_SHORTCUTS[name].path)
+    return f"CroBIMUConfig.{path}; pass TrainConfig(model={nested}) (command line: --{name.replace('_', '-')})"
+
+
+@dataclass(kw_only=True)
 class TrainConfig:
-    """Everything a training run needs; saved as ``config.json`` in the run folder."""
+    """The training settings of a run; saved in ``config.json`` of the run folder.
+
+    Model settings are not fields: name a model ``preset`` and give ``model``, a mapping of
+    overrides merged into it (nested dicts merge into the sub-configs ``vision`` / ``text`` /
+    ``decoder``). :func:`~uncertainty_rrsis.training.build_model_config` turns the two into the
+    model config.
+
+    Precedence, highest first, the same as on the command line:
+
+    1. the keywords given here (command line: the flags);
+    2. the config file (command line only: ``--config``);
+    3. the preset's recipe, :data:`PRESET_RECIPES` (``paper``: AdamW 5e-5, 40 epochs, total
+       batch 32, no gradient clipping, ``L_unc`` after 1,000 steps ...; ``tiny``: a frozen text
+       encoder);
+    4. the preset's defaults: the model preset, :data:`DEFAULT_RECIPE` and the field defaults.
+
+    The recipe fields (``lr``, ``weight_decay``, ``poly_power``, ``epochs``, ``batch_size``,
+    ``grad_clip``, ``unc_warmup_steps``, ``checkpoint_every``, ``panels``) default to "unset"
+    and are resolved when the config is built; a built config holds only concrete values, and
+    the recipe's model overrides are merged under ``model``.
+
+    Deprecated: the keywords ``use_fusion``, ``use_refinement``, ``freeze_text``,
+    ``text_lr_multiplier``, ``vision_lr_multiplier``, ``image_size``, ``max_tokens``,
+    ``vision_weights`` and ``text_weights`` still work for one release: they write into
+    ``model`` (winning over it) and warn with a ``DeprecationWarning`` naming where the setting
+    lives now.
+    """
 
     # data
-    dataset: str = _opt("synthetic", "dataset: synthetic (generated on first use), rrsisd, refsegrs or risbench",
-                        choices=DATASETS)
+    dataset: str = _opt("synthetic", "dataset: a name of the dataset registry (uncertainty_rrsis.data."
+                        "list_datasets): synthetic (generated on first use), rrsisd, refsegrs, risbench, ...")
     data_root: str | None = _opt(None, "dataset root folder (required for the real datasets)")
     cache_dir: str = _opt(".cache/uncertainty_rrsis", "where the synthetic benchmark is generated once")
     synthetic_train: int = _opt(3000, "synthetic: training samples")
     synthetic_val: int = _opt(300, "synthetic: validation samples")
     synthetic_test: int = _opt(600, "synthetic: test samples")
     synthetic_seed: int = _opt(0, "synthetic: generator seed")
-    image_size: int | None = _opt(None, "square input size; default: the preset's (128 tiny, 480 paper)")
-    max_tokens: int = _opt(20, "sentence length in tokens, [CLS] and [SEP] included")
     num_workers: int = _opt(0, "DataLoader worker processes per rank")
     # model
-    preset: str = _opt("tiny", "model preset: tiny (CPU) or paper (ConvNeXt-B + BERT-base)")
-    vision_weights: str | None = _opt(None, "local timm weights file for the vision backbone (.safetensors/.pth)")
-    text_weights: str | None = _opt(None, "local folder of a transformers text encoder (from_pretrained layout)")
-    use_fusion: bool = _opt(True, "add UGF (Eq. 9-12)")
-    use_refinement: bool = _opt(True, "add UDLR (Eq. 13-16)")
-    freeze_text: bool = _opt(False, "freeze the text encoder")
-    text_lr_multiplier: float = _opt(1.0, "learning-rate multiplier of the text encoder")
-    vision_lr_multiplier: float = _opt(1.0, "learning-rate multiplier of the vision backbone")
-    model: dict | None = _opt(None, "JSON dict of model-config overrides, e.g. '{\"dim\": 32}' (merged into the preset)")
+    preset: str = _opt("tiny", "model preset: tiny (CPU) or paper (ConvNeXt-B + BERT-base); also picks the "
+                       "training recipe")
+    model: dict | None = _opt(None, "JSON dict of model-config overrides, e.g. '{\"dim\": 32, \"text\": "
+                              "{\"freeze\": true}}' (merged into the preset; nested dicts merge into sub-configs)")
     sync_bn: bool = _opt(False, "convert BatchNorm layers to SyncBatchNorm under DDP")
     # optimisation
-    epochs: int = _opt(5, "training epochs")
+    epochs: int = _opt(UNSET, "training epochs")
     max_steps: int | None = _opt(None, "stop after this many optimizer steps (overrides epochs)")
-    batch_size: int = _opt(16, "TOTAL batch size over all processes and accumulation steps")
+    batch_size: int = _opt(UNSET, "TOTAL batch size over all processes and accumulation steps")
     grad_accumulation: int = _opt(1, "micro-batches per optimizer step")
-    lr: float = _opt(1e-3, "peak learning rate (AdamW)")
-    weight_decay: float = _opt(0.01, "AdamW weight decay")
-    poly_power: float = _opt(0.9, "power of the per-iteration polynomial decay")
+    lr: float = _opt(UNSET, "peak learning rate (AdamW)")
+    weight_decay: float = _opt(UNSET, "AdamW weight decay")
+    poly_power: float = _opt(UNSET, "power of the per-iteration polynomial decay")
     lr_warmup_steps: int = _opt(0, "linear learning-rate warm-up steps")
-    grad_clip: float | None = _opt(1.0, "clip the gradient norm to this value (none: no clipping)")
+    grad_clip: float | None = _opt(UNSET, "clip the gradient norm to this value (none: no clipping)")
     lambda_unc: float = _opt(1.0, "weight of L_unc (Eq. 18)")
     lambda_ref: float = _opt(1.0, "weight of L_seg(P_ref) (Eq. 18)")
-    unc_warmup_steps: int = _opt(100, "L_unc is zero for the first N optimizer steps")
+    unc_warmup_steps: int = _opt(UNSET, "L_unc is zero for the first N optimizer steps")
     amp: bool = _opt(True, "bf16 autocast on CUDA (ignored on CPU)")
     seed: int = _opt(0, "random seed")
     device: str = _opt("auto", "auto, cuda or cpu")
@@ -69,28 +242,103 @@ class TrainConfig:
     # bookkeeping
     output_dir: str = _opt("runs/default", "run folder: config, checkpoints, logs, metrics, panels")
     resume: bool = _opt(False, "continue from <output_dir>/checkpoints/last")
-    checkpoint_every: int = _opt(200, "write the resumable checkpoint every N optimizer steps")
+    checkpoint_every: int = _opt(UNSET, "write the resumable checkpoint every N optimizer steps")
     eval_every: int = _opt(0, "evaluate on val every N steps (0: once per epoch)")
     log_every: int = _opt(10, "append to log.jsonl every N optimizer steps")
-    panels: int = _opt(8, "test samples drawn as PNG panels at the end")
+    panels: int = _opt(UNSET, "test samples drawn as PNG panels at the end")
     progress: bool = _opt(True, "show progress bars (rank 0)")
     tensorboard: bool = _opt(True, "log to TensorBoard when the tensorboard package is installed")
     eval_splits: str = _opt("test", "comma-separated splits evaluated at the end with the best checkpoint")
+    # deprecated model-setting keywords (see MODEL_SHORTCUTS); not fields, not saved
+    use_fusion: InitVar[bool | None] = None
+    use_refinement: InitVar[bool | None] = None
+    freeze_text: InitVar[bool | None] = None
+    text_lr_multiplier: InitVar[float | None] = None
+    vision_lr_multiplier: InitVar[float | None] = None
+    image_size: InitVar[int | None] = None
+    max_tokens: InitVar[int | None] = None
+    vision_weights: InitVar[str | None] = None
+    text_weights: InitVar[str | None] = None
 
+    def __post_init__(self, *shortcut_values: Any) -> None:
+        given = {name: v for name, v in zip(_SHORTCUT_KEYWORDS, shortcut_values, strict=True) if v is not None}
+        for name in given:
+            warnings.warn(
+                f"TrainConfig({name}=...) is deprecated and will be removed in the next release: it is a model "
+                f"setting, {_where(name)}",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        overrides = _merge(_as_overrides(self.model), _shortcut_overrides(given))
+        recipe = PRESET_RECIPES.get(self.preset, {})
+        for name, default in DEFAULT_RECIPE.items():
+            if getattr(self, name) is UNSET:
+                setattr(self, name, recipe.get(name, default))
+        self.model = _merge(recipe.get("model", {}), overrides)
+
+    # -- the deprecated shortcut attributes: reading and writing them still works, with a warning
+    def __getattr__(self, name: str) -> Any:
+        if name in MODEL_SHORTCUTS:
+            warnings.warn(
+                f"TrainConfig.{name} is deprecated and will be removed in the next release: it is a model "
+                f"setting, {_where(name)}; read it from build_model_config(config)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            from .setup import build_model_config
+
+            value: Any = build_model_config(self)
+            for part in MODEL_SHORTCUTS[name].path:
+                value = getattr(value, part)
+            return value
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in MODEL_SHORTCUTS:
+            warnings.warn(
+                f"setting TrainConfig.{name} is deprecated and will be removed in the next release: it is a "
+                f"model setting, {_where(name)}",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            self.model = _merge(self.model or {}, _shortcut_overrides({name: value}))
+            return
+        object.__setattr__(self, name, value)
+
+    # -- dict round trip
     def to_dict(self) -> dict[str, Any]:
+        """The resolved settings as a plain dict (what ``config.json`` holds under ``"train"``)."""
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Build from a dict as written by :meth:`to_dict`; unknown keys raise ``ValueError``."""
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - known - set(MODEL_SHORTCUTS))
         if unknown:
-            raise ValueError(f"unknown training config keys {unknown}; known keys: {sorted(known)}")
+            raise ValueError(f"unknown training config keys {unknown}; known keys: {sorted(known)} (model "
+                             f"settings go under 'model' or use the shortcuts {sorted(MODEL_SHORTCUTS)})")
         return cls(**data)
 
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes``; ``model`` overrides merge into the current ones.
+
+        The current values, already resolved, count as given: changing ``preset`` here does not
+        bring that preset's recipe back for fields the old one filled in.
+        """
+        data = self.to_dict()
+        if "model" in changes:
+            changes = {**changes, "model": _merge(data["model"] or {}, _as_overrides(changes["model"]))}
+        return type(self).from_dict({**data, **changes})
+
     def validate(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"--dataset must be one of {DATASETS}; got {self.dataset!r}")
+        """Raise a ``ValueError`` naming the flag for settings that cannot work."""
+        from ..data import get_dataset_class
+
+        try:
+            get_dataset_class(self.dataset)
+        except ValueError as err:
+            raise ValueError(f"--dataset: {err}") from None
         if self.dataset != "synthetic" and not self.data_root:
             raise ValueError(f"--dataset {self.dataset} needs --data-root PATH (the folder holding the dataset)")
         for name in ("batch_size", "grad_accumulation", "epochs", "checkpoint_every", "log_every"):
@@ -98,18 +346,45 @@ class TrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}")
 
 
-# The paper's recipe (AdamW 5e-5, wd 0.01, poly 0.9 per iteration, 40 epochs, total batch 32, 480x480).
-PRESET_RECIPES: dict[str, dict[str, Any]] = {
-    # the embedded default: 128 px, frozen pretrained MiniLM, 935 steps of 16 on 3,000 synthetic samples
-    "tiny": {"freeze_text": True},
-    "paper": {"lr": 5e-5, "weight_decay": 0.01, "poly_power": 0.9, "epochs": 40, "batch_size": 32,
-              "image_size": 480, "max_tokens": 20, "unc_warmup_steps": 1000, "grad_clip": None,
-              "checkpoint_every": 1000, "panels": 16},
-}
+# The deprecated keywords in the order __post_init__ receives them.
+_SHORTCUT_KEYWORDS = tuple(name for name in TrainConfig.__dataclass_fields__
+                           if name not in {f.name for f in fields(TrainConfig)})
+if set(_SHORTCUT_KEYWORDS) != set(MODEL_SHORTCUTS):
+    raise RuntimeError(f"TrainConfig's deprecated keywords {_SHORTCUT_KEYWORDS} differ from MODEL_SHORTCUTS")
+for _name in _SHORTCUT_KEYWORDS:  # the InitVar defaults left on the class would hide __getattr__
+    if _name in TrainConfig.__dict__:
+        delattr(TrainConfig, _name)
+
+
+def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge settings given as dicts, lowest precedence first, into keywords of :class:`TrainConfig`.
+
+    In each layer the shortcut keys (``use_fusion``, ``freeze_text``, ...; ``-`` or ``_``
+    spelling) become model overrides that win over that layer's ``model``; a higher layer's
+    values replace a lower one's, and ``model`` overrides merge key by key. A ``None``
+    shortcut counts as not given.
+    """
+    out: dict[str, Any] = {}
+    model: dict[str, Any] = {}
+    for layer in layers:
+        layer = {str(k).replace("-", "_"): v for k, v in layer.items()}
+        shortcuts = {k: layer.pop(k) for k in list(layer) if k in MODEL_SHORTCUTS}
+        model = _merge(model, _merge(_as_overrides(layer.pop("model", None)), _shortcut_overrides(shortcuts)))
+        out.update(layer)
+    if model:
+        out["model"] = model
+    return out
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (.yaml/.yml), TOML (.toml) or JSON config file into a dict of TrainConfig keys."""
+    """Read a config file into keywords of :class:`TrainConfig`.
+
+    Accepts YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON (``.json``) holding option names
+    (spelled like the flags, ``-`` or ``_``), and a run folder's ``config.json``
+    (``{"train": ..., "model": ..., "environment": ...}``) unchanged: the ``train`` section gives
+    the training settings (without ``resume``, a choice of each invocation), the ``model``
+    section the model config the run used, and ``environment`` is ignored.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
@@ -128,7 +403,31 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"config file {path} must end in .yaml, .yml, .toml or .json")
     if not isinstance(data, dict):
         raise ValueError(f"config file {path} must hold a mapping of option names to values")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    if isinstance(data.get("train"), Mapping):
+        return _settings_from_run_config(data, path)
+    return merge_settings(data)
+
+
+def _settings_from_run_config(data: Mapping[str, Any], path: Path) -> dict[str, Any]:
+    """The settings of a run folder's ``config.json``: training settings plus the model config it used."""
+    unknown = sorted(set(data) - {"train", "model", "environment"})
+    if unknown:
+        raise ValueError(f"{path} looks like a run's config.json (it has a 'train' section) but also holds "
+                         f"{unknown}; expected only 'train', 'model' and 'environment'")
+    train = {k: v for k, v in data["train"].items() if k not in _INVOCATION_KEYS}
+    settings = merge_settings(train)
+    section = data.get("model")
+    if section is not None:
+        if not isinstance(section, Mapping):
+            raise ValueError(f"{path}: the 'model' section must be a model config mapping; got {type(section).__name__}")
+        from .setup import build_model_config
+
+        if build_model_config(TrainConfig.from_dict(settings)).to_dict() != dict(section):
+            settings["model"] = _merge(settings.get("model", {}), section)  # the model the run used wins
+    return settings
+
+
+# ---------------------------------------------------------------------------------------------- CLI
 
 
 def _bool(text: str) -> bool:
@@ -148,35 +447,50 @@ def _optional(kind):
     return parse
 
 
+_PARSERS = {bool: _bool, int: int, float: float, str: str, dict: json.loads}
+
+
+def _recipe_default(name: str) -> str:
+    values = {preset: recipe.get(name, DEFAULT_RECIPE[name]) for preset, recipe in PRESET_RECIPES.items()}
+    return "the preset recipe's: " + ", ".join(f"{preset} {value}" for preset, value in values.items())
+
+
 def build_arg_parser(description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one ``--flag`` per :class:`TrainConfig` field (defaults shown)."""
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", default=None, help="YAML / TOML / JSON file of options (flags win over it)")
-    defaults = TrainConfig()
+    """An argparse parser with one ``--flag`` per :class:`TrainConfig` field and per model shortcut."""
+    from ..data import list_datasets
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None,
+                        help="YAML / TOML / JSON file of options, or a run folder's config.json (flags win over it)")
     for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        kind = {bool: _bool, int: int, float: float, str: str, dict: json.loads}
         annotation = str(f.type)
         base = next((t for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str), ("dict", dict))
                      if annotation.startswith(name)), str)
-        parse = kind[base] if "None" not in annotation else _optional(kind[base])
+        parse = _PARSERS[base] if "None" not in annotation else _optional(_PARSERS[base])
+        default = _recipe_default(f.name) if f.default is UNSET else f.default
         extra: dict[str, Any] = {"nargs": "?", "const": True} if base is bool else {}
-        parser.add_argument(flag, type=parse, default=argparse.SUPPRESS,
+        if f.name == "dataset":
+            extra["choices"] = list_datasets()
+        parser.add_argument("--" + f.name.replace("_", "-"), type=parse, default=argparse.SUPPRESS,
                             metavar="BOOL" if base is bool else base.__name__.upper(),
-                            choices=f.metadata.get("choices"), help=f"{f.metadata['help']} (default: {default})",
-                            **extra)
+                            help=f"{f.metadata['help']} (default: {default})", **extra)
+    group = parser.add_argument_group(
+        "model settings",
+        "shortcuts for fields of the model config (CroBIMUConfig): each writes into the --model overrides\n"
+        "and wins over them (default: the preset's value, after its recipe)",
+    )
+    for name, spec in MODEL_SHORTCUTS.items():
+        extra = {"nargs": "?", "const": True} if spec.kind is bool else {}
+        group.add_argument("--" + name.replace("_", "-"), type=_PARSERS[spec.kind], default=argparse.SUPPRESS,
+                           metavar="BOOL" if spec.kind is bool else spec.kind.__name__.upper(),
+                           help=f"{spec.help} (model setting {'.'.join(spec.path)})", **extra)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Merge, in increasing priority: dataclass defaults, the preset's recipe, the config file, the flags."""
-    given = {k: v for k, v in vars(args).items() if k != "config"}
+    """The :class:`TrainConfig` of parsed flags: flags > config file > preset recipe > preset defaults."""
+    flags = {k: v for k, v in vars(args).items() if k != "config"}
     from_file = load_config_file(args.config) if getattr(args, "config", None) else {}
-    preset = given.get("preset", from_file.get("preset", TrainConfig.preset))
-    merged = {**PRESET_RECIPES.get(preset, {}), **from_file, **given}
-    config = TrainConfig.from_dict(merged)
+    config = TrainConfig.from_dict(merge_settings(from_file, flags))
     config.validate()
     return config

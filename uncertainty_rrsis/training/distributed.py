@@ -8,15 +8,27 @@ process is a world of one and nothing is initialised.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = ["DistEnv", "init_distributed", "cleanup_distributed", "ShardedSampler", "EpochSampler", "per_rank_batch"]
+__all__ = [
+    "DistEnv",
+    "init_distributed",
+    "cleanup_distributed",
+    "main_guard",
+    "ShardedSampler",
+    "EpochSampler",
+    "per_rank_batch",
+]
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,15 @@ def cleanup_distributed() -> None:
     """Destroy the process group if one was created."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def main_guard(fn: Callable[[], _T]) -> _T:
+    """Run ``fn`` (a script's body) and always tear the process group down afterwards, also on errors."""
+    try:
+        return fn()
+    finally:
+        cleanup_distributed()
+        sys.stdout.flush()
 
 
 def per_rank_batch(total: int, world_size: int, accumulation: int = 1) -> int:

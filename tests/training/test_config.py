@@ -1,0 +1,252 @@
+"""Training settings: one precedence order (flags > file > preset recipe > preset defaults) for
+Python and the CLI, model settings in the model config, run folders' config.json fed back."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from uncertainty_rrsis.models import get_preset
+from uncertainty_rrsis.training import (
+    DEFAULT_RECIPE,
+    PRESET_RECIPES,
+    TrainConfig,
+    build_arg_parser,
+    build_model_config,
+    config_from_args,
+    load_config_file,
+)
+
+
+def cli(*flags: str) -> TrainConfig:
+    return config_from_args(build_arg_parser().parse_args(list(flags)))
+
+
+@pytest.fixture()
+def no_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        yield
+
+
+# ------------------------------------------------------------------ Python and CLI agree
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_python_and_cli_resolve_to_the_same_configs(preset, no_warnings):
+    python = TrainConfig(preset=preset)
+    command_line = cli("--preset", preset)
+    assert python == command_line
+    assert build_model_config(python) == build_model_config(command_line)
+
+
+def test_paper_from_python_is_the_paper_recipe():
+    cfg = TrainConfig(preset="paper")
+    assert (cfg.lr, cfg.weight_decay, cfg.poly_power, cfg.epochs, cfg.batch_size) == (5e-5, 0.01, 0.9, 40, 32)
+    assert (cfg.grad_clip, cfg.unc_warmup_steps, cfg.checkpoint_every, cfg.panels) == (None, 1000, 1000, 16)
+    model = build_model_config(cfg)
+    assert (model.image_size, model.text.max_tokens, model.text.freeze) == (480, 20, False)
+
+
+def test_tiny_from_python_is_the_embedded_default_recipe():
+    cfg = TrainConfig()
+    assert {name: getattr(cfg, name) for name in DEFAULT_RECIPE} == DEFAULT_RECIPE
+    assert build_model_config(cfg).text.freeze is True  # what `python examples/train.py` trains
+
+
+# ------------------------------------------------------------------ each level wins over the next
+
+
+def test_recipe_wins_over_preset_defaults():
+    assert get_preset("tiny").text.freeze is False
+    assert build_model_config(TrainConfig(preset="tiny")).text.freeze is True
+    assert TrainConfig(preset="paper").lr == PRESET_RECIPES["paper"]["lr"] != DEFAULT_RECIPE["lr"]
+
+
+def test_config_file_wins_over_recipe(tmp_path):
+    (tmp_path / "run.yaml").write_text("preset: paper\nlr: 0.0001\nfreeze-text: true\nmodel:\n  dim: 128\n")
+    cfg = cli("--config", str(tmp_path / "run.yaml"))
+    assert cfg.lr == 1e-4 and cfg.epochs == 40  # the file's value, the recipe's value
+    model = build_model_config(cfg)
+    assert model.text.freeze is True and model.dim == 128 and model.image_size == 480
+
+
+def test_file_shortcut_wins_over_the_tiny_recipe(tmp_path):
+    (tmp_path / "run.toml").write_text("freeze_text = false\n[model.text]\nmax_tokens = 16\n")
+    model = build_model_config(cli("--config", str(tmp_path / "run.toml")))
+    assert model.text.freeze is False and model.text.max_tokens == 16
+
+
+def test_flags_win_over_config_file(tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        "preset: paper\nlr: 0.0001\nfreeze-text: true\nmodel:\n  dim: 128\n  text:\n    lr_multiplier: 0.1\n")
+    cfg = cli("--config", str(tmp_path / "run.yaml"), "--lr", "2e-4", "--freeze-text", "false",
+              "--model", '{"text": {"max_tokens": 12}}')
+    assert cfg.lr == 2e-4 and cfg.epochs == 40
+    model = build_model_config(cfg)
+    assert model.text.freeze is False and model.text.max_tokens == 12  # the flags
+    assert model.dim == 128 and model.text.lr_multiplier == 0.1  # the file's other overrides merge in
+
+
+def test_a_shortcut_wins_over_model_overrides_of_its_level():
+    cfg = cli("--model", '{"use_fusion": true, "image_size": 96}', "--use-fusion", "false")
+    model = build_model_config(cfg)
+    assert model.use_fusion is False and model.image_size == 96
+
+
+def test_flag_preset_picks_the_recipe_over_the_file_preset(tmp_path):
+    (tmp_path / "run.yaml").write_text("preset: tiny\n")
+    cfg = cli("--config", str(tmp_path / "run.yaml"), "--preset", "paper")
+    assert cfg.preset == "paper" and cfg.lr == 5e-5
+
+
+def test_text_weights_shortcut_sets_a_pretrained_text_encoder():
+    model = build_model_config(cli("--text-weights", "/weights/bert", "--vision-weights", "convnext.safetensors"))
+    assert (model.text.name, model.text.pretrained, model.vision.weights) == ("/weights/bert", True,
+                                                                              "convnext.safetensors")
+
+
+# ------------------------------------------------------------------ deprecated model keywords
+
+
+def test_deprecated_keywords_write_model_overrides_and_say_where_they_live():
+    with pytest.warns(DeprecationWarning) as record:
+        cfg = TrainConfig(use_fusion=False, image_size=64, freeze_text=False, model={"use_fusion": True})
+    messages = sorted(str(w.message) for w in record)
+    assert len(messages) == 3 and all("will be removed in the next release" in m for m in messages)
+    assert messages[2].startswith("TrainConfig(use_fusion=...) is deprecated") and "CroBIMUConfig.use_fusion" in messages[2]
+    assert all(w.filename == __file__ for w in record)  # points at the caller's line
+    assert cfg.model == {"use_fusion": False, "image_size": 64, "text": {"freeze": False}}
+    assert "use_fusion" not in cfg.to_dict() and "image_size" not in cfg.to_dict()
+    model = build_model_config(cfg)
+    assert (model.use_fusion, model.image_size, model.text.freeze) == (False, 64, False)
+
+
+def test_every_deprecated_keyword_warns_with_its_new_home():
+    homes = {"use_fusion": "use_fusion", "use_refinement": "use_refinement", "freeze_text": "text.freeze",
+             "text_lr_multiplier": "text.lr_multiplier", "vision_lr_multiplier": "vision.lr_multiplier",
+             "image_size": "image_size", "max_tokens": "text.max_tokens", "vision_weights": "vision.weights",
+             "text_weights": "text.name"}
+    values = {"use_fusion": False, "use_refinement": False, "freeze_text": True, "text_lr_multiplier": 0.5,
+              "vision_lr_multiplier": 0.5, "image_size": 64, "max_tokens": 12, "vision_weights": "v.pth",
+              "text_weights": "bert"}
+    for name, home in homes.items():
+        with pytest.warns(DeprecationWarning, match=rf"CroBIMUConfig\.{home}\b"):
+            cfg = TrainConfig(**{name: values[name]})
+        value = build_model_config(cfg)
+        for part in home.split("."):
+            value = getattr(value, part)
+        assert value == values[name], name
+
+
+def test_deprecated_attributes_read_and_write_through_the_model_overrides():
+    cfg = TrainConfig(preset="paper")
+    with pytest.warns(DeprecationWarning, match=r"TrainConfig\.image_size is deprecated.*build_model_config"):
+        assert cfg.image_size == 480
+    with pytest.warns(DeprecationWarning, match=r"setting TrainConfig\.use_refinement is deprecated"):
+        cfg.use_refinement = False
+    assert cfg.model["use_refinement"] is False and build_model_config(cfg).use_refinement is False
+
+
+def test_config_files_take_shortcut_keys_without_a_warning(tmp_path, no_warnings):
+    (tmp_path / "run.yaml").write_text("use-fusion: false\nimage-size: 96\n")
+    cfg = cli("--config", str(tmp_path / "run.yaml"))
+    assert cfg.model["use_fusion"] is False and build_model_config(cfg).image_size == 96
+
+
+# ------------------------------------------------------------------ dict round trip, replace, validation
+
+
+def test_to_dict_from_dict_round_trip(no_warnings):
+    cfg = TrainConfig(preset="paper", lr=3e-5, model={"dim": 128}, dataset="rrsisd", data_root="/data")
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and build_model_config(again) == build_model_config(cfg)
+
+
+def test_the_config_owns_its_model_overrides():
+    mine = {"vision": {"weights": "a.pth"}}
+    cfg = TrainConfig(model=mine)
+    cfg.model["vision"]["weights"] = "b.pth"
+    cfg.model["text"]["freeze"] = False  # the recipe's override, now this config's own
+    assert mine == {"vision": {"weights": "a.pth"}} and PRESET_RECIPES["tiny"]["model"] == {"text": {"freeze": True}}
+    assert TrainConfig().model == {"text": {"freeze": True}}
+
+
+def test_replace_merges_model_overrides():
+    cfg = TrainConfig(model={"dim": 32, "text": {"max_tokens": 12}})
+    other = cfg.replace(seed=4, model={"use_fusion": False, "text": {"freeze": False}})
+    assert other.seed == 4 and cfg.seed == 0
+    assert other.model == {"dim": 32, "use_fusion": False, "text": {"max_tokens": 12, "freeze": False}}
+
+
+def test_unknown_keys_and_datasets_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown training config keys \['learning_rate'\]"):
+        TrainConfig.from_dict({"learning_rate": 1.0})
+    with pytest.raises(ValueError, match=r"--dataset: unknown dataset 'nope'; known datasets: refsegrs, risbench"):
+        TrainConfig(dataset="nope").validate()
+    with pytest.raises(ValueError, match=r"CroBIMUConfig: unknown field\(s\) \['dimension'\]"):
+        build_model_config(TrainConfig(model={"dimension": 3}))
+    with pytest.raises(TypeError, match=r"TrainConfig\.model must be a mapping"):
+        TrainConfig(model=[1, 2])
+
+
+def test_help_lists_model_shortcuts_as_model_settings():
+    text = build_arg_parser().format_help()
+    model_part = text[text.index("model settings:"):]
+    for flag, home in (("--use-fusion", "use_fusion"), ("--freeze-text", "text.freeze"),
+                       ("--image-size", "image_size"), ("--text-lr-multiplier", "text.lr_multiplier")):
+        assert flag in model_part and f"model setting {home}" in " ".join(model_part.split())
+    assert "the preset recipe's: tiny 0.001, paper 5e-05" in " ".join(text.split())
+
+
+# ------------------------------------------------------------------ a run folder's config.json, unchanged
+
+
+def run_config_payload(cfg: TrainConfig) -> dict:
+    """What ``Trainer.fit`` writes to ``<output_dir>/config.json``."""
+    return {"train": cfg.to_dict(), "model": build_model_config(cfg).to_dict(),
+            "environment": {"torch": "x", "python": "y"}}
+
+
+@pytest.mark.parametrize("preset", ["tiny", "paper"])
+def test_run_config_json_loads_back_to_the_same_configs(tmp_path, preset, no_warnings):
+    cfg = TrainConfig(preset=preset, lr=2e-4, model={"use_refinement": False, "text": {"max_tokens": 16}},
+                      output_dir=str(tmp_path / "run"), resume=True)
+    (tmp_path / "config.json").write_text(json.dumps(run_config_payload(cfg), indent=2))
+    again = cli("--config", str(tmp_path / "config.json"))
+    assert again.resume is False  # a choice of each invocation: pass --resume to continue the run
+    assert again == TrainConfig.from_dict({**cfg.to_dict(), "resume": False})
+    assert build_model_config(again) == build_model_config(cfg)
+    resumed = cli("--config", str(tmp_path / "config.json"), "--resume", "--output-dir", str(tmp_path / "b"))
+    assert resumed.resume is True and resumed.output_dir == str(tmp_path / "b") and resumed.lr == 2e-4
+
+
+def test_run_config_model_section_wins_when_it_differs(tmp_path, no_warnings):
+    cfg = TrainConfig(model={"dim": 32})
+    payload = run_config_payload(cfg)
+    payload["model"]["decoder"]["num_layers"] = 5  # edited by hand
+    (tmp_path / "config.json").write_text(json.dumps(payload))
+    model = build_model_config(cli("--config", str(tmp_path / "config.json")))
+    assert model.decoder.num_layers == 5 and model.dim == 32
+    assert model.to_dict() == payload["model"]
+    flagged = build_model_config(cli("--config", str(tmp_path / "config.json"), "--use-fusion", "false"))
+    assert flagged.use_fusion is False and flagged.decoder.num_layers == 5
+
+
+def test_run_config_of_the_previous_layout_loads(tmp_path, no_warnings):
+    """Runs written before the model settings left TrainConfig: shortcut keys in the train section."""
+    train = {**TrainConfig().to_dict(), "model": None, "use_fusion": True, "use_refinement": True,
+             "freeze_text": True, "text_lr_multiplier": 1.0, "vision_lr_multiplier": 1.0, "image_size": None,
+             "max_tokens": 20, "vision_weights": None, "text_weights": None}
+    model = get_preset("tiny", text={"freeze": True}).to_dict()
+    (tmp_path / "config.json").write_text(json.dumps({"train": train, "model": model, "environment": {}}))
+    cfg = cli("--config", str(tmp_path / "config.json"))
+    assert build_model_config(cfg).to_dict() == model and cfg.lr == 1e-3
+
+
+def test_run_config_with_foreign_sections_is_an_error(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"train": {}, "model": {}, "extra": 1}))
+    with pytest.raises(ValueError, match=r"run's config\.json.*\['extra'\]"):
+        load_config_file(tmp_path / "config.json")

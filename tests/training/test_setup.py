@@ -1,0 +1,183 @@
+"""Run setup: the dataset registry, datasets sized by the model config, the synthetic data root,
+public names instead of private reaches, and the deprecated ``training.loop`` module."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from uncertainty_rrsis.data import RRSISD, RISBench, get_dataset_class, list_datasets, register_dataset, registry
+from uncertainty_rrsis.models import get_preset
+from uncertainty_rrsis.training import TrainConfig, build_dataset, environment_info, prepare_data_root
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Recorder(RISBench):
+    """Records the keywords a reader is built with instead of reading a folder."""
+
+    def __init__(self, root, split, **kwargs):
+        self.root, self.split, self.kwargs = root, split, kwargs
+
+
+# ------------------------------------------------------------------ the registry
+
+
+def test_registry_knows_the_builtin_datasets():
+    assert {"synthetic", "rrsisd", "refsegrs", "risbench"} <= set(list_datasets())
+    assert get_dataset_class("synthetic") is RISBench and get_dataset_class("rrsisd") is RRSISD
+
+
+def test_unknown_dataset_lists_the_known_names():
+    with pytest.raises(ValueError, match=r"unknown dataset 'rrsis'; known datasets: refsegrs, risbench, rrsisd, "
+                                         r"synthetic .*register_dataset"):
+        get_dataset_class("rrsis")
+
+
+def test_register_dataset_adds_a_name_everywhere(monkeypatch):
+    monkeypatch.setattr(registry, "_READERS", dict(registry._READERS))
+    register_dataset("mybench", Recorder)
+    assert get_dataset_class("mybench") is Recorder and "mybench" in list_datasets()
+    TrainConfig(dataset="mybench", data_root="/somewhere").validate()  # training accepts it
+    with pytest.raises(ValueError, match=r"'mybench' is already registered \(Recorder\).*overwrite=True"):
+        register_dataset("mybench", RISBench)
+    register_dataset("mybench", RISBench, overwrite=True)
+    assert get_dataset_class("mybench") is RISBench
+    with pytest.raises(TypeError, match="ReferringDataset subclass"):
+        register_dataset("other", dict)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lower-case word"):
+        register_dataset("My Bench", Recorder)
+
+
+def test_the_check_tool_takes_registry_names(monkeypatch, capsys):
+    from uncertainty_rrsis.data.check import main
+
+    with pytest.raises(SystemExit):
+        main(["--dataset", "nope", "--root", "."])
+    assert "synthetic" in capsys.readouterr().err  # the choices come from the registry
+
+
+# ------------------------------------------------------------------ datasets sized by the model config
+
+
+def test_build_dataset_reads_image_size_and_tokens_from_the_model_config(monkeypatch):
+    monkeypatch.setitem(registry._READERS, "recorder", Recorder)
+    model_config = get_preset("tiny", image_size=96, text={"max_tokens": 12})
+    dataset = build_dataset("recorder", "/data", "val", tokenizer="tok", model_config=model_config,
+                            return_orig_mask=True)
+    assert (dataset.root, dataset.split) == ("/data", "val")
+    assert dataset.kwargs == {"tokenizer": "tok", "max_tokens": 12, "image_size": 96, "return_orig_mask": True}
+
+
+def test_synthetic_data_root_is_generated_once_at_the_model_size(tmp_path):
+    cfg = TrainConfig(cache_dir=str(tmp_path), synthetic_train=3, synthetic_val=2, synthetic_test=2, progress=False)
+    root = prepare_data_root(cfg, image_size=48)
+    assert prepare_data_root(cfg, image_size=48) == root  # cached
+    assert prepare_data_root(cfg, image_size=64) != root  # another size, another folder
+    dataset = build_dataset("synthetic", root, "test", tokenizer=None, model_config=get_preset("tiny", image_size=48))
+    assert len(dataset) == 2 and tuple(dataset[0]["image"].shape) == (3, 48, 48)
+
+
+def test_a_real_dataset_needs_its_root():
+    cfg = TrainConfig(dataset="rrsisd")
+    with pytest.raises(ValueError, match="--dataset rrsisd needs --data-root"):
+        prepare_data_root(cfg, image_size=64)
+    assert prepare_data_root(TrainConfig(dataset="rrsisd", data_root="/data/rrsisd"), image_size=64) == Path(
+        "/data/rrsisd")
+
+
+def test_environment_info_names_the_versions():
+    import torch
+
+    info = environment_info()
+    assert info["torch"] == torch.__version__ and "uncertainty_rrsis" in info and "python" in info
+
+
+# ------------------------------------------------------------------ public names only
+
+
+def _imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            found.append("." * node.level + (node.module or ""))
+        elif isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names]
+    return found
+
+
+def test_examples_import_only_public_modules():
+    for path in sorted((REPO / "examples").glob("*.py")):
+        for module in _imports(path):
+            assert not any(part.startswith("_") and part != "__future__" for part in module.split(".")), (path, module)
+            assert module != "uncertainty_rrsis.training.loop", path
+
+
+def private_reaches(root: Path, package: Path) -> list[str]:
+    """Imports of another package's ``_private`` module by the files under ``package``.
+
+    A package's own private modules and those of the packages above it (the shared base layer
+    at the package root: ``_checks``, ``_ops``) are fine.
+    """
+    found = []
+    for file in sorted(package.rglob("*.py") if package.is_dir() else [package]):
+        own = file.relative_to(root).with_suffix("").parts[:-1]  # e.g. ("uncertainty_rrsis", "training")
+        for module in _imports(file):
+            level = len(module) - len(module.lstrip("."))
+            rest = tuple(p for p in module.lstrip(".").split(".") if p)
+            name = (own[: len(own) - level + 1] + rest) if level else rest
+            if not name or name[0] != "uncertainty_rrsis":
+                continue
+            for i, part in enumerate(name[1:], start=1):
+                if part.startswith("_") and not part.startswith("__") and name[:i] != own[:i]:
+                    found.append(f"{file.relative_to(root)} imports {'.'.join(name)}")
+    return found
+
+
+def test_no_reach_into_another_packages_private_module():
+    assert private_reaches(REPO, REPO / "uncertainty_rrsis") == []
+
+
+def test_the_private_reach_check_finds_one():
+    fake = REPO / "uncertainty_rrsis" / "training" / "trainer.py"
+    tree = ["from ..models._checkpoint import strip_wrapper_prefixes", "from .._ops import resize_logits",
+            "from .config import TrainConfig", "from uncertainty_rrsis.data._io import read_image"]
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / fake.relative_to(REPO)
+        target.parent.mkdir(parents=True)
+        target.write_text("\n".join(tree) + "\n")
+        assert private_reaches(Path(tmp), target.parent) == [
+            "uncertainty_rrsis/training/trainer.py imports uncertainty_rrsis.models._checkpoint",
+            "uncertainty_rrsis/training/trainer.py imports uncertainty_rrsis.data._io",
+        ]
+
+
+# ------------------------------------------------------------------ the deprecated loop module
+
+
+def test_training_loop_module_warns_and_forwards():
+    from uncertainty_rrsis import training
+
+    sys.modules.pop("uncertainty_rrsis.training.loop", None)
+    with pytest.warns(DeprecationWarning, match=r"training\.loop is deprecated and will be removed in the next release"):
+        loop = importlib.import_module("uncertainty_rrsis.training.loop")
+    for name in ("Trainer", "build_model_config", "format_metrics", "load_tokenizer", "main_guard",
+                 "environment_info"):
+        with pytest.warns(DeprecationWarning, match=rf"loop\.{name} is deprecated.*uncertainty_rrsis\.training\.{name}"):
+            assert getattr(loop, name) is getattr(training, name)
+    with pytest.raises(AttributeError, match="no attribute 'fit'"):
+        loop.fit  # noqa: B018
+
+
+@pytest.mark.slow
+def test_the_package_itself_does_not_import_the_deprecated_module():
+    code = ("import sys, warnings; warnings.simplefilter('error'); import uncertainty_rrsis.training; "
+            "assert 'uncertainty_rrsis.training.loop' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

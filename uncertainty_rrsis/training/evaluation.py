@@ -1,0 +1,270 @@
+"""Evaluation with the field's protocol: one function, usable with or without a Trainer, under DDP.
+
+::
+
+    from uncertainty_rrsis.models import CroBIMU
+    from uncertainty_rrsis.training import evaluate, evaluation_loader, format_metrics
+
+    model = CroBIMU.from_pretrained("runs/default/checkpoints/best")
+    loader = evaluation_loader(test_set, batch_size=16)          # rank r of w: samples r, r + w, ...
+    metrics = evaluate(model, loader, device="cpu")
+    print(format_metrics(metrics, title="test"))
+
+Under ``torchrun`` each rank builds the loader with its ``rank`` / ``world_size``; every sample is
+scored once and the metric accumulators are summed over the ranks (``sync``), so every rank
+returns the numbers of the whole split. Also here: the evaluation with every sentence blanked
+(how much the text matters), the final report (``metrics.json``) and the picture panels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from ..data import collate
+from ..metrics import ReferringSegmentationMetrics, UncertaintyQualityMetrics
+from .checkpoint import atomic_write_text
+from .distributed import ShardedSampler
+
+__all__ = [
+    "PROTOCOL",
+    "evaluate",
+    "evaluation_loader",
+    "blank_sentences",
+    "forward_batch",
+    "unwrap_model",
+    "text_cost",
+    "final_report",
+    "format_metrics",
+    "format_breakdown",
+    "write_metrics",
+    "save_panels",
+]
+
+PROTOCOL = (
+    "per-sample IoU = |P and G| / |P or G| (0 when the union is empty); oIoU = sum I / sum U; mIoU = mean IoU; "
+    "Pr@t = share of samples with IoU >= t; predictions binarised at probability 0.5 (logit > 0); "
+    "every sentence counted once"
+)
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers."""
+    while True:
+        if isinstance(model, DistributedDataParallel):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _to_input_grid(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A map on the model's padded canvas brought to the input size (identity for models without padding)."""
+    to_image_size = getattr(unwrap_model(model), "to_image_size", None)
+    return to_image_size(x, size) if to_image_size is not None else x
+
+
+def evaluation_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size: int = 1,
+                      num_workers: int = 0) -> DataLoader:
+    """A loader over this rank's share of ``dataset``: indices ``rank, rank + world_size, ...``, no padding.
+
+    Args:
+        dataset: a map-style dataset of sample dicts (the readers of :mod:`uncertainty_rrsis.data`).
+        batch_size: samples per batch on this rank.
+        rank, world_size: the DDP layout (``DistEnv.rank`` / ``world_size``).
+        num_workers: DataLoader worker processes.
+    """
+    sampler = ShardedSampler(len(dataset), rank=rank, world_size=world_size)  # type: ignore[arg-type]
+    return DataLoader(dataset, batch_size=max(1, batch_size), sampler=sampler, collate_fn=collate,
+                      num_workers=num_workers)
+
+
+def blank_sentences(input_ids: torch.Tensor, text_padding_mask: torch.Tensor, *, tokenizer: Any
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty sentence ('[CLS] [SEP]' then padding) in place of every sentence.
+
+    Shapes:
+        input_ids: (B, L) long, text_padding_mask: (B, L) bool -> the same shapes.
+    """
+    empty = tokenizer("", padding="max_length", truncation=True, max_length=input_ids.shape[1], return_tensors="pt")
+    blank_ids = empty["input_ids"].to(input_ids.device).expand_as(input_ids).contiguous()
+    blank_pad = (empty["attention_mask"] == 0).to(input_ids.device).expand_as(text_padding_mask).contiguous()
+    return blank_ids, blank_pad
+
+
+def forward_batch(model: torch.nn.Module, batch: Mapping[str, Any], *, device: torch.device,
+                  autocast_dtype: torch.dtype | None = None, tokenizer: Any = None):
+    """Run ``model`` on a collated batch (``image``, ``input_ids``, ``text_padding_mask``).
+
+    With a ``tokenizer`` every sentence is replaced by the empty one first (see
+    :func:`blank_sentences`); ``autocast_dtype`` (e.g. ``torch.bfloat16``) runs the forward
+    under autocast. Returns what the model returns.
+    """
+    images = batch["image"].to(device, non_blocking=True)
+    ids = batch["input_ids"].to(device, non_blocking=True)
+    pad = batch["text_padding_mask"].to(device, non_blocking=True)
+    if tokenizer is not None:
+        ids, pad = blank_sentences(ids, pad, tokenizer=tokenizer)
+    ctx = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
+    with ctx:
+        return model(images, ids, text_padding_mask=pad)
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    loader: Any,
+    *,
+    device: torch.device | str,
+    uncertainty: bool = True,
+    at_original_size: bool = False,
+    blank_text: bool = False,
+    tokenizer: Any = None,
+    autocast_dtype: torch.dtype | None = None,
+    progress: bool = False,
+    description: str = "eval",
+) -> dict[str, Any]:
+    """The field's metrics of ``model`` over ``loader``, summed over DDP ranks.
+
+    Args:
+        model: returns an object with ``logits`` (B, 1, H, W) and ``uncertainty``
+            (B, 1, h, w) or None, e.g. :class:`~uncertainty_rrsis.models.CroBIMU` (plain or
+            wrapped in DDP / ``torch.compile``). Put in eval mode for the loop, then back.
+        loader: collated batches (:func:`evaluation_loader`; under DDP each rank its share).
+        device: where the model runs and the metrics accumulate.
+        uncertainty: also score ``U^p`` as a predictor of the error pixels (``unc/...``).
+        at_original_size: score at each image's own size (``batch["orig_mask"]``: build the
+            dataset with ``return_orig_mask=True``) instead of the input size.
+        blank_text: replace every sentence by the empty one (needs ``tokenizer``).
+        tokenizer: the tokenizer of the model, for ``blank_text``.
+        autocast_dtype: run the forward under autocast with this dtype (None: no autocast).
+        progress: show a progress bar.
+        description: the progress bar's label.
+
+    Returns:
+        ``{"oIoU", "mIoU", "Pr@0.5", ..., "Pr@0.9", "count"}`` (fractions in [0, 1]),
+        ``"breakdown"`` (per ``tag=value``) when the samples carry tags, and the ``"unc/..."``
+        metrics when ``uncertainty`` and the model outputs an uncertainty map.
+    """
+    if blank_text and tokenizer is None:
+        raise ValueError("evaluate(blank_text=True) needs tokenizer=: the tokenizer that writes the empty sentence")
+    device = torch.device(device)
+    seg = ReferringSegmentationMetrics(device=device, at_original_size=at_original_size)
+    unc = UncertaintyQualityMetrics(device=device) if uncertainty else None
+    was_training = model.training
+    model.eval()
+    iterator: Any = loader
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(loader, desc=description, unit="batch", leave=False, dynamic_ncols=True)
+    for batch in iterator:
+        out = forward_batch(model, batch, device=device, autocast_dtype=autocast_dtype,
+                            tokenizer=tokenizer if blank_text else None)
+        logits = out.logits.float()
+        seg.update_from_batch(logits, batch)
+        if unc is not None and out.uncertainty is not None:
+            size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
+            unc.update_from_batch(_to_input_grid(model, out.uncertainty.float(), size), logits, batch)
+    model.train(was_training)
+    seg.sync()
+    result: dict[str, Any] = dict(seg.compute())
+    breakdown = seg.compute_breakdown()
+    if breakdown:
+        result["breakdown"] = breakdown
+    if unc is not None:
+        unc.sync()  # on every rank, also one that saw no batch
+        if float(unc.histograms().sum()) > 0:  # a model without an uncertainty map adds nothing
+            result.update({f"unc/{k}": v for k, v in unc.compute().items()})
+    return result
+
+
+def format_metrics(metrics: Mapping[str, Any], *, title: str = "") -> str:
+    """A small fixed-width table of oIoU / mIoU / Pr@t (percent) and the uncertainty metrics."""
+    keys = [k for k in ("oIoU", "mIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9") if k in metrics]
+    head = " ".join(f"{k:>7s}" for k in keys)
+    row = " ".join(f"{100 * metrics[k]:7.2f}" for k in keys)
+    lines = [title] if title else []
+    lines += [head, row]
+    unc = [k for k in metrics if k.startswith("unc/")]
+    if unc:
+        lines.append("  ".join(f"{k[4:]}={metrics[k]:.3f}" for k in unc))
+    if "count" in metrics:
+        lines.append(f"samples: {int(metrics['count'])}")
+    return "\n".join(lines)
+
+
+def format_breakdown(metrics: Mapping[str, Any]) -> str:
+    """One line per tag group of ``metrics["breakdown"]``: mIoU, oIoU (percent) and sample count."""
+    return "\n".join(
+        f"  {group:28s} mIoU {100 * values['mIoU']:6.2f}  oIoU {100 * values['oIoU']:6.2f}  n={int(values['count'])}"
+        for group, values in sorted(metrics.get("breakdown", {}).items())
+    )
+
+
+def text_cost(split: str, results: Mapping[str, Any], masked: Mapping[str, Any]) -> str:
+    """The sentence reporting how many mIoU points the text is worth on ``split``."""
+    return (f"{split} with the text masked out: mIoU {100 * masked['mIoU']:.2f} "
+            f"(text costs {100 * (results['mIoU'] - masked['mIoU']):.2f} mIoU points)")
+
+
+def final_report(results: Mapping[str, Any], *, checkpoint: str, image_size: int, seed: int, steps: int,
+                 train_config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run's ``metrics.json`` holds: the results with the protocol, resolution, seed, steps,
+    training settings and environment they were measured under."""
+    from .setup import environment_info
+
+    return {"checkpoint": checkpoint, "protocol": PROTOCOL, "resolution": f"{image_size}x{image_size}",
+            "seed": seed, "steps": steps, "results": dict(results), "train_config": dict(train_config),
+            "environment": environment_info()}
+
+
+def write_metrics(path: str | Path, payload: Mapping[str, Any]) -> Path:
+    """Write a report (``metrics.json``, ``eval_<split>.json``) as indented JSON, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+    return path
+
+
+@torch.no_grad()
+def save_panels(model: torch.nn.Module, dataset: Any, folder: str | Path, *, split: str, count: int,
+                device: torch.device | str, autocast_dtype: torch.dtype | None = None) -> list[Path]:
+    """Draw the first ``count`` samples of ``dataset`` (a fixed set) as PNG panels.
+
+    Each panel ``<folder>/<split>_<index>.png`` shows the image, the ground truth, the
+    prediction, ``U^p`` and UDLR's mask ``M`` (see :func:`uncertainty_rrsis.viz.save_panel`).
+    Leaves the model in eval mode. Returns the paths written.
+    """
+    from ..viz import save_panel
+
+    device = torch.device(device)
+    folder = Path(folder)
+    paths = []
+    model.eval()
+    for index in range(min(count, len(dataset))):
+        batch = collate([dataset[index]])
+        out = forward_batch(model, batch, device=device, autocast_dtype=autocast_dtype)
+        size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
+        logits = out.logits.float()[0, 0]
+        if out.uncertainty is not None:
+            prob = torch.sigmoid(_to_input_grid(model, out.uncertainty.float(), size))[0, 0]
+        else:
+            prob = torch.zeros(size)
+        refine = None
+        if getattr(out, "refine_mask", None) is not None:
+            refine = _to_input_grid(model, out.refine_mask.float(), size)[0, 0]
+        path = folder / f"{split}_{index:03d}.png"
+        save_panel(path, image=batch["image"][0], sentence=batch["sentence"][0], target=batch["mask"][0],
+                   prediction=(logits > 0).cpu(), uncertainty_prob=prob.cpu(),
+                   refine_mask=None if refine is None else refine.cpu())
+        paths.append(path)
+    return paths
