@@ -1,13 +1,11 @@
 """Run setup: the dataset registry, datasets sized by the model config, the synthetic data root,
-public names instead of private reaches, and the deprecated ``training.loop`` module."""
+and the deprecated ``training.loop`` module."""
 
 from __future__ import annotations
 
-import ast
 import importlib
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -97,66 +95,6 @@ def test_environment_info_names_the_versions():
 
     info = environment_info()
     assert info["torch"] == torch.__version__ and "uncertainty_rrsis" in info and "python" in info
-
-
-# ------------------------------------------------------------------ public names only
-
-
-def _imports(path: Path) -> list[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            found.append("." * node.level + (node.module or ""))
-        elif isinstance(node, ast.Import):
-            found += [alias.name for alias in node.names]
-    return found
-
-
-def test_examples_import_only_public_modules():
-    for path in sorted((REPO / "examples").glob("*.py")):
-        for module in _imports(path):
-            assert not any(part.startswith("_") and part != "__future__" for part in module.split(".")), (path, module)
-            assert module != "uncertainty_rrsis.training.loop", path
-
-
-def private_reaches(root: Path, package: Path) -> list[str]:
-    """Imports of another package's ``_private`` module by the files under ``package``.
-
-    A package's own private modules and those of the packages above it (the shared base layer
-    at the package root: ``_checks``, ``_ops``) are fine.
-    """
-    found = []
-    for file in sorted(package.rglob("*.py") if package.is_dir() else [package]):
-        own = file.relative_to(root).with_suffix("").parts[:-1]  # e.g. ("uncertainty_rrsis", "training")
-        for module in _imports(file):
-            level = len(module) - len(module.lstrip("."))
-            rest = tuple(p for p in module.lstrip(".").split(".") if p)
-            name = (own[: len(own) - level + 1] + rest) if level else rest
-            if not name or name[0] != "uncertainty_rrsis":
-                continue
-            for i, part in enumerate(name[1:], start=1):
-                if part.startswith("_") and not part.startswith("__") and name[:i] != own[:i]:
-                    found.append(f"{file.relative_to(root)} imports {'.'.join(name)}")
-    return found
-
-
-def test_no_reach_into_another_packages_private_module():
-    assert private_reaches(REPO, REPO / "uncertainty_rrsis") == []
-
-
-def test_the_private_reach_check_finds_one():
-    fake = REPO / "uncertainty_rrsis" / "training" / "trainer.py"
-    tree = ["from ..models._checkpoint import strip_wrapper_prefixes", "from .._ops import resize_logits",
-            "from .config import TrainConfig", "from uncertainty_rrsis.data._io import read_image"]
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / fake.relative_to(REPO)
-        target.parent.mkdir(parents=True)
-        target.write_text("\n".join(tree) + "\n")
-        assert private_reaches(Path(tmp), target.parent) == [
-            "uncertainty_rrsis/training/trainer.py imports uncertainty_rrsis.models._checkpoint",
-            "uncertainty_rrsis/training/trainer.py imports uncertainty_rrsis.data._io",
-        ]
 
 
 # ------------------------------------------------------------------ the deprecated loop module
