@@ -2,7 +2,8 @@
 
 Runs the package from source on a machine with a GPU and nothing downloadable: the text encoder is a
 random 2-layer BERT written to a temporary folder (with its tokenizer), the vision backbone a random
-timm ``convnext_atto``. Writes ``cuda_training_check.json`` to ``$OUT`` (or ``benchmarks/results``).
+timm ``convnext_atto``. Writes ``cuda_training_check.json`` and ``cuda_training_check.md`` to ``$OUT``
+(or ``benchmarks/results``), with the commit it measured.
 
     PYTHONPATH=. python benchmarks/cuda_training_check.py
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._measure import git_commit
 from uncertainty_rrsis.training import TrainConfig, Trainer, environment_info
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
@@ -47,7 +49,7 @@ def main() -> dict:
                 synthetic_test=9 if small else 99, batch_size=8 if small else 32, epochs=1 if small else 2, output_dir=str(tmp / "run"), checkpoint_every=16, panels=2,
                 progress=False, tensorboard=False, device=os.environ.get("CHECK_DEVICE", "cuda"), amp=True, unc_warmup_steps=8,
                 model={"text": {"name": str(bert), "freeze": False}})
-    report: dict = {"environment": environment_info()}
+    report: dict = {"environment": {**environment_info(), "git_commit": git_commit()}}
     t0 = time.perf_counter()
     straight = Trainer(TrainConfig(**base))
     results = straight.fit()
@@ -63,8 +65,27 @@ def main() -> dict:
     again = straight.evaluate("test", progress=False)
     report["eval_repeatable"] = {k: again[k] == results["test"][k] for k in ("oIoU", "mIoU", "count")}
     (out / "cuda_training_check.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "cuda_training_check.md").write_text(render_markdown(report))
     print(json.dumps({k: v for k, v in report.items() if k != "environment"}, indent=2, default=str))
     return report
+
+
+def render_markdown(report: dict) -> str:
+    """The check's outcome as a short Markdown page."""
+    env, run = report["environment"], report["straight"]
+    test = run["test"]
+    return "\n".join([
+        f"# CUDA check of the training loop: {env.get('device_name')}",
+        "",
+        f"- torch {env.get('torch')} (CUDA {env.get('cuda')}), commit {env.get('git_commit')}"
+        + (f" ({env['git_commit_source']})" if env.get("git_commit_source") else ""),
+        f"- {run['steps']} steps in {run['seconds']:.1f} s, peak memory {run.get('peak_memory_mib') or 0:.0f} MiB, "
+        f"losses finite: {run['losses_finite']}",
+        f"- test ({int(test['count'])} samples): mIoU {100 * test['mIoU']:.2f}, oIoU {100 * test['oIoU']:.2f}, "
+        f"uncertainty AUROC {test.get('unc/AUROC', float('nan')):.3f}",
+        f"- evaluating the same weights twice gives the same numbers: {report['eval_repeatable']}",
+        "",
+    ])
 
 
 if __name__ == "__main__":
