@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import sys
 import warnings
 from pathlib import Path
 
@@ -27,8 +26,7 @@ from uncertainty_rrsis.data import check as check_cli
 from uncertainty_rrsis.data._rle import decode_counts, encode_counts, rle_decode, rle_encode
 from uncertainty_rrsis.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _fixtures_data import (  # noqa: E402
+from helpers.datasets import (
     build_refsegrs,
     build_risbench,
     build_rrsisd,

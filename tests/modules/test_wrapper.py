@@ -13,7 +13,7 @@ from uncertainty_rrsis import RiskGuidedDecoder, RiskGuidedLoss, RiskGuidedOutpu
 from helpers.decoders import ToyFPNDecoder, ToyPairDecoder
 
 DIM = 16
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def batch(seed=0, size=64, b=2, length=6):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from uncertainty_rrsis.data._rle import rle_decode, rle_encode
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REAL_SAMPLES = REPO_ROOT.parent / "shared" / "data" / "real-samples"
 
 
