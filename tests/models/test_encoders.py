@@ -25,9 +25,7 @@ from uncertainty_rrsis.models import (  # noqa: E402
 )
 from uncertainty_rrsis.models.vision import group_norm_groups  # noqa: E402
 
-TINY_CONVNEXT = {"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)}  # as in conftest.py
-TINY_BERT = {"model_type": "bert", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
-             "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 32}
+from helpers.tiny import TINY_BERT, TINY_CONVNEXT  # noqa: E402
 
 
 def tiny_vision(dim: int = 32, **kwargs) -> VisionEncoder:
@@ -308,9 +306,7 @@ def test_vision_weights_that_do_not_fit_are_an_error(tmp_path):
     other = timm.create_model("convnext_atto", dims=(8, 16, 32, 64), depths=(1, 1, 1, 1))
     torch.save(other.state_dict(), tmp_path / "other.pth")
     with pytest.raises(ValueError, match="other.pth"):
-        VisionEncoder("convnext_atto", 16, weights=tmp_path / "other.pth",
-                      model_kwargs={"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)})
+        VisionEncoder("convnext_atto", 16, weights=tmp_path / "other.pth", model_kwargs=TINY_CONVNEXT)
     torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "foreign.pth")
     with pytest.raises(ValueError, match=r"foreign\.pth.*foo\.weight"):
-        VisionEncoder("convnext_atto", 16, weights=tmp_path / "foreign.pth",
-                      model_kwargs={"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)})
+        VisionEncoder("convnext_atto", 16, weights=tmp_path / "foreign.pth", model_kwargs=TINY_CONVNEXT)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +15,13 @@ import torch.multiprocessing as mp
 from uncertainty_rrsis.training import TrainConfig, Trainer, build_arg_parser, init_distributed
 from uncertainty_rrsis.training.checkpoint import find_checkpoint
 
+from helpers.tiny import tiny_model_overrides
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "examples"))
 
 
 def tiny_train_config(tmp: Path, bert_dir: Path, **changes) -> TrainConfig:
-    model = {
-        "vision": {"name": "convnext_atto", "model_kwargs": {"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}},
-        "text": {"name": str(bert_dir), "pretrained": True},
-        "decoder": {"num_layers": 1, "num_heads": 4, "num_points": 2, "ffn_dim": 32, "num_mask_layers": 1},
-        "dim": 32, "fusion_heads": 4, "refine_hidden_dim": 8,
-    }
+    model = tiny_model_overrides(bert_dir)
     base = dict(dataset="synthetic", cache_dir=str(tmp / "cache"), synthetic_train=16, synthetic_val=5,
                 synthetic_test=7, image_size=64, batch_size=4, epochs=2, lr=1e-3, unc_warmup_steps=2,
                 output_dir=str(tmp / "run"), checkpoint_every=3, panels=2, progress=False, tensorboard=False,
@@ -65,12 +61,12 @@ def test_short_run_writes_the_run_folder(tmp_path, tiny_bert_dir):
 
 
 def test_evaluate_script_matches_training_evaluation(tmp_path, tiny_bert_dir):
-    import evaluate as evaluate_script
+    evaluate_script = runpy.run_path(str(REPO / "examples" / "evaluate.py"), run_name="evaluate_example")
 
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1)
     results = Trainer(cfg).fit()
     best = Path(cfg.output_dir) / "checkpoints" / "best"
-    again = evaluate_script.main([str(best), "--device", "cpu", "--no-progress", "--panels", "1",
+    again = evaluate_script["main"]([str(best), "--device", "cpu", "--no-progress", "--panels", "1",
                                   "--output-dir", str(tmp_path / "eval")])
     for key in ("oIoU", "mIoU", "Pr@0.5", "count", "unc/AUROC"):
         assert again["test"][key] == pytest.approx(results["test"][key], abs=1e-9)
