@@ -219,6 +219,7 @@ def test_tiny_preset_builds_offline(monkeypatch: pytest.MonkeyPatch):
     assert model.num_parameters()["uncertainty"] < 0.02 * model.num_parameters()["total"]
 
 
+@pytest.mark.slow
 def test_core_package_does_not_import_encoders():
     code = (
         "import sys, uncertainty_rrsis; "

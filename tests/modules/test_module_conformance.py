@@ -19,7 +19,7 @@ through:
 
 Sizes are tiny (width 16, maps <= 8x8, batch 2); compiling and exporting dominate the run time
 (about 1.5 min on two CPU cores, 20 s more when the inductor cache is cold), so each case is
-compiled once.
+compiled once, and the tests of items 4-7 that compile or export are marked ``slow``.
 """
 
 from __future__ import annotations
@@ -331,6 +331,7 @@ def test_channels_last_matches_contiguous(case: Case) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_compile_fullgraph(case: Case) -> None:
     """fullgraph=True makes Dynamo raise on any graph break; ``aot_eager`` also traces the backward
@@ -356,6 +357,7 @@ def test_compile_fullgraph(case: Case) -> None:
         )
 
 
+@pytest.mark.slow
 def test_compile_inductor_refinement() -> None:
     """The default backend once, on the smallest module (about 20 s of C++ compile on 2 cores)."""
     case = CASES_BY_NAME["refinement"]
@@ -386,6 +388,7 @@ _EXPORT_PARAMS = [
 
 # The hook path appends to / clears the wrapper's `_captured` list while tracing; strict export
 # warns about that Python side effect but handles it (the numbers below match eager).
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:While compiling, we found certain side effects:UserWarning")
 @pytest.mark.parametrize(("case", "strict"), _EXPORT_PARAMS)
 def test_export_matches_eager(case: Case, strict: bool) -> None:
@@ -424,6 +427,7 @@ def _grown_inputs(case: Case) -> tuple:
 _DYNAMIC_PARAMS = [pytest.param(c, id=c.name) for c in CASES]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", _DYNAMIC_PARAMS)
 def test_export_dynamic_shapes(case: Case) -> None:
     """Batch and spatial sizes exported as ``Dim.AUTO`` and run at other sizes."""
@@ -464,6 +468,7 @@ def _onnx_run(module: nn.Module, args: tuple, tmp_path: Path) -> list[torch.Tens
     return [torch.from_numpy(o) for o in outs]
 
 
+@pytest.mark.slow
 @pytest.mark.onnx
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_onnx_export_onnxruntime_parity(case: Case, tmp_path: Path) -> None:
@@ -492,12 +497,14 @@ def test_checks_enabled_in_eager() -> None:
     assert torch.equal(_ChecksProbe()(torch.ones(2)), torch.ones(2))
 
 
+@pytest.mark.slow
 def test_checks_disabled_under_compile() -> None:
     out = torch.compile(_ChecksProbe(), backend="eager", fullgraph=True)(torch.ones(2))
     assert torch.equal(out, torch.zeros(2))
     assert checks_enabled()  # and back on afterwards
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strict", [False, True], ids=["nonstrict", "strict"])
 def test_checks_disabled_under_export(strict: bool) -> None:
     program = torch.export.export(_ChecksProbe(), (torch.ones(2),), strict=strict)
@@ -505,6 +512,7 @@ def test_checks_disabled_under_export(strict: bool) -> None:
     assert checks_enabled()
 
 
+@pytest.mark.slow
 @pytest.mark.onnx
 def test_checks_disabled_under_onnx_export(tmp_path: Path) -> None:
     (out,) = _onnx_run(_ChecksProbe().eval(), (torch.ones(2),), tmp_path)

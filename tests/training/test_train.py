@@ -36,6 +36,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_short_run_writes_the_run_folder(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir)
     results = Trainer(cfg).fit()
@@ -60,6 +61,7 @@ def test_short_run_writes_the_run_folder(tmp_path, tiny_bert_dir):
     assert config["train"]["batch_size"] == 4 and config["model"]["dim"] == 32
 
 
+@pytest.mark.slow
 def test_evaluate_script_matches_training_evaluation(tmp_path, tiny_bert_dir):
     evaluate_script = runpy.run_path(str(REPO / "examples" / "evaluate.py"), run_name="evaluate_example")
 
@@ -87,6 +89,7 @@ class _KillAt:
         return out
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path, tiny_bert_dir):
     straight = tiny_train_config(tmp_path / "a", tiny_bert_dir, checkpoint_every=100, eval_splits="")
     Trainer(straight).fit()
@@ -123,6 +126,7 @@ def _ddp_worker(rank: int, world: int, store: str, cfg_dict: dict, out: str) -> 
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_process_gloo_training_and_exact_evaluation(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, panels=0)
@@ -152,6 +156,7 @@ def test_bad_data_root_is_a_clear_error(tmp_path, tiny_bert_dir):
     assert "img_rgb" in str(info.value)
 
 
+@pytest.mark.slow
 def test_corrupt_image_names_its_file(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir)
     trainer = Trainer(cfg)
