@@ -60,6 +60,11 @@ def test_vision_encoder_levels_and_shapes():
     assert all(p[1].num_groups == 24 for p in enc.proj)
     feats = enc(torch.randn(2, 3, 64, 96))
     assert [tuple(f.shape) for f in feats] == [(2, 48, 16, 24), (2, 48, 8, 12), (2, 48, 4, 6), (2, 48, 2, 3)]
+    # each level ends with GroupNorm(24 groups) at its initial affine: zero mean, unit variance per group
+    for f in feats:
+        groups = f.detach().reshape(2, 24, -1)
+        torch.testing.assert_close(groups.mean(-1), torch.zeros(2, 24), rtol=0, atol=1e-4)
+        torch.testing.assert_close(groups.var(-1, unbiased=False), torch.ones(2, 24), rtol=0, atol=2e-2)
 
 
 def test_vision_encoder_rejects_bad_images():

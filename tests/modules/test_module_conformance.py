@@ -5,7 +5,8 @@ CroBIM-U modules, the loss with a tensor ``step``, and ``RiskGuidedDecoder`` aro
 decoder that returns ``(logits, F)`` or only logits with ``F`` captured by a forward hook) runs
 through:
 
-1. forward + backward in float32 and float64 (finite outputs, a gradient on every parameter);
+1. forward + backward in float32 and float64 (finite outputs, a gradient on every parameter, float64
+   outputs equal to float32's);
 2. ``torch.autocast("cpu", dtype=torch.bfloat16)`` (expected shapes, outputs equal to float32's within
    a stated bf16 tolerance, finite gradients);
 3. channels_last inputs (and modules) give the same numbers as contiguous ones;
@@ -286,6 +287,12 @@ def test_forward_backward(case: Case, dtype: torch.dtype) -> None:
         assert grad is not None, f"parameter {name} got no gradient"
         assert grad.dtype == dtype and torch.isfinite(grad).all(), name
         assert grad.any(), f"parameter {name} got an all-zero gradient"
+
+    if dtype == torch.float64:  # the same weights and inputs in float32 give the same numbers
+        single = build(case, torch.float32)
+        with torch.no_grad():
+            expected = tensor_leaves(single(*inputs(case, torch.float32)))
+        assert_close_lists([o.float() for o in outputs], expected, rtol=1e-4, atol=1e-5)
 
 
 # --------------------------------------------------------------------------------------------

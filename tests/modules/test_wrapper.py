@@ -135,8 +135,9 @@ def test_missing_mask_feature_is_a_clear_error():
     model = RiskGuidedDecoder(ToyFPNDecoder(DIM), DIM, num_heads=2)
     with pytest.raises(ValueError, match=r"returned only coarse logits.*mask_feature_from=.*use_refinement=False"):
         model(*batch()[:3])
-    # without refinement the same decoder is fine
-    RiskGuidedDecoder(ToyFPNDecoder(DIM), DIM, num_heads=2, use_refinement=False)(*batch()[:3])
+    # without refinement the same decoder is fine: its logits are the output
+    out = RiskGuidedDecoder(ToyFPNDecoder(DIM), DIM, num_heads=2, use_refinement=False)(*batch()[:3])
+    assert out.logits is out.coarse_logits and out.refine_mask is None and out.logits.shape == (2, 1, 16, 16)
 
 
 def test_unknown_mask_feature_name_fails_at_construction():
