@@ -18,11 +18,12 @@ from benchmarks._syncs import count_sync_prone
 from uncertainty_rrsis import (
     OnlineErrorLoss,
     ReferringUncertaintyScorer,
-    RiskGuidedDecoder,
     RiskGuidedLoss,
     UncertaintyDrivenRefinement,
     UncertaintyGatedFusion,
 )
+
+from helpers.decoders import field_inputs, toy_batch, toy_wrapper, wrap_field_decoder
 
 
 def test_the_probe_finds_what_would_synchronise():
@@ -61,22 +62,12 @@ def test_modules_forward_and_backward_do_not_synchronise():
 
 @pytest.mark.parametrize("kind", ["hook", "pair", "lavt", "caris"])
 def test_wrapper_training_step_does_not_synchronise(kind):
-    from helpers.decoders import ToyFPNDecoder, ToyPairDecoder, field_inputs, wrap_field_decoder
-
-    dim = 16
-    torch.manual_seed(0)
     if kind in ("lavt", "caris"):
         model = wrap_field_decoder(kind)
         features, text, pad, target = field_inputs()
     else:
-        if kind == "hook":
-            model = RiskGuidedDecoder(ToyFPNDecoder(dim), dim, num_heads=2, mask_feature_from="fpn.out")
-        else:
-            model = RiskGuidedDecoder(ToyPairDecoder(dim), dim, num_heads=2)
-        g = torch.Generator().manual_seed(0)
-        features = [torch.randn(2, dim, 64 // s, 64 // s, generator=g) for s in (4, 8, 16, 32)]
-        text, pad = torch.randn(2, 6, dim, generator=g), torch.arange(6).expand(2, 6) >= 4
-        target = torch.rand(2, 64, 64, generator=g) > 0.5
+        model = toy_wrapper(kind)
+        features, text, pad, target = toy_batch()
     loss_fn = RiskGuidedLoss()
 
     def step():
