@@ -7,11 +7,21 @@ backbone is a random timm ConvNeXt with four one-block stages.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+# OpenMP worker threads that spin while they wait burn the CPU time other processes need: on a
+# shared 2-core machine the tests' many tiny ops then run several times slower (the everyday
+# `-m "not slow"` run went from about 20 s to 2 min next to another busy process). Passive waiting
+# costs nothing measurable when the machine is idle. Set before torch (and its OpenMP) is loaded;
+# a value given by the caller wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from helpers.tiny import TINY_SENTENCES, save_tiny_bert, tiny_config as build_tiny_config
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from helpers.tiny import TINY_SENTENCES, save_tiny_bert  # noqa: E402
+from helpers.tiny import tiny_config as build_tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
