@@ -13,7 +13,7 @@ import torch
 timm = pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from uncertainty_rrsis.models import (  # noqa: E402
     MINILM_ID,
@@ -239,6 +239,10 @@ def test_text_encoder_random_init_without_weights(tiny_bert_dir: Path):
     assert enc.hidden_dim == 32 and enc.backbone.pooler is None
     enc2 = TextEncoder(str(tiny_bert_dir), 16, pretrained=False)  # architecture from the folder only
     assert enc2.backbone.config.num_hidden_layers == 2
+    saved = load_file(str(tiny_bert_dir / "model.safetensors"))
+    word = next(k for k in saved if k.endswith("word_embeddings.weight"))
+    assert saved[word].shape == enc2.backbone.embeddings.word_embeddings.weight.shape
+    assert not torch.equal(saved[word], enc2.backbone.embeddings.word_embeddings.weight)  # not loaded
     text, padding = enc(torch.randint(0, 64, (1, 6)))
     assert text.shape == (1, 6, 16) and not padding.any()
     assert enc.hf_config_dict()["model_type"] == "bert"
@@ -292,7 +296,11 @@ def test_minilm_path_and_offline_load(monkeypatch: pytest.MonkeyPatch):
     with torch.no_grad():
         text, padding = enc(batch["input_ids"], batch["attention_mask"])
     assert text.shape == (1, 20, 64) and torch.isfinite(text).all()
-    assert padding.sum() == 20 - int(batch["attention_mask"].sum())
+    kept = int(batch["attention_mask"].sum())
+    assert padding.sum() == 20 - kept
+    with torch.no_grad():  # the padding is masked out: the kept tokens do not see it
+        short, _ = enc(batch["input_ids"][:, :kept], batch["attention_mask"][:, :kept])
+    torch.testing.assert_close(short, text[:, :kept], rtol=1e-4, atol=1e-5)
 
 
 def test_minilm_path_without_package(monkeypatch: pytest.MonkeyPatch):
