@@ -1,45 +1,33 @@
 """Shared fixtures: tiny encoders for the model and training tests; nothing is downloaded.
 
-A random 2-layer BERT (hidden 32) is saved to a temporary folder and loaded back through
-``from_pretrained``; the vision backbone is a random timm ConvNeXt with four one-block stages.
+The settings live in ``helpers/tiny.py`` (one definition): a random 2-layer BERT (hidden 32)
+is saved to a temporary folder and loaded back through ``from_pretrained``; the vision
+backbone is a random timm ConvNeXt with four one-block stages.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+# OpenMP worker threads that spin while they wait burn the CPU time other processes need: on a
+# shared 2-core machine the tests' many tiny ops then run several times slower (the everyday
+# `-m "not slow"` run went from about 20 s to 2 min next to another busy process). Passive waiting
+# costs nothing measurable when the machine is idle. Set before torch (and its OpenMP) is loaded;
+# a value given by the caller wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
-    "the a small large white red ship car plane tree building road left right of at on in near "
-    "pier harbor house field river bridge top bottom corner next to two one roof green"
-).split()
-TINY_BERT = {
-    "model_type": "bert",
-    "vocab_size": 64,
-    "hidden_size": 32,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "intermediate_size": 64,
-    "max_position_embeddings": 32,
-}
-TINY_CONVNEXT = {"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)}
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from helpers.tiny import TINY_SENTENCES, save_tiny_bert  # noqa: E402
+from helpers.tiny import tiny_config as build_tiny_config  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding a random tiny ``BertModel`` (config.json + model.safetensors) and its tokenizer."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    fields = {k: v for k, v in TINY_BERT.items() if k != "model_type"}
-    torch.manual_seed(0)
-    BertModel(BertConfig(**fields)).save_pretrained(str(folder))
-    vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(folder))
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"))
 
 
 @pytest.fixture(scope="session")
@@ -51,25 +39,15 @@ def tiny_tokenizer(tiny_bert_dir: Path):
 
 @pytest.fixture(scope="session")
 def tiny_config(tiny_bert_dir: Path):
-    """A Full CroBIM-U config small enough for CPU tests (C = 32)."""
-    from uncertainty_rrsis.models import CroBIMUConfig, DecoderConfig, TextConfig, VisionConfig
-
-    return CroBIMUConfig(
-        vision=VisionConfig(name="convnext_atto", model_kwargs=TINY_CONVNEXT),
-        text=TextConfig(name=str(tiny_bert_dir), pretrained=True),
-        decoder=DecoderConfig(num_layers=1, num_heads=4, num_points=2, ffn_dim=64, num_mask_layers=1),
-        dim=32,
-        image_size=64,
-        fusion_heads=4,
-        refine_hidden_dim=16,
-    )
+    """A Full CroBIM-U config small enough for CPU tests (C = 32, 64 px)."""
+    return build_tiny_config(tiny_bert_dir)
 
 
 @pytest.fixture()
 def tiny_batch(tiny_tokenizer):
     """``input_ids`` and ``attention_mask`` (2, 20) for two sentences of different lengths."""
     enc = tiny_tokenizer(
-        ["the small white ship at the left of the pier", "a red car"],
+        list(TINY_SENTENCES),
         max_length=20,
         truncation=True,
         padding="max_length",

@@ -8,16 +8,13 @@ section the GPU script relies on writes its JSON and the Markdown tables, and th
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[1]  # `benchmarks` imports from here (pytest's pythonpath)
 
 pytest.importorskip("einops")
 
@@ -80,6 +77,7 @@ def test_out_defaults_to_env(monkeypatch, tmp_path):
     assert Path(parse_args(["--device", "cpu"]).out) == ROOT / "benchmarks" / "results"
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_section(tmp_path, one_thread):
     pytest.importorskip("timm")
     pytest.importorskip("transformers")
@@ -128,6 +126,7 @@ def test_smoke_run_writes_every_section(tmp_path, one_thread):
         assert heading in md
 
 
+@pytest.mark.slow
 def test_compile_section_reports_graph_breaks_and_paired_full_vs_base(tmp_path, one_thread):
     pytest.importorskip("timm")
     pytest.importorskip("transformers")

@@ -134,6 +134,7 @@ def test_bad_inputs_are_named(checkpoint, tmp_path):
         ReferringSegmenter.from_pretrained(no_tokenizer)
 
 
+@pytest.mark.slow
 def test_predict_example_script(checkpoint, tmp_path):
     image = tmp_path / "harbour.png"
     Image.fromarray(_image(33, 47, seed=5)).save(image)

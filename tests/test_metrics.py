@@ -1,4 +1,4 @@
-"""The field's metrics and the uncertainty-quality metrics."""
+"""The field's metrics (oIoU, mIoU, Pr@0.5-0.9; see docs/datasets.md) and the uncertainty-quality metrics."""
 
 from __future__ import annotations
 

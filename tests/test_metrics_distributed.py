@@ -49,6 +49,7 @@ def _worker(rank, init_file, out_file):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_process_sync_matches_single_process(tmp_path):
     out_file = tmp_path / "rank0.pt"

@@ -7,7 +7,7 @@ share a namespace. To keep a block out of the test, put the line ``<!-- test: sk
 right above its opening fence.
 
 The README must also open with its two set-up-and-run commands (main job, tests), which this
-file checks verbatim.
+file checks verbatim, followed by the everyday test command (the tests not marked ``slow``).
 """
 
 from __future__ import annotations
@@ -86,6 +86,13 @@ def test_readme_opens_with_the_two_commands() -> None:
     ]
     before = text.split("```", 1)[0]
     assert before.count("\n## ") == 0, "the two commands must come before any section"
+
+
+def test_readme_gives_the_everyday_command_after_the_two() -> None:
+    """The fast command follows the two set-up-and-run commands and uses a registered marker."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert fenced_blocks(text)[2] == ("bash", '.venv/bin/python -m pytest -m "not slow"')
+    assert '"slow: ' in (ROOT / "pyproject.toml").read_text(encoding="utf-8")
 
 
 def test_block_parser() -> None:

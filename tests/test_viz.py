@@ -80,3 +80,10 @@ def test_grid(tmp_path):
     path = save_grid(tmp_path / "grid.png", [_inputs(), panel, _inputs()], columns=2)
     grid = Image.open(path)
     assert grid.size == (2 * panel.width, 2 * panel.height)
+    pixels = np.asarray(grid.convert("RGB"))
+    tile = np.asarray(panel.convert("RGB"))
+    assert np.array_equal(pixels[: panel.height, panel.width :], tile)  # the panel given as is: top right
+    assert np.array_equal(pixels[: panel.height, : panel.width], tile)  # the same inputs rendered: top left
+    assert np.array_equal(pixels[panel.height :, : panel.width], tile)
+    empty = pixels[panel.height :, panel.width :]
+    assert (empty == empty[0, 0]).all()  # the fourth cell is plain background

@@ -30,7 +30,7 @@ from torch import nn
 
 __all__ = [
     "ToyFPN", "ToyFPNDecoder", "ToyPairDecoder", "LAVTShapedDecoder", "CARISShapedDecoder",
-    "wrap_field_decoder", "field_inputs",
+    "TOY_DIM", "toy_wrapper", "toy_batch", "wrap_field_decoder", "field_inputs",
 ]
 
 
@@ -139,6 +139,38 @@ class CARISShapedDecoder(nn.Module):
         keep = attention_mask.to(text.dtype)[..., None]
         sentence = self.text_proj((text * keep).sum(1) / keep.sum(1).clamp_min(1.0))
         return torch.einsum("bchw,bc->bhw", feature, sentence)[:, None] / self.dim**0.5
+
+
+# --------------------------------------------------------------------------------------------
+# the toy decoders wrapped with the default contract
+# --------------------------------------------------------------------------------------------
+
+TOY_DIM = 16
+
+
+def toy_wrapper(kind: str, **kwargs):
+    """``RiskGuidedDecoder`` (width 16, 2 heads, seed 0) around a toy decoder: ``"hook"`` wraps
+    :class:`ToyFPNDecoder` with ``F`` from ``fpn.out``, ``"pair"`` wraps :class:`ToyPairDecoder`."""
+    from uncertainty_rrsis import RiskGuidedDecoder
+
+    torch.manual_seed(0)
+    if kind == "hook":
+        return RiskGuidedDecoder(ToyFPNDecoder(TOY_DIM), TOY_DIM, num_heads=2, mask_feature_from="fpn.out", **kwargs)
+    if kind == "pair":
+        return RiskGuidedDecoder(ToyPairDecoder(TOY_DIM), TOY_DIM, num_heads=2, **kwargs)
+    raise ValueError(f"kind must be 'hook' or 'pair'; got {kind!r}")
+
+
+def toy_batch(seed: int = 0, *, size: int = 64, batch: int = 2, length: int = 6):
+    """``(features, text, text_padding_mask, target)`` for :func:`toy_wrapper`: features at strides
+    4 / 8 / 16 / 32 of a ``size`` image (finest first), random padding in the second half of the text."""
+    g = torch.Generator().manual_seed(seed)
+    features = [torch.randn(batch, TOY_DIM, size // s, size // s, generator=g) for s in (4, 8, 16, 32)]
+    text = torch.randn(batch, length, TOY_DIM, generator=g)
+    pad = torch.zeros(batch, length, dtype=torch.bool)
+    pad[:, length // 2 :] = torch.rand(batch, length - length // 2, generator=g) > 0.5
+    target = torch.rand(batch, size, size, generator=g) > 0.7
+    return features, text, pad, target
 
 
 # --------------------------------------------------------------------------------------------

@@ -129,6 +129,34 @@ def test_ablation_rows(tiny_config, tiny_batch, variant):
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
 
 
+# Tolerances of |bf16 autocast - float32| per output. bf16's unit roundoff is u = 2^-9 ~ 2e-3; the
+# logits come out of ~20 bf16 matmuls / convs in a row (ConvNeXt, BERT, projections, decoder, UDLR),
+# so their error is a few times 10 u ~ 2e-2 of their size (|logits| <= 2.1 here); U and M leave
+# the network after fewer roundings (RUS on the stride-32 map). Measured with three seeds: at most
+# 2.5e-2 on the logits and coarse logits (|x| <= 2.1), 3.5e-3 on U and M (|x| <= 0.8); the
+# tolerances, 0.1 and 1.5e-2, are 4x those.
+MODEL_BF16_ATOL = {"logits": 0.1, "coarse_logits": 0.1, "uncertainty": 1.5e-2, "refine_mask": 1.5e-2}
+
+
+def test_bf16_autocast_matches_float32(tiny_config, tiny_batch):
+    torch.manual_seed(0)
+    model = CroBIMU(tiny_config)
+    with torch.no_grad():  # move the zero-initialised branches away from zero so UDLR acts
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    model.eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(images, *tiny_batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(images, *tiny_batch)
+    assert (expected.logits - expected.coarse_logits).abs().max() > 1e-2  # the refinement is live
+    for name, atol in MODEL_BF16_ATOL.items():
+        out, want = getattr(got, name), getattr(expected, name)
+        assert out.dtype == torch.bfloat16 and out.shape == want.shape, name
+        torch.testing.assert_close(out.float(), want, rtol=0, atol=atol, msg=lambda m: f"{name}: {m}")
+
+
 def test_refinement_starts_as_identity(full_model, tiny_batch):
     """UDLR's last conv is zero at init, so the Full model's logits equal its coarse logits."""
     model = full_model.eval()
@@ -219,6 +247,7 @@ def test_tiny_preset_builds_offline(monkeypatch: pytest.MonkeyPatch):
     assert model.num_parameters()["uncertainty"] < 0.02 * model.num_parameters()["total"]
 
 
+@pytest.mark.slow
 def test_core_package_does_not_import_encoders():
     code = (
         "import sys, uncertainty_rrsis; "

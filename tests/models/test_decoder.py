@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -43,6 +45,12 @@ def test_shapes(name):
     assert coarse.shape == (2, 1, *sizes[0])
     assert mask_feature.shape == (2, DIM, *sizes[0])
     assert torch.isfinite(coarse).all() and torch.isfinite(mask_feature).all()
+    # the sentence matters, for its own sample only
+    changed = text.clone()
+    changed[0, 1] += 1.0  # a kept token of sample 0
+    coarse2, _ = decoder(features, changed, padding)
+    assert (coarse2[0] - coarse[0]).abs().max() > 1e-4
+    torch.testing.assert_close(coarse2[1], coarse[1])
 
 
 def test_width_attributes():
@@ -111,23 +119,43 @@ def test_no_mask_equals_all_false_mask():
 
 def test_float64_construction():
     torch.manual_seed(0)
-    decoder = tiny_decoder(dtype=torch.float64)
+    decoder = tiny_decoder(dtype=torch.float64).eval()
+    assert all(p.dtype == torch.float64 for p in decoder.parameters())
     features, text, padding = make_inputs(SIZES["odd"], dtype=torch.float64)
     coarse, mask_feature = decoder(features, text, padding)
     assert coarse.dtype == mask_feature.dtype == torch.float64
+    # the same weights in float32 give the same numbers up to float32 rounding
+    single = tiny_decoder().eval()
+    single.load_state_dict({k: v.float() for k, v in decoder.state_dict().items()})
+    coarse32, mask_feature32 = single([f.float() for f in features], text.float(), padding)
+    torch.testing.assert_close(coarse32.double(), coarse, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(mask_feature32.double(), mask_feature, rtol=1e-4, atol=1e-4)
 
 
-def test_bf16_autocast_is_finite():
+# Tolerance of |bf16 autocast - float32|. bf16's unit roundoff is u = 2^-9 ~ 2e-3 (about 2.4 decimal
+# digits); the decoder runs about ten bf16 matmuls in a row (input projections, deformable attention's
+# value / offset / weight / output projections, cross-attention, FFN, mask head), each rounding its
+# inputs, so the error is ~10 u ~ 2e-2 times the size of the values (|x| <= 3.6, std ~0.6 here).
+# Measured over five seeds: at most 3.5e-2 (2.0e-2 for this seed); tolerance 0.1, 3x the worst seed.
+DECODER_BF16_ATOL = 0.1
+
+
+def test_bf16_autocast_matches_float32():
     torch.manual_seed(0)
     decoder = tiny_decoder()
     features, text, padding = make_inputs(SIZES["96px"])
     padding[1] = True
+    with torch.no_grad():
+        expected = decoder(features, text, padding)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         coarse, mask_feature = decoder(features, text, padding)
         loss = coarse.float().mean() + mask_feature.float().mean()
     loss.backward()
     assert coarse.shape == (2, 1, 24, 24) and mask_feature.shape == (2, DIM, 24, 24)
-    assert torch.isfinite(coarse.float()).all() and torch.isfinite(mask_feature.float()).all()
+    assert coarse.dtype == mask_feature.dtype == torch.bfloat16
+    for got, want in zip((coarse, mask_feature), expected):
+        assert torch.isfinite(got.float()).all()
+        torch.testing.assert_close(got.float(), want, rtol=0, atol=DECODER_BF16_ATOL)
     assert all(torch.isfinite(p.grad).all() for p in decoder.parameters() if p.grad is not None)
 
 
@@ -156,10 +184,23 @@ def test_mask_head_attention_keep_is_detached_and_follows_the_prediction():
     torch.testing.assert_close(pooled, torch.tensor([[1.0] * 4, [0.0] * 4]))
 
 
-def test_sine_position_encoding_shape():
-    pos = sine_position_encoding(7, 5, 16)
-    assert pos.shape == (35, 16) and torch.isfinite(pos).all()
-    assert not torch.allclose(pos[0], pos[1]) and not torch.allclose(pos[0], pos[5])
+def test_sine_position_encoding_values():
+    """Row half then column half; each interleaves sin and cos of 2 pi (i + 0.5) / size at
+    frequencies 10000^(-2 f / (dim / 2))."""
+    height, width, dim = 7, 5, 16
+    pos = sine_position_encoding(height, width, dim)
+    assert pos.shape == (35, 16)
+    half = dim // 2
+    for y, x in [(0, 0), (3, 2), (6, 4), (2, 4)]:
+        row = pos[y * width + x]
+        for f in range(half // 2):
+            inv_freq = 10000.0 ** (-2.0 * f / half)
+            for offset, coord, size in ((0, y, height), (half, x, width)):
+                angle = 2 * math.pi * (coord + 0.5) / size * inv_freq
+                assert row[offset + 2 * f].item() == pytest.approx(math.sin(angle), abs=1e-6)
+                assert row[offset + 2 * f + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        sine_position_encoding(2, 2, 6)
 
 
 def test_input_checks():

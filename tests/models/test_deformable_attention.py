@@ -129,7 +129,7 @@ def test_gradients_reach_every_parameter_and_inputs():
     for name, p in module.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     for t in (query, ref, value):
-        assert t.grad is not None and torch.isfinite(t.grad).all()
+        assert t.grad is not None and torch.isfinite(t.grad).all() and t.grad.abs().sum() > 0
 
 
 def test_bf16_autocast_samples_in_float32(monkeypatch):
@@ -150,7 +150,11 @@ def test_bf16_autocast_samples_in_float32(monkeypatch):
     assert seen and all(s == (torch.float32, torch.float32) for s in seen)
     assert got.dtype == torch.bfloat16  # the output projection follows autocast
     assert torch.isfinite(got.float()).all()
-    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.1)
+    # bf16's unit roundoff is u = 2^-9 ~ 2e-3; the value, offset, weight and output projections run
+    # in bf16 (sampling in float32), about three roundings deep, so the error is ~3 u ~ 0.6 % of the
+    # largest output. Measured over five seeds: at most 0.6 % (2.1e-2 of 4.8 here, 0.44 %); the
+    # tolerance, 2 % of the largest output (9.5e-2 here), is over 3x that.
+    torch.testing.assert_close(got.float(), want, rtol=0, atol=2e-2 * float(want.detach().abs().max()))
 
 
 def test_checks_give_clear_errors():

@@ -13,7 +13,7 @@ import torch
 timm = pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
-from safetensors.torch import save_file  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from uncertainty_rrsis.models import (  # noqa: E402
     MINILM_ID,
@@ -25,9 +25,7 @@ from uncertainty_rrsis.models import (  # noqa: E402
 )
 from uncertainty_rrsis.models.vision import group_norm_groups  # noqa: E402
 
-TINY_CONVNEXT = {"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)}  # as in conftest.py
-TINY_BERT = {"model_type": "bert", "vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
-             "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 32}
+from helpers.tiny import TINY_BERT, TINY_CONVNEXT  # noqa: E402
 
 
 def tiny_vision(dim: int = 32, **kwargs) -> VisionEncoder:
@@ -62,6 +60,11 @@ def test_vision_encoder_levels_and_shapes():
     assert all(p[1].num_groups == 24 for p in enc.proj)
     feats = enc(torch.randn(2, 3, 64, 96))
     assert [tuple(f.shape) for f in feats] == [(2, 48, 16, 24), (2, 48, 8, 12), (2, 48, 4, 6), (2, 48, 2, 3)]
+    # each level ends with GroupNorm(24 groups) at its initial affine: zero mean, unit variance per group
+    for f in feats:
+        groups = f.detach().reshape(2, 24, -1)
+        torch.testing.assert_close(groups.mean(-1), torch.zeros(2, 24), rtol=0, atol=1e-4)
+        torch.testing.assert_close(groups.var(-1, unbiased=False), torch.ones(2, 24), rtol=0, atol=2e-2)
 
 
 def test_vision_encoder_rejects_bad_images():
@@ -236,6 +239,10 @@ def test_text_encoder_random_init_without_weights(tiny_bert_dir: Path):
     assert enc.hidden_dim == 32 and enc.backbone.pooler is None
     enc2 = TextEncoder(str(tiny_bert_dir), 16, pretrained=False)  # architecture from the folder only
     assert enc2.backbone.config.num_hidden_layers == 2
+    saved = load_file(str(tiny_bert_dir / "model.safetensors"))
+    word = next(k for k in saved if k.endswith("word_embeddings.weight"))
+    assert saved[word].shape == enc2.backbone.embeddings.word_embeddings.weight.shape
+    assert not torch.equal(saved[word], enc2.backbone.embeddings.word_embeddings.weight)  # not loaded
     text, padding = enc(torch.randint(0, 64, (1, 6)))
     assert text.shape == (1, 6, 16) and not padding.any()
     assert enc.hf_config_dict()["model_type"] == "bert"
@@ -289,7 +296,11 @@ def test_minilm_path_and_offline_load(monkeypatch: pytest.MonkeyPatch):
     with torch.no_grad():
         text, padding = enc(batch["input_ids"], batch["attention_mask"])
     assert text.shape == (1, 20, 64) and torch.isfinite(text).all()
-    assert padding.sum() == 20 - int(batch["attention_mask"].sum())
+    kept = int(batch["attention_mask"].sum())
+    assert padding.sum() == 20 - kept
+    with torch.no_grad():  # the padding is masked out: the kept tokens do not see it
+        short, _ = enc(batch["input_ids"][:, :kept], batch["attention_mask"][:, :kept])
+    torch.testing.assert_close(short, text[:, :kept], rtol=1e-4, atol=1e-5)
 
 
 def test_minilm_path_without_package(monkeypatch: pytest.MonkeyPatch):
@@ -308,9 +319,7 @@ def test_vision_weights_that_do_not_fit_are_an_error(tmp_path):
     other = timm.create_model("convnext_atto", dims=(8, 16, 32, 64), depths=(1, 1, 1, 1))
     torch.save(other.state_dict(), tmp_path / "other.pth")
     with pytest.raises(ValueError, match="other.pth"):
-        VisionEncoder("convnext_atto", 16, weights=tmp_path / "other.pth",
-                      model_kwargs={"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)})
+        VisionEncoder("convnext_atto", 16, weights=tmp_path / "other.pth", model_kwargs=TINY_CONVNEXT)
     torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "foreign.pth")
     with pytest.raises(ValueError, match=r"foreign\.pth.*foo\.weight"):
-        VisionEncoder("convnext_atto", 16, weights=tmp_path / "foreign.pth",
-                      model_kwargs={"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)})
+        VisionEncoder("convnext_atto", 16, weights=tmp_path / "foreign.pth", model_kwargs=TINY_CONVNEXT)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,17 +15,15 @@ import torch.multiprocessing as mp
 from uncertainty_rrsis.training import TrainConfig, Trainer, build_arg_parser, init_distributed
 from uncertainty_rrsis.training.checkpoint import find_checkpoint
 
+from helpers.tiny import tiny_model_overrides
+
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "examples"))
 
 
 def tiny_train_config(tmp: Path, bert_dir: Path, **changes) -> TrainConfig:
-    model = {
-        "vision": {"name": "convnext_atto", "model_kwargs": {"dims": [16, 32, 64, 128], "depths": [1, 1, 1, 1]}},
-        "text": {"name": str(bert_dir), "pretrained": True, "freeze": False},
-        "decoder": {"num_layers": 1, "num_heads": 4, "num_points": 2, "ffn_dim": 32, "num_mask_layers": 1},
-        "dim": 32, "fusion_heads": 4, "refine_hidden_dim": 8, "image_size": 64,
-    }
+    model = tiny_model_overrides(bert_dir)
+    model["text"] = {**model["text"], "freeze": False}  # trained, so DDP sees every parameter in use
+    model["image_size"] = 64
     base = dict(dataset="synthetic", cache_dir=str(tmp / "cache"), synthetic_train=16, synthetic_val=5,
                 synthetic_test=7, batch_size=4, epochs=2, lr=1e-3, unc_warmup_steps=2,
                 output_dir=str(tmp / "run"), checkpoint_every=3, panels=2, progress=False, tensorboard=False,
@@ -40,6 +38,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_short_run_writes_the_run_folder(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir)
     results = Trainer(cfg).fit()
@@ -64,13 +63,14 @@ def test_short_run_writes_the_run_folder(tmp_path, tiny_bert_dir):
     assert config["train"]["batch_size"] == 4 and config["model"]["dim"] == 32
 
 
+@pytest.mark.slow
 def test_evaluate_script_matches_training_evaluation(tmp_path, tiny_bert_dir):
-    import evaluate as evaluate_script
+    evaluate_script = runpy.run_path(str(REPO / "examples" / "evaluate.py"), run_name="evaluate_example")
 
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1)
     results = Trainer(cfg).fit()
     best = Path(cfg.output_dir) / "checkpoints" / "best"
-    again = evaluate_script.main([str(best), "--device", "cpu", "--no-progress", "--panels", "1",
+    again = evaluate_script["main"]([str(best), "--device", "cpu", "--no-progress", "--panels", "1",
                                   "--output-dir", str(tmp_path / "eval")])
     for key in ("oIoU", "mIoU", "Pr@0.5", "count", "unc/AUROC"):
         assert again["test"][key] == pytest.approx(results["test"][key], abs=1e-9)
@@ -91,6 +91,7 @@ class _KillAt:
         return out
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path, tiny_bert_dir):
     straight = tiny_train_config(tmp_path / "a", tiny_bert_dir, checkpoint_every=100, eval_splits="")
     Trainer(straight).fit()
@@ -127,6 +128,7 @@ def _ddp_worker(rank: int, world: int, store: str, cfg_dict: dict, out: str) -> 
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_process_gloo_training_and_exact_evaluation(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, panels=0)
@@ -156,6 +158,7 @@ def test_bad_data_root_is_a_clear_error(tmp_path, tiny_bert_dir):
     assert "img_rgb" in str(info.value)
 
 
+@pytest.mark.slow
 def test_corrupt_image_names_its_file(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir)
     trainer = Trainer(cfg)

@@ -114,12 +114,19 @@ def test_gradients_reach_every_parameter():
     data=st.data(),
 )
 def test_shapes_property(batch, dim, text_dim, length, height, width, data):
+    """Any sizes and padding: Eq. 3 position by position for sample 0, and every sample alone
+    equals its row of the batch."""
     rus = ReferringUncertaintyScorer(dim, text_dim=text_dim, hidden_dim=data.draw(st.sampled_from([None, 3])))
     pad = torch.tensor(data.draw(st.lists(st.lists(st.booleans(), min_size=length, max_size=length),
                                           min_size=batch, max_size=batch)))
-    out = rus(torch.randn(batch, dim, height, width), torch.randn(batch, length, text_dim or dim), pad)
+    visual, text = torch.randn(batch, dim, height, width), torch.randn(batch, length, text_dim or dim)
+    out = rus(visual, text, pad)
     assert out.shape == (batch, 1, height, width)
     assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[:1], reference_rus(rus, visual[:1], text[:1], pad[:1]), rtol=1e-4, atol=1e-5)
+    for i in range(1, batch):
+        alone = rus(visual[i : i + 1], text[i : i + 1], pad[i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], alone, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(

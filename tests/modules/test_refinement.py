@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 
 from uncertainty_rrsis import UncertaintyDrivenRefinement
 
+from helpers.reference import gaussian_blur_by_hand
+
 
 def blur3(x):
     """Gaussian 3x3 blur (sigma 0.8) with replicate padding, by hand."""
@@ -28,6 +30,17 @@ def perturb_(module, scale=0.3):
     with torch.no_grad():
         for p in module.parameters():
             p.add_(scale * torch.randn_like(p))
+
+
+@torch.no_grad()
+def reference_udlr(udlr, feat, coarse, unc):
+    """Eq. 13-16 with plain torch ops (bilinear resizes, blur, soft mask, the head R)."""
+    size = coarse.shape[-2:]
+    up = torch.sigmoid(F.interpolate(unc, size=size, mode="bilinear", align_corners=False))
+    blurred = gaussian_blur_by_hand(up, udlr.blur_kernel_size) if udlr.blur_kernel_size else up
+    m = torch.sigmoid((blurred - udlr.tau) / udlr.temperature)
+    f = F.interpolate(feat, size=size, mode="bilinear", align_corners=False)
+    return coarse + m * udlr.head(torch.cat([f, coarse, up], 1))
 
 
 @pytest.mark.parametrize("blur", [3, None])
@@ -112,11 +125,17 @@ def test_high_uncertainty_refines_low_uncertainty_keeps():
     blur=st.sampled_from([None, 1, 3, 5]),
 )
 def test_shapes_property(batch, feature_dim, size, feat_size, unc_size, blur):
+    """Any sizes: identity at init, then (perturbed) the equations written with plain torch ops."""
     udlr = UncertaintyDrivenRefinement(feature_dim, hidden_dim=4, blur_kernel_size=blur)
-    out = udlr(torch.randn(batch, feature_dim, *feat_size), torch.randn(batch, 1, *size),
-               torch.randn(batch, 1, *unc_size))
-    assert out.shape == (batch, 1, *size) and torch.isfinite(out).all()
-    assert udlr.soft_mask(torch.randn(batch, 1, *unc_size), size).shape == (batch, 1, *size)
+    feat, coarse = torch.randn(batch, feature_dim, *feat_size), torch.randn(batch, 1, *size)
+    unc = 2 * torch.randn(batch, 1, *unc_size)
+    assert torch.equal(udlr(feat, coarse, unc), coarse)  # the last conv of R starts at zero
+    perturb_(udlr)
+    out = udlr(feat, coarse, unc)
+    assert out.shape == (batch, 1, *size)
+    torch.testing.assert_close(out, reference_udlr(udlr, feat, coarse, unc), rtol=1e-4, atol=1e-5)
+    mask = udlr.soft_mask(unc, size)
+    assert mask.shape == (batch, 1, *size) and ((mask > 0) & (mask < 1)).all()
 
 
 def test_constructor_errors():

@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from uncertainty_rrsis import OnlineErrorLoss
 
+from helpers.reference import gaussian_blur_by_hand
 
-def reference_loss(unc, seg, target, *, lam=1.0, delta=0.5, eps=1e-6):
-    """Eq. 4-8 sample by sample, pixel by pixel, with z = e (no blur)."""
+
+def reference_loss(unc, seg, target, *, lam=1.0, delta=0.5, eps=1e-6, blur=None):
+    """Eq. 4-8 sample by sample, pixel by pixel; z = e, or e blurred with a ``blur``-tap Gaussian."""
     b, _, h, w = target.shape
     u = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False)
     p = F.interpolate(seg, size=(h, w), mode="bilinear", align_corners=False)
@@ -24,16 +26,17 @@ def reference_loss(unc, seg, target, *, lam=1.0, delta=0.5, eps=1e-6):
         union = sum(pred[y][x] or gt[y][x] for y in range(h) for x in range(w))
         iou = inter / union if union else 1.0
         w_sample = 1 + lam * (iou < delta)
-        err = [[pred[y][x] != gt[y][x] for x in range(w)] for y in range(h)]
-        n1 = sum(map(sum, err))
+        err = torch.tensor([[float(pred[y][x] != gt[y][x]) for x in range(w)] for y in range(h)], dtype=torch.float64)
+        z = (gaussian_blur_by_hand(err[None, None], blur)[0, 0] if blur else err).tolist()
+        n1 = sum(map(sum, z))
         n0 = h * w - n1
         ratio = (n0 + eps) / (n1 + eps)
         for y in range(h):
             for x in range(w):
-                z = float(err[y][x])
                 logit = float(u[i, 0, y, x])
-                bce = -(z * math.log(1 / (1 + math.exp(-logit))) + (1 - z) * math.log(1 / (1 + math.exp(logit))))
-                total += w_sample * (ratio if z else 1.0) * bce
+                bce = -(z[y][x] * math.log(1 / (1 + math.exp(-logit)))
+                        + (1 - z[y][x]) * math.log(1 / (1 + math.exp(logit))))
+                total += w_sample * (1 + z[y][x] * (ratio - 1)) * bce
     return total / (b * h * w)
 
 
@@ -120,12 +123,12 @@ def test_warmup_returns_attached_zero():
     channel_axis=st.booleans(),
 )
 def test_shapes_property(batch, unc_size, seg_size, target_size, blur, channel_axis):
+    """Any sizes, either target layout, with or without the blur: Eq. 4-8 pixel by pixel."""
     target = torch.rand(batch, *target_size) > 0.5
-    if channel_axis:
-        target = target[:, None]
-    value = OnlineErrorLoss(blur_kernel_size=blur)(torch.randn(batch, 1, *unc_size),
-                                                   torch.randn(batch, 1, *seg_size), target)
+    unc, seg = torch.randn(batch, 1, *unc_size).double(), torch.randn(batch, 1, *seg_size).double()
+    value = OnlineErrorLoss(blur_kernel_size=blur)(unc, seg, target[:, None] if channel_axis else target)
     assert value.shape == () and torch.isfinite(value) and value >= 0
+    assert math.isclose(value.item(), reference_loss(unc, seg, target[:, None], blur=blur), rel_tol=1e-6)
 
 
 U, S, T = torch.randn(2, 1, 3, 3), torch.randn(2, 1, 6, 6), torch.rand(2, 6, 6) > 0.5

@@ -120,13 +120,24 @@ def test_all_padding_row_is_finite_and_leaves_visual():
     data=st.data(),
 )
 def test_shapes_property(batch, heads_and_dim, text_dim, length, size, unc_size, data):
+    """Any sizes and padding: LayerNorm of the input at init; then (perturbed) the per-position
+    equations for sample 0, and every sample alone equals its row of the batch."""
     heads, dim = heads_and_dim
     ugf = UncertaintyGatedFusion(dim, text_dim=text_dim, num_heads=heads)
     pad = torch.tensor(data.draw(st.lists(st.lists(st.booleans(), min_size=length, max_size=length),
                                           min_size=batch, max_size=batch)))
-    out = ugf(torch.randn(batch, dim, *size), torch.randn(batch, length, text_dim or dim),
-              torch.randn(batch, 1, *unc_size), pad)
+    visual, text = torch.randn(batch, dim, *size), torch.randn(batch, length, text_dim or dim)
+    unc = torch.randn(batch, 1, *unc_size)
+    out = ugf(visual, text, unc, pad)
     assert out.shape == (batch, dim, *size) and torch.isfinite(out).all()
+    torch.testing.assert_close(out, F.layer_norm(visual.permute(0, 2, 3, 1), (dim,)).permute(0, 3, 1, 2))
+    perturb_(ugf)
+    out = ugf(visual, text, unc, pad)
+    torch.testing.assert_close(out[:1], reference_ugf(ugf, visual[:1], text[:1], unc[:1], pad[:1]),
+                               rtol=1e-4, atol=1e-5)
+    for i in range(1, batch):
+        alone = ugf(visual[i : i + 1], text[i : i + 1], unc[i : i + 1], pad[i : i + 1])
+        torch.testing.assert_close(out[i : i + 1], alone, rtol=1e-4, atol=1e-5)
 
 
 def test_constructor_errors():

@@ -344,8 +344,13 @@ def test_custom_unpack_can_supply_the_mask_feature():
 
     model = RiskGuidedDecoder(decoder, WIDTHS, text_dim=TEXT_DIM, num_heads=HEADS, call=call_coarsest_first,
                               unpack=unpack, mask_feature_dim=32)
+    with torch.no_grad():
+        model.refinement.head[-1].weight.normal_()  # UDLR acts: its output depends on F
     out = model(features, text, pad)
     assert out.refine_mask.shape == (B, 1, 16, 16)
+    expected = model.refinement(captured["f"], out.coarse_logits, out.uncertainty)
+    torch.testing.assert_close(out.logits, expected)
+    assert (out.logits - out.coarse_logits).abs().max() > 1e-3
 
 
 def test_keep_mask_call_passes_the_hugging_face_convention():

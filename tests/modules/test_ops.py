@@ -74,4 +74,10 @@ def test_blur_gradient_matches_reference():
 def test_resize_logits_returns_input_at_same_size_and_resizes_otherwise():
     x = torch.randn(1, 1, 4, 4)
     assert resize_logits(x, (4, 4)) is x
-    assert resize_logits(x, (8, 6)).shape == (1, 1, 8, 6)
+    up = resize_logits(x, (8, 6))
+    assert up.shape == (1, 1, 8, 6)
+    torch.testing.assert_close(up, F.interpolate(x, size=(8, 6), mode="bilinear", align_corners=False))
+    # bilinear, align_corners=False: doubling the height puts output row 1 a quarter of the way
+    # from input row 0 to input row 1 (pixel centres at 0.75 and 0.25 / 1.25)
+    column = resize_logits(torch.tensor([[[[0.0], [4.0]]]]), (4, 1))
+    assert column.flatten().tolist() == [0.0, 1.0, 3.0, 4.0]

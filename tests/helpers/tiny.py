@@ -1,0 +1,78 @@
+"""The one tiny reference-model setting of the tests: a random 2-layer BERT (hidden 32), a
+ConvNeXt with four one-block stages and a width-32 decoder; nothing is downloaded.
+
+``tests/conftest.py`` turns these into session fixtures (``tiny_bert_dir``, ``tiny_tokenizer``,
+``tiny_config``); tests that need the settings without a fixture import them from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TINY_VOCAB", "TINY_BERT", "TINY_CONVNEXT", "TINY_SENTENCES",
+    "save_tiny_bert", "tiny_model_overrides", "tiny_config",
+]
+
+#: Word list of the tiny tokenizer (BERT special tokens first).
+TINY_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
+    "the a small large white red ship car plane tree building road left right of at on in near "
+    "pier harbor house field river bridge top bottom corner next to two one roof green"
+).split()
+
+#: Hugging Face config of the random tiny BERT.
+TINY_BERT = {
+    "model_type": "bert",
+    "vocab_size": 64,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 32,
+}
+
+#: timm ``model_kwargs`` of the tiny ConvNeXt (``convnext_atto`` with narrower, one-block stages).
+TINY_CONVNEXT = {"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)}
+
+#: Two sentences of different lengths, both within ``TINY_VOCAB``.
+TINY_SENTENCES = ("the small white ship at the left of the pier", "a red car")
+
+
+def save_tiny_bert(folder: Path, *, seed: int = 0) -> Path:
+    """Write a random ``BertModel`` of ``TINY_BERT`` (config.json + model.safetensors) and its
+    tokenizer (``TINY_VOCAB``) into ``folder``; returns ``folder``."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    fields = {k: v for k, v in TINY_BERT.items() if k != "model_type"}
+    torch.manual_seed(seed)
+    BertModel(BertConfig(**fields)).save_pretrained(str(folder))
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(folder))
+    return folder
+
+
+def tiny_model_overrides(text_name: str | Path) -> dict[str, Any]:
+    """The tiny model as config overrides (what ``TrainConfig(model=...)`` merges into a preset).
+
+    ``text_name`` is the folder of the text encoder (e.g. :func:`save_tiny_bert`'s), loaded
+    with ``from_pretrained``. The decoder has width C = 32.
+    """
+    return {
+        "vision": {"name": "convnext_atto", "model_kwargs": dict(TINY_CONVNEXT)},
+        "text": {"name": str(text_name), "pretrained": True},
+        "decoder": {"num_layers": 1, "num_heads": 4, "num_points": 2, "ffn_dim": 64, "num_mask_layers": 1},
+        "dim": 32,
+        "fusion_heads": 4,
+        "refine_hidden_dim": 16,
+    }
+
+
+def tiny_config(text_name: str | Path, *, image_size: int = 64):
+    """A Full CroBIM-U config small enough for CPU tests: the library defaults with
+    :func:`tiny_model_overrides` at ``image_size`` pixels."""
+    from uncertainty_rrsis.models import CroBIMUConfig
+
+    return CroBIMUConfig().replace(**tiny_model_overrides(text_name), image_size=image_size)
