@@ -20,6 +20,7 @@ import traceback
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -45,15 +46,19 @@ def _caller(limit: int = 40) -> str:
     return "?"
 
 
+_REPO = Path(__file__).resolve().parents[1]
+
+
 def _short_path(path: str) -> str:
-    path = path.replace("\\", "/")
+    """A path without the machine's part: relative to the repository, or to site-packages."""
+    resolved = Path(path).resolve()
+    posix = resolved.as_posix()
     for anchor in ("site-packages/", "dist-packages/"):
-        if anchor in path:
-            return path.split(anchor, 1)[1]
-    for anchor in ("uncertainty_rrsis/", "benchmarks/", "tests/", "examples/"):
-        if anchor in path:
-            return anchor + path.split(anchor, 1)[1]
-    return path.rsplit("/", 1)[-1]
+        if anchor in posix:
+            return posix.rsplit(anchor, 1)[1]
+    if resolved.is_relative_to(_REPO):
+        return resolved.relative_to(_REPO).as_posix()
+    return resolved.name
 
 
 class SyncProneOps(TorchDispatchMode):

@@ -32,8 +32,8 @@ def test_the_probe_finds_what_would_synchronise():
     hits = count_sync_prone(lambda: (x.sum().item(), bool(x.max() > 0), x.nonzero(), torch.tensor([1.0, 2.0])))
     ops = {h["op"] for h in hits}
     assert ops == {"_local_scalar_dense", "nonzero", "lift_fresh"}, hits
-    # the probe names this file and line (the folder part depends on where the checkout lives)
-    assert all(h["where"].endswith(f"modules/test_host_syncs.py:{line}") for h in hits), hits
+    # the probe names this file, relative to the repository, and the line
+    assert all(h["where"] == f"tests/modules/test_host_syncs.py:{line}" for h in hits), hits
     assert sum(h["count"] for h in hits if h["op"] == "_local_scalar_dense") == 2, hits  # .item() and bool()
 
 
