@@ -19,19 +19,20 @@ def _data():
     g = torch.Generator().manual_seed(123)
     gt = torch.rand(N_SAMPLES, 9, 7, generator=g) < 0.4
     pred = gt ^ (torch.rand(N_SAMPLES, 9, 7, generator=g) < 0.2)
-    unc = torch.rand(N_SAMPLES, 9, 7, generator=g)
+    unc = torch.randn(N_SAMPLES, 1, 3, 2, generator=g)  # uncertainty logits on a coarse grid
+    logits = (pred.float() * 2 - 1)[:, None] * (0.5 + torch.rand(N_SAMPLES, 1, 9, 7, generator=g))
     tags = [{"category": ["ship", "road", "tank"][i % 3], "thin": i % 2 == 0} for i in range(N_SAMPLES)]
     if N_SAMPLES > 5:
         tags[5]["rare"] = "only-on-rank-1"  # a group one rank never sees
-    return pred, gt, unc, tags
+    return pred, gt, unc, logits, tags
 
 
 def _evaluate(indices):
-    pred, gt, unc, tags = _data()
+    pred, gt, unc, logits, tags = _data()
     seg, unq = ReferringSegmentationMetrics(), UncertaintyQualityMetrics(bins=64)
-    for i in indices:  # batches of one and of two
+    for i in indices:  # batches of one
         seg.update(pred[i : i + 1], gt[i : i + 1], tags=[tags[i]])
-        unq.update(unc[i : i + 1], pred[i : i + 1] != gt[i : i + 1])
+        unq.update_from_batch(unc[i : i + 1], logits[i : i + 1], {"mask": gt[i : i + 1], "tags": [tags[i]]})
     return seg, unq
 
 
@@ -43,7 +44,8 @@ def _worker(rank, init_file, out_file):
         unq.sync()
         if rank == 0:
             torch.save(
-                {"seg": seg.compute(), "parts": seg.compute_breakdown(), "unq": unq.compute()}, out_file
+                {"seg": seg.compute(), "parts": seg.compute_breakdown(), "unq": unq.compute(),
+                 "unq_parts": unq.compute_breakdown()}, out_file
             )
     finally:
         dist.destroy_process_group()
@@ -63,5 +65,11 @@ def test_two_process_sync_matches_single_process(tmp_path):
     for key, value in seg.compute_breakdown().items():
         assert got["parts"][key] == pytest.approx(value, abs=1e-12)
     single = unq.compute()
+    assert single["failure/count"] == N_SAMPLES and "margin_pooled/AUROC" in single
     for key, value in single.items():
-        assert math.isclose(got["unq"][key], value, abs_tol=1e-12), key
+        assert math.isclose(got["unq"][key], value, abs_tol=1e-12) or (math.isnan(value) and math.isnan(got["unq"][key])), key
+    parts = unq.compute_breakdown()
+    assert got["unq_parts"].keys() == parts.keys() and got["unq_parts"]["rare=only-on-rank-1"]["failure/count"] == 1
+    for group, values in parts.items():
+        for key, value in values.items():
+            assert math.isclose(got["unq_parts"][group][key], value, abs_tol=1e-12) or math.isnan(value), (group, key)
