@@ -67,9 +67,11 @@ def test_two_process_sync_matches_single_process(tmp_path):
     single = unq.compute()
     assert single["failure/count"] == N_SAMPLES and "margin_pooled/AUROC" in single
     for key, value in single.items():
-        assert math.isclose(got["unq"][key], value, abs_tol=1e-12) or (math.isnan(value) and math.isnan(got["unq"][key])), key
+        both_nan = math.isnan(value) and math.isnan(got["unq"][key])
+        assert both_nan or math.isclose(got["unq"][key], value, abs_tol=1e-12), key
     parts = unq.compute_breakdown()
-    assert got["unq_parts"].keys() == parts.keys() and got["unq_parts"]["rare=only-on-rank-1"]["failure/count"] == 1
+    assert got["unq_parts"].keys() == parts.keys()
+    assert got["unq_parts"]["rare=only-on-rank-1"]["failure/count"] == 1
     for group, values in parts.items():
         for key, value in values.items():
             assert math.isclose(got["unq_parts"][group][key], value, abs_tol=1e-12) or math.isnan(value), (group, key)
