@@ -2,7 +2,7 @@
 
 Data flow (paper Fig. 2)::
 
-    features[-1] --RUS--> U
+    features[score_level] --RUS--> U          (score_level -1: the coarsest level, as in the paper)
     features[i] --UGF(U)--> features[i]              for i in fused_levels
       or: output of decoder.<name> --UGF(U)--> ...   for name in fuse_at (forward hooks)
     call(decoder, features, text, mask) --unpack--> P_fg (and F)
@@ -81,8 +81,8 @@ def _submodule(decoder: nn.Module, name: str, argument: str) -> nn.Module:
 class RiskGuidedDecoder(nn.Module):
     """Wraps a referring-segmentation decoder with the CroBIM-U uncertainty modules.
 
-    RUS scores the last (coarsest) feature level against the text and gives the uncertainty
-    logits ``U``; UGF injects language into visual maps, gated by ``U``; the decoder runs; UDLR
+    RUS scores the last (coarsest) feature level against the text (or ``score_level``) and gives
+    the uncertainty logits ``U``; UGF injects language into visual maps, gated by ``U``; the decoder runs; UDLR
     corrects its foreground logits where ``U`` is high. The decoder is used as it is:
 
     * ``call(decoder, features, text, text_padding_mask)`` runs it (default
@@ -118,6 +118,8 @@ class RiskGuidedDecoder(nn.Module):
         text_dim: width of ``text``; defaults to ``dim`` when ``dim`` is an int, required otherwise.
         fused_levels: indices into ``features`` that UGF updates (default ``(1, 2, 3)``, or none
             when ``fuse_at`` is given).
+        score_level: the entry of ``features`` RUS scores: ``-1``, the coarsest (stride 32), as in
+            the paper; a finer level gives ``U`` more cells (an option beyond the paper).
         fuse_at: dotted names of decoder submodules whose outputs UGF updates through hooks.
         fusion_dim: channels of the ``fuse_at`` outputs; defaults to ``dim`` when it is an int.
         call: ``callable(decoder, features, text, text_padding_mask) -> raw output``.
@@ -135,7 +137,8 @@ class RiskGuidedDecoder(nn.Module):
     Attributes:
         dim (int or tuple[int, ...]): ``dim`` as given (a tuple for per-level widths).
         level_dims (tuple[int, ...] or None): the per-level widths; None when ``dim`` is an int.
-        scorer_dim (int): width of the level RUS scores (the last one).
+        score_level (int): the entry of ``features`` RUS scores (-1: the last, coarsest one).
+        scorer_dim (int): width of the level RUS scores.
         text_dim (int): width of ``text``.
         fusion_dim (int or None): width of the ``fuse_at`` outputs.
         mask_feature_dim (int): channels of the mask feature ``F``.
@@ -147,10 +150,11 @@ class RiskGuidedDecoder(nn.Module):
         refinement (UncertaintyDrivenRefinement or None): UDLR; None when ``use_refinement=False``.
 
     Shapes:
-        - features: list of (B, dim[i], H_i, W_i), finest first; the last is the one RUS scores
+        - features: list of (B, dim[i], H_i, W_i), finest first; RUS scores ``features[score_level]``
         - text: (B, L, text_dim)
         - text_padding_mask: (B, L) bool, True = padding; or None
-        - output: :class:`RiskGuidedOutput`; logits at the resolution the decoder returns
+        - output: :class:`RiskGuidedOutput`; logits at the resolution the decoder returns, ``U`` at
+          the resolution of ``features[score_level]``
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class RiskGuidedDecoder(nn.Module):
         *,
         text_dim: int | None = None,
         fused_levels: Sequence[int] | None = None,
+        score_level: int = -1,
         fuse_at: Sequence[str] | None = None,
         fusion_dim: int | None = None,
         call: DecoderCall | None = None,
@@ -197,10 +202,11 @@ class RiskGuidedDecoder(nn.Module):
                     "of `text`, e.g. 768 for BERT-base): RUS and UGF read the text even when the decoder does not."
                 )
             self.dim: int | tuple[int, ...] = self.level_dims
-            self.scorer_dim = self.level_dims[-1]
         else:
             self.level_dims = None
-            self.dim = self.scorer_dim = int(dim)
+            self.dim = int(dim)
+        self.score_level = self._level_index(int(score_level), "score_level")
+        self.scorer_dim = self._width(self.score_level)
         self.text_dim = int(text_dim) if text_dim is not None else self.scorer_dim
         self.fuse_at = tuple(fuse_at or ())
         if self.fuse_at and fused_levels is not None and tuple(fused_levels):
@@ -216,7 +222,7 @@ class RiskGuidedDecoder(nn.Module):
         self.fusion_dim = (int(fusion_dim) if fusion_dim is not None else self.scorer_dim) if self.fuse_at else None
         if fused_levels is None:
             fused_levels = () if self.fuse_at else (1, 2, 3)
-        self.fused_levels = tuple(self._level_index(int(i)) for i in fused_levels)
+        self.fused_levels = tuple(self._level_index(int(i), "fused_levels") for i in fused_levels)
         if mask_feature_dim is not None:
             self.mask_feature_dim = int(mask_feature_dim)
         elif self.fusion_dim is not None:
@@ -266,19 +272,19 @@ class RiskGuidedDecoder(nn.Module):
 
     # ---- construction helpers ----------------------------------------------------------------
 
-    def _level_index(self, index: int) -> int:
-        """A fused level, made non-negative when the number of levels is known (per-level widths)."""
+    def _level_index(self, index: int, argument: str) -> int:
+        """A level index, made non-negative when the number of levels is known (per-level widths)."""
         if self.level_dims is None:
             return index
         n = len(self.level_dims)
         if not -n <= index < n:
             raise ValueError(
-                f"RiskGuidedDecoder: fused_levels index {index} is outside the {n} levels of dim={self.level_dims}."
+                f"RiskGuidedDecoder: {argument} index {index} is outside the {n} levels of dim={self.level_dims}."
             )
         return index % n
 
     def _width(self, level: int) -> int:
-        return self.level_dims[level] if self.level_dims is not None else self.scorer_dim
+        return self.level_dims[level] if self.level_dims is not None else self.dim
 
     # ---- hooks ---------------------------------------------------------------------------------
 
@@ -322,6 +328,10 @@ class RiskGuidedDecoder(nn.Module):
                     f"{owner}: `features[{i}]` must have {expected} channels ({source}); got {int(feat.shape[1])} "
                     f"(shape {tuple(feat.shape)}). Give `dim` the widths of your levels, finest first."
                 )
+        if self.scorer is not None and not -len(features) <= self.score_level < len(features):
+            raise ValueError(
+                f"{owner}: score_level {self.score_level} is beyond the {len(features)} feature levels given."
+            )
         bad = [i for i in self.fused_levels if not -len(features) <= i < len(features)]
         if self.use_fusion and bad:
             raise ValueError(
@@ -386,7 +396,7 @@ class RiskGuidedDecoder(nn.Module):
         features = list(features)
         uncertainty = None
         if self.scorer is not None:
-            uncertainty = self.scorer(features[-1], text, text_padding_mask)
+            uncertainty = self.scorer(features[self.score_level], text, text_padding_mask)
         if self.fusion is not None and self.fused_levels:
             features = self._fuse_levels(features, text, uncertainty, text_padding_mask)
         coarse, mask_feature = self._run_decoder(features, text, text_padding_mask, uncertainty)

@@ -248,8 +248,17 @@ class CroBIMUConfig(_ConfigBase):
         use_fusion: add UGF (paper Eq. 9-12); with ``use_refinement`` the four ablation rows.
         use_refinement: add UDLR (paper Eq. 13-16).
         fused_levels: feature levels (0 = stride 4 ... 3 = stride 32) that UGF updates.
+        score_level: the feature level RUS scores (-1 = stride 32, the paper's; a finer level is an
+            option beyond the paper).
         fusion_heads: attention heads of UGF.
+        fusion_dropout: dropout on UGF's update ``Delta V`` (Eq. 10; the paper gives no value).
         refine_hidden_dim: hidden width of UDLR's refinement head.
+        refine_tau: threshold ``tau`` of UDLR's soft mask (Eq. 13; the paper gives no value).
+        refine_temperature: temperature ``t`` of UDLR's soft mask (Eq. 13; no value in the paper).
+        refine_blur_kernel_size: odd kernel size of the optional ``Blur`` of ``U^p`` in Eq. 13;
+            None turns the blur off.
+        refine_mask_source: what UDLR's mask thresholds: ``"uncertainty"`` (``U^p``, the paper),
+            ``"margin"`` or ``"max"`` of the two (options beyond the paper).
         size_divisor: inputs are padded (bottom / right, with zeros) to a multiple of this and
             the logits are cropped back to the input size.
         pad_input: ``False`` raises a ``ValueError`` instead of padding.
@@ -265,8 +274,14 @@ class CroBIMUConfig(_ConfigBase):
     use_fusion: bool = True
     use_refinement: bool = True
     fused_levels: tuple[int, ...] = (1, 2, 3)
+    score_level: int = -1
     fusion_heads: int = 8
+    fusion_dropout: float = 0.0
     refine_hidden_dim: int = 64
+    refine_tau: float = 0.5
+    refine_temperature: float = 0.1
+    refine_blur_kernel_size: int | None = 3
+    refine_mask_source: str = "uncertainty"
     size_divisor: int = 32
     pad_input: bool = True
 
@@ -282,6 +297,15 @@ class CroBIMUConfig(_ConfigBase):
         for name, heads in (("decoder.num_heads", self.decoder.num_heads), ("fusion_heads", self.fusion_heads)):
             if self.dim % heads:
                 raise ValueError(f"CroBIMUConfig: `dim`={self.dim} must be divisible by `{name}`={heads}.")
+        if not -4 <= self.score_level < 4:
+            raise ValueError(
+                f"CroBIMUConfig: `score_level` must index the 4 feature levels (-4..3); got {self.score_level}."
+            )
+        if self.refine_mask_source not in ("uncertainty", "margin", "max"):
+            raise ValueError(
+                "CroBIMUConfig: `refine_mask_source` must be 'uncertainty', 'margin' or 'max'; "
+                f"got {self.refine_mask_source!r}."
+            )
         if len(self.vision.out_indices) != 4:
             raise ValueError(
                 "CroBIMUConfig: the reference decoder needs four feature levels (strides 4, 8, 16, 32); "

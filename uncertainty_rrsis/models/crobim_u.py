@@ -132,10 +132,18 @@ class CroBIMU(nn.Module):
             mask_decoder,
             config.dim,
             fused_levels=config.fused_levels,
+            score_level=config.score_level,
             use_fusion=config.use_fusion,
             use_refinement=config.use_refinement,
             num_heads=config.fusion_heads,
             refine_hidden_dim=config.refine_hidden_dim,
+            fusion_kwargs={"dropout": config.fusion_dropout},
+            refinement_kwargs={
+                "tau": config.refine_tau,
+                "temperature": config.refine_temperature,
+                "blur_kernel_size": config.refine_blur_kernel_size,
+                "mask_source": config.refine_mask_source,
+            },
             **factory,
         )
         trust_inputs(self.vision, self.text, self.decoder)  # CroBIMU checks at its entry

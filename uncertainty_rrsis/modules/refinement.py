@@ -14,7 +14,10 @@ from torch import nn
 from .._checks import check_channels, check_rank, check_same_batch, checks_enabled
 from .._ops import gaussian_blur, gaussian_taps, resize_logits
 
-__all__ = ["UncertaintyDrivenRefinement"]
+__all__ = ["UncertaintyDrivenRefinement", "MASK_SOURCES"]
+
+#: What the soft mask ``M`` can threshold (see ``mask_source``).
+MASK_SOURCES: tuple[str, ...] = ("uncertainty", "margin", "max")
 
 
 class UncertaintyDrivenRefinement(nn.Module):
@@ -39,6 +42,9 @@ class UncertaintyDrivenRefinement(nn.Module):
         tau: threshold of the soft mask (Eq. 13).
         temperature: temperature ``t`` of the soft mask (> 0).
         blur_kernel_size: odd Gaussian kernel size of ``Blur``; None disables the blur.
+        mask_source: what ``M`` thresholds: ``"uncertainty"`` (``U^p``, the paper's Eq. 13),
+            ``"margin"`` (the margin of the coarse logits, ``1 - |2 sigmoid(P_fg) - 1|``, an option
+            beyond the paper) or ``"max"`` (the larger of the two at each pixel).
         device, dtype: factory arguments.
 
     Attributes:
@@ -47,6 +53,7 @@ class UncertaintyDrivenRefinement(nn.Module):
         tau (float): threshold of the soft mask.
         temperature (float): temperature of the soft mask.
         blur_kernel_size (int or None): kernel size of ``Blur``; None when the blur is off.
+        mask_source (str): what ``M`` thresholds (``"uncertainty"``, ``"margin"`` or ``"max"``).
 
     Shapes:
         - mask_feature: (B, feature_dim, Hf, Wf), resized bilinearly to (H, W) when it differs
@@ -63,6 +70,7 @@ class UncertaintyDrivenRefinement(nn.Module):
         tau: float = 0.5,
         temperature: float = 0.1,
         blur_kernel_size: int | None = 3,
+        mask_source: str = "uncertainty",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -70,12 +78,17 @@ class UncertaintyDrivenRefinement(nn.Module):
         self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         if temperature <= 0:
             raise ValueError(f"UncertaintyDrivenRefinement: temperature must be > 0; got {temperature}.")
+        if mask_source not in MASK_SOURCES:
+            raise ValueError(
+                f"UncertaintyDrivenRefinement: mask_source must be one of {MASK_SOURCES}; got {mask_source!r}."
+            )
         factory = {"device": device, "dtype": dtype}
         self.feature_dim = int(feature_dim)
         self.hidden_dim = int(hidden_dim)
         self.tau = float(tau)
         self.temperature = float(temperature)
         self.blur_kernel_size = None if blur_kernel_size is None else int(blur_kernel_size)
+        self.mask_source = mask_source
         self.blur_taps = gaussian_taps(self.blur_kernel_size or 1)
         self.head = nn.Sequential(  # R of Eq. 15
             nn.Conv2d(self.feature_dim + 2, self.hidden_dim, 3, padding=1, **factory),
@@ -95,13 +108,26 @@ class UncertaintyDrivenRefinement(nn.Module):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
-    def soft_mask(self, uncertainty: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """Eq. 13-14: the detached soft refinement mask ``M`` of shape ``(B, 1, *size)``, in (0, 1)."""
+    def soft_mask(
+        self, uncertainty: torch.Tensor, size: Sequence[int], coarse_logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Eq. 13-14: the detached soft refinement mask ``M`` of shape ``(B, 1, *size)``, in (0, 1).
+
+        ``coarse_logits`` (B, 1, *size) are needed only when ``mask_source`` reads the margin.
+        """
         with torch.no_grad():
             logits = resize_logits(uncertainty, size)
             if logits.dtype in (torch.float16, torch.bfloat16):
                 logits = logits.float()
             prob = torch.sigmoid(logits)
+            if self.mask_source != "uncertainty":
+                if coarse_logits is None:
+                    raise ValueError(
+                        f"UncertaintyDrivenRefinement: mask_source={self.mask_source!r} reads the margin of the "
+                        "coarse logits; pass coarse_logits to soft_mask()."
+                    )
+                margin = 1.0 - (2.0 * torch.sigmoid(coarse_logits.float()) - 1.0).abs()
+                prob = margin if self.mask_source == "margin" else torch.maximum(prob, margin)
             if self.blur_kernel_size is not None:
                 prob = gaussian_blur(prob, self.blur_taps)
             mask = torch.sigmoid((prob - self.tau) / self.temperature)
@@ -141,12 +167,13 @@ class UncertaintyDrivenRefinement(nn.Module):
         size = coarse_logits.shape[-2:]
         feature = resize_logits(mask_feature, size)
         prob = torch.sigmoid(resize_logits(uncertainty, size))  # U^p
-        mask = self.soft_mask(uncertainty, size)  # M, no gradient
+        mask = self.soft_mask(uncertainty, size, coarse_logits)  # M, no gradient
         delta = self.head(torch.cat([feature, coarse_logits.to(feature.dtype), prob.to(feature.dtype)], dim=1))
         return coarse_logits + mask.to(delta.dtype) * delta, mask
 
     def extra_repr(self) -> str:
         return (
             f"feature_dim={self.feature_dim}, hidden_dim={self.hidden_dim}, tau={self.tau}, "
-            f"temperature={self.temperature}, blur_kernel_size={self.blur_kernel_size}"
+            f"temperature={self.temperature}, blur_kernel_size={self.blur_kernel_size}, "
+            f"mask_source={self.mask_source!r}"
         )
