@@ -13,7 +13,7 @@ from uncertainty_rrsis import OnlineErrorLoss
 from helpers.reference import gaussian_blur_by_hand
 
 
-def reference_loss(unc, seg, target, *, lam=1.0, delta=0.5, eps=1e-6, blur=None):
+def reference_loss(unc, seg, target, *, lam=1.0, delta=0.5, eps=1e-6, blur=None, pixel_weighting=True):
     """Eq. 4-8 sample by sample, pixel by pixel; z = e, or e blurred with a ``blur``-tap Gaussian."""
     b, _, h, w = target.shape
     u = F.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False)
@@ -36,7 +36,8 @@ def reference_loss(unc, seg, target, *, lam=1.0, delta=0.5, eps=1e-6, blur=None)
                 logit = float(u[i, 0, y, x])
                 bce = -(z[y][x] * math.log(1 / (1 + math.exp(-logit)))
                         + (1 - z[y][x]) * math.log(1 / (1 + math.exp(logit))))
-                total += w_sample * (1 + z[y][x] * (ratio - 1)) * bce
+                w_pixel = 1 + z[y][x] * (ratio - 1) if pixel_weighting else 1.0
+                total += w_sample * w_pixel * bce
     return total / (b * h * w)
 
 
@@ -51,6 +52,15 @@ def test_matches_hand_written_equation(unc_size, seg_size):
     got = OnlineErrorLoss()(unc, seg, target)
     assert got.dtype == torch.float64  # float32 at least; float64 inputs stay float64
     assert math.isclose(got.item(), reference_loss(unc, seg, target), rel_tol=1e-5)
+
+
+def test_without_pixel_weighting_only_the_sample_weight_remains():
+    torch.manual_seed(1)
+    unc, seg = torch.randn(2, 1, 3, 3).double(), torch.randn(2, 1, 6, 6).double()
+    target = torch.rand(2, 1, 6, 6) > 0.7
+    got = OnlineErrorLoss(pixel_weighting=False)(unc, seg, target)
+    assert math.isclose(got.item(), reference_loss(unc, seg, target, pixel_weighting=False), rel_tol=1e-6)
+    assert not math.isclose(got.item(), OnlineErrorLoss()(unc, seg, target).item(), rel_tol=1e-3)
 
 
 def test_prediction_is_logit_above_zero_and_target_forms():

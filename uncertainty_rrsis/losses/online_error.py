@@ -55,6 +55,8 @@ class OnlineErrorLoss(nn.Module):
         eps: ``epsilon`` of the positive/negative balance.
         blur_kernel_size: odd Gaussian kernel to soften ``e`` into ``z``; None keeps ``z = e``.
         warmup_steps: the loss is zero (still attached to the graph) while ``step < warmup_steps``.
+        pixel_weighting: apply ``w_pixel`` of Eq. 8 (default, as in the paper); False weighs every
+            pixel 1 (only ``w_sample`` remains), an option for studying the loss.
 
     Shapes:
         - uncertainty: (B, 1, Hu, Wu) uncertainty logits ``U``
@@ -72,6 +74,7 @@ class OnlineErrorLoss(nn.Module):
         eps: float = 1e-6,
         blur_kernel_size: int | None = None,
         warmup_steps: int = 0,
+        pixel_weighting: bool = True,
     ) -> None:
         super().__init__()
         self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
@@ -80,6 +83,7 @@ class OnlineErrorLoss(nn.Module):
         self.eps = float(eps)
         self.blur_kernel_size = None if blur_kernel_size is None else int(blur_kernel_size)
         self.warmup_steps = int(warmup_steps)
+        self.pixel_weighting = bool(pixel_weighting)
         self.blur_taps = gaussian_taps(self.blur_kernel_size or 1)
 
     def _check(self, uncertainty: torch.Tensor, seg_logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -131,7 +135,7 @@ class OnlineErrorLoss(nn.Module):
             n1 = reduce(z, "b 1 h w -> b 1 1 1", "sum")
             n0 = reduce(1.0 - z, "b 1 h w -> b 1 1 1", "sum")
             ratio = (n0 + self.eps) / (n1 + self.eps)
-            w_pixel = 1.0 + z * (ratio - 1.0)
+            w_pixel = 1.0 + z * (ratio - 1.0) if self.pixel_weighting else torch.ones_like(z)
             weight = rearrange(w_sample, "b -> b 1 1 1") * w_pixel
         bce = F.binary_cross_entropy_with_logits(logits_u, z, reduction="none")
         loss = (weight * bce).mean()
@@ -142,5 +146,6 @@ class OnlineErrorLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"hard_sample_weight={self.hard_sample_weight}, hard_iou_threshold={self.hard_iou_threshold}, "
-            f"blur_kernel_size={self.blur_kernel_size}, warmup_steps={self.warmup_steps}"
+            f"blur_kernel_size={self.blur_kernel_size}, warmup_steps={self.warmup_steps}, "
+            f"pixel_weighting={self.pixel_weighting}"
         )
