@@ -41,6 +41,7 @@ from .evaluation import (
     final_report,
     format_breakdown,
     format_metrics,
+    format_uncertainty,
     forward_batch,
     save_panels,
     text_cost,
@@ -70,7 +71,7 @@ __all__ = [
     # fitting
     "Trainer", "StopOnSignal", "RunLog", "poly_schedule",
     # evaluation
-    "evaluate", "evaluation_loader", "blank_sentences", "forward_batch", "unwrap_model", "format_metrics",
+    "evaluate", "evaluation_loader", "blank_sentences", "forward_batch", "unwrap_model", "format_metrics", "format_uncertainty",
     "format_breakdown", "text_cost", "final_report", "write_metrics", "save_panels", "PROTOCOL",
     # checkpoints and processes
     "save_checkpoint", "load_trainer_state", "find_checkpoint", "atomic_write_text",

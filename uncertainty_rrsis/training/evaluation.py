@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +152,10 @@ def evaluate(
     Returns:
         ``{"oIoU", "mIoU", "Pr@0.5", ..., "Pr@0.9", "count"}`` (fractions in [0, 1]),
         ``"breakdown"`` (per ``tag=value``) when the samples carry tags, and the ``"unc/..."``
-        metrics when ``uncertainty`` and the model outputs an uncertainty map.
+        metrics when ``uncertainty`` and the model outputs an uncertainty map: ``U^p`` and the two
+        margin baselines for error pixels, and failure detection per sample
+        (:class:`~uncertainty_rrsis.metrics.UncertaintyQualityMetrics`), with
+        ``"unc_breakdown"`` (failure detection per ``tag=value``) when the samples carry tags.
     """
     if blank_text and tokenizer is None:
         raise ValueError("evaluate(blank_text=True) needs tokenizer=: the tokenizer that writes the empty sentence")
@@ -184,21 +187,51 @@ def evaluate(
         unc.sync()  # on every rank, also one that saw no batch
         if float(unc.histograms().sum()) > 0:  # a model without an uncertainty map adds nothing
             result.update({f"unc/{k}": v for k, v in unc.compute().items()})
+            unc_breakdown = unc.compute_breakdown()
+            if unc_breakdown:
+                result["unc_breakdown"] = unc_breakdown
     return result
 
 
 def format_metrics(metrics: Mapping[str, Any], *, title: str = "") -> str:
-    """A small fixed-width table of oIoU / mIoU / Pr@t (percent) and the uncertainty metrics."""
+    """A small fixed-width table of oIoU / mIoU / Pr@t (percent) and the uncertainty metrics,
+    ``U^p`` next to the margin baselines."""
     keys = [k for k in ("oIoU", "mIoU", "Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9") if k in metrics]
     head = " ".join(f"{k:>7s}" for k in keys)
     row = " ".join(f"{100 * metrics[k]:7.2f}" for k in keys)
     lines = [title] if title else []
     lines += [head, row]
-    unc = [k for k in metrics if k.startswith("unc/")]
-    if unc:
-        lines.append("  ".join(f"{k[4:]}={metrics[k]:.3f}" for k in unc))
+    if "unc/AUROC" in metrics:
+        lines.append(format_uncertainty(metrics))
     if "count" in metrics:
         lines.append(f"samples: {int(metrics['count'])}")
+    return "\n".join(lines)
+
+
+def format_uncertainty(metrics: Mapping[str, Any]) -> str:
+    """The uncertainty metrics (``unc/...``) as two small tables: error pixels, failed samples."""
+
+    def value(key: str) -> str:
+        x = metrics.get(key)
+        return f"{'-':>12s}" if x is None or x != x else f"{x:12.3f}"
+
+    def row(name: str, keys: Sequence[str]) -> str:
+        return f"  {name:<36s}" + "".join(value(k) for k in keys)
+
+    pixels = int(metrics.get("unc/pixels", 0))
+    lines = [f"error pixels: {100 * metrics.get('unc/error_rate', 0.0):.2f} % of {pixels}",
+             f"  {'score':<36s}{'AUROC':>12s}{'AUPRC':>12s}{'caught@10%':>12s}"]
+    for prefix, name in (("", "U^p (RUS)"), ("margin/", "margin of P"), ("margin_pooled/", "margin on U's grid")):
+        if f"unc/{prefix}AUROC" in metrics:
+            lines.append(row(name, [f"unc/{prefix}{k}" for k in ("AUROC", "AUPRC", "caught@10%")]))
+    if "unc/failure/count" in metrics:
+        lines += [f"failed samples (IoU < 0.5): {100 * metrics['unc/failure/rate']:.1f} % of "
+                  f"{int(metrics['unc/failure/count'])}",
+                  f"  {'score':<36s}{'AUROC':>12s}{'AUPRC':>12s}{'AURC':>12s}"]
+        for key, name in (("u_mask", "mean U^p over the predicted mask"), ("u_image", "mean U^p over the image"),
+                          ("margin", "mean margin over the predicted mask")):
+            lines.append(row(name, [f"unc/failure/{key}/{k}" for k in ("AUROC", "AUPRC", "AURC")]))
+        lines.append(row("oracle / random order", ["", "unc/failure/oracle/AURC", "unc/failure/random/AURC"]))
     return "\n".join(lines)
 
 
