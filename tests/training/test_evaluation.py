@@ -152,8 +152,15 @@ def test_format_metrics_and_breakdown():
     metrics = {"oIoU": 0.5, "mIoU": 0.25, "Pr@0.5": 0.125, "count": 8, "unc/AUROC": 0.75,
                "breakdown": {"thin=true": {"mIoU": 0.5, "oIoU": 0.4, "count": 3}}}
     text = format_metrics(metrics, title="test")
-    assert text.splitlines()[0] == "test" and "50.00" in text and "25.00" in text and "AUROC=0.750" in text
+    assert text.splitlines()[0] == "test" and "50.00" in text and "25.00" in text
+    assert [line for line in text.splitlines() if line.strip().startswith("U^p (RUS)")][0].split()[2] == "0.750"
     assert text.splitlines()[-1] == "samples: 8"
+    full = dict(metrics, **{"unc/margin/AUROC": 0.9, "unc/failure/count": 8, "unc/failure/rate": 0.25,
+                            "unc/failure/u_mask/AUROC": 0.6, "unc/failure/oracle/AURC": 0.1})
+    lines = format_metrics(full).splitlines()
+    assert any(line.split()[-3:] == ["0.900", "-", "-"] for line in lines if "margin of P" in line)
+    assert "failed samples (IoU < 0.5): 25.0 % of 8" in lines
+    assert [line for line in lines if "predicted mask" in line][0].split()[-3] == "0.600"
     assert format_breakdown(metrics) == "  thin=true                    mIoU  50.00  oIoU  40.00  n=3"
 
 
