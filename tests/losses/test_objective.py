@@ -116,3 +116,27 @@ def test_custom_parts_are_used():
     parts = loss(out, torch.zeros(1, 4, 4, dtype=torch.bool), step=7)
     assert parts.total.item() == 1.0 + 2.0 * 10.0 + 3.0 * 1.0
     assert calls == [(1.0, (1, 1, 4, 4), None), (10.0, (1, 1, 1, 1), 7), (1.0, (1, 1, 4, 4), None)]
+
+
+def test_lambda_ref_zero_supervises_the_refined_logits_so_udlr_learns():
+    """The paper's lambda_ref = 0 (no auxiliary refinement term): L_seg then reads P_ref."""
+    features, text, pad, target = toy_batch()
+    model = toy_wrapper("pair")
+    out = model(features, text, pad)
+    parts = RiskGuidedLoss(lambda_ref=0.0)(out, target, step=5)
+    seg = BCEDiceLoss()
+    torch.testing.assert_close(parts.seg, seg(out.logits, target))
+    assert parts.ref.item() == 0
+    parts.total.backward()
+    head = model.refinement.head
+    assert head[-1].weight.grad.abs().sum() > 0  # the last conv starts at zero; its gradient does not
+    # one step later the zero-initialised branch is live and the whole head learns
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    model.zero_grad()
+    RiskGuidedLoss(lambda_ref=0.0)(model(features, text, pad), target, step=5).total.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    # with a literal L_seg(P_fg) the head would get nothing: the coarse logits do not depend on it
+    model.zero_grad()
+    out = model(features, text, pad)
+    seg(out.coarse_logits, target).backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in head.parameters())

@@ -1,6 +1,13 @@
 """The training objective of CroBIM-U, paper Eq. 17-18.
 
 ``L = L_seg(P_fg) + lambda_unc * L_unc + lambda_ref * L_seg(P_ref)``
+
+The paper sets ``lambda_ref = 0`` "when the auxiliary refinement supervision is disabled". Read
+literally, ``L_seg(P_fg)`` alone would then give UDLR's head no gradient at all (its output enters
+only ``P_ref``), so refinement would silently do nothing. This library reads it as: without the
+auxiliary term, ``L_seg`` supervises the model's final logits, ``P_ref`` when refinement is on:
+``L = L_seg(P_ref) + lambda_unc * L_unc``. The coarse logits still receive the gradient (``P_ref =
+P_fg + M * Delta``) and still define the errors that ``L_unc`` teaches ``U``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ class RiskGuidedLossOutput(NamedTuple):
 
     Attributes:
         total: the objective to back-propagate.
-        seg: ``L_seg(P_fg)`` on the coarse logits.
+        seg: ``L_seg`` of the main term: on the coarse logits ``P_fg``, or on the refined logits
+            ``P_ref`` when ``lambda_ref = 0`` and refinement is on (see the module docstring).
         unc: ``L_unc`` (unweighted).
         ref: ``L_seg(P_ref)`` on the refined logits (unweighted).
     """
@@ -41,7 +49,8 @@ class RiskGuidedLoss(nn.Module):
 
     Logits of any resolution are resized (bilinear, on logits) to the target's resolution.
     The uncertainty term is skipped when the output has no uncertainty (the Base row), and
-    the refinement term when it has no refinement mask.
+    the refinement term when it has no refinement mask. With ``lambda_ref = 0`` and refinement
+    on, the main ``L_seg`` term supervises the refined logits, so that UDLR still learns.
 
     Args:
         lambda_unc: weight of ``L_unc``.
@@ -76,13 +85,15 @@ class RiskGuidedLoss(nn.Module):
 
     def forward(self, output, target: torch.Tensor, step: int | torch.Tensor | None = None) -> RiskGuidedLossOutput:
         """Return the total of Eq. 18 and its parts; ``step`` drives the warm-up of ``L_unc``."""
-        seg = self.seg_loss(output.coarse_logits, target)
+        refined = output.refine_mask is not None
+        main = output.logits if (refined and self.lambda_ref == 0) else output.coarse_logits
+        seg = self.seg_loss(main, target)
         zero = seg.new_zeros(())
         unc = zero
         if output.uncertainty is not None:
             unc = self.uncertainty_loss(output.uncertainty, output.coarse_logits, target, step=step)
         ref = zero
-        if output.refine_mask is not None:
+        if refined and self.lambda_ref != 0:
             ref = self.seg_loss(output.logits, target)
         total = seg + self.lambda_unc * unc + self.lambda_ref * ref
         return RiskGuidedLossOutput(total, seg, unc, ref)
