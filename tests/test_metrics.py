@@ -239,3 +239,36 @@ def test_uncertainty_bad_input():
         m.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="bool"):
         m.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
+
+
+def test_boundary_band_and_boundary_iou_by_hand():
+    from uncertainty_rrsis.metrics import boundary_iou, mask_boundary
+
+    mask = torch.zeros(1, 7, 7, dtype=torch.bool)
+    mask[0, 1:6, 1:6] = True  # a 5 x 5 square
+    band = mask_boundary(mask, 1)
+    assert band.sum() == 25 - 9 and not band[0, 3, 3] and band[0, 1, 1]
+    edge = torch.ones(1, 4, 4, dtype=torch.bool)  # touches the border: the border is its contour
+    assert mask_boundary(edge, 1).sum() == 16 - 4
+    shifted = torch.zeros_like(mask)
+    shifted[0, 1:6, 2:7] = True
+    # bands of width 1 (diagonal 9.9 x 0.02 -> 1 px): 16 pixels each, overlapping in 8 + 2 = 10
+    got = boundary_iou(mask, shifted)
+    a, b = mask_boundary(mask, 1), mask_boundary(shifted, 1)
+    assert float(got) == pytest.approx(float((a & b).sum() / (a | b).sum()))
+    assert float(boundary_iou(mask, mask)) == 1.0
+
+
+def test_boundary_option_adds_mean_boundary_iou():
+    pred = torch.zeros(2, 16, 16, dtype=torch.bool)
+    pred[:, 4:12, 4:12] = True
+    gt = pred.clone()
+    gt[1, 4:12, 5:13] = True
+    gt[1, 4:12, 4] = False
+    m = ReferringSegmentationMetrics(boundary=True)
+    m.update(pred, gt)
+    out = m.compute()
+    from uncertainty_rrsis.metrics import boundary_iou
+
+    assert out["bIoU"] == pytest.approx(float(boundary_iou(pred, gt).mean()))
+    assert out["bIoU"] < out["mIoU"] <= 1.0 and "bIoU" not in ReferringSegmentationMetrics().compute()

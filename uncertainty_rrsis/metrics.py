@@ -34,6 +34,8 @@ __all__ = [
     "ReferringSegmentationMetrics",
     "UncertaintyQualityMetrics",
     "per_sample_iou",
+    "boundary_iou",
+    "mask_boundary",
     "binarize_logits",
     "margin_uncertainty",
     "binary_auroc",
@@ -62,6 +64,37 @@ def per_sample_iou(
     union = (p | t).sum(1, dtype=torch.float64)
     iou = torch.where(union > 0, inter / union.clamp_min(1), torch.zeros_like(union))
     return inter, union, iou
+
+
+def mask_boundary(mask: torch.Tensor, width: int) -> torch.Tensor:
+    """The pixels of ``mask`` within ``width`` pixels of its contour (the mask minus its erosion).
+
+    Erosion by a square of side ``2 * width + 1`` (Chebyshev distance); pixels outside the image
+    count as background, so a mask touching the border has a boundary there too.
+
+    Shapes:
+        mask: (B, H, W) bool -> (B, H, W) bool.
+    """
+    x = mask[:, None].float()
+    background = 1.0 - x
+    grown = torch.nn.functional.max_pool2d(
+        torch.nn.functional.pad(background, (width,) * 4, value=1.0), 2 * width + 1, stride=1
+    )
+    return mask & (grown[:, 0] > 0)
+
+
+def boundary_iou(pred: torch.Tensor, target: torch.Tensor, *, dilation_ratio: float = 0.02) -> torch.Tensor:
+    """Boundary IoU per sample (Cheng et al., 2021): IoU of the two masks' boundary bands.
+
+    The band width is ``max(1, round(dilation_ratio * image diagonal))`` pixels; like the
+    field's IoU, a sample whose two bands are both empty scores 0.
+
+    Shapes:
+        pred, target: (B, H, W) bool -> (B,) float64.
+    """
+    height, width = pred.shape[-2:]
+    band = max(1, round(dilation_ratio * (height**2 + width**2) ** 0.5))
+    return per_sample_iou(mask_boundary(pred, band), mask_boundary(target, band))[2]
 
 
 def binarize_logits(logits: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
@@ -102,6 +135,8 @@ class ReferringSegmentationMetrics:
             masks (``batch["orig_mask"]``, dataset built with ``return_orig_mask=True``),
             resizing the logits bilinearly to each original size; otherwise against
             ``batch["mask"]`` at the input resolution (the field's default).
+        boundary: also report ``bIoU``, the mean boundary IoU (:func:`boundary_iou`), which
+            weighs the contour of every target alike whatever its size.
 
     Example::
 
@@ -119,8 +154,10 @@ class ReferringSegmentationMetrics:
         device: torch.device | str | None = None,
         breakdown: bool = True,
         at_original_size: bool = False,
+        boundary: bool = False,
     ) -> None:
         self.thresholds = tuple(float(t) for t in thresholds)
+        self.boundary = bool(boundary)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.breakdown = bool(breakdown)
         self.at_original_size = bool(at_original_size)
@@ -129,8 +166,8 @@ class ReferringSegmentationMetrics:
 
     @property
     def width(self) -> int:
-        """Length of one accumulator row: 4 + number of thresholds."""
-        return 4 + len(self.thresholds)
+        """Length of one accumulator row: 4 + number of thresholds (+ 1 with ``boundary``)."""
+        return 4 + len(self.thresholds) + int(self.boundary)
 
     def reset(self) -> None:
         """Forget everything accumulated (also after :meth:`sync`)."""
@@ -145,7 +182,10 @@ class ReferringSegmentationMetrics:
         inter, union, iou = per_sample_iou(pred.to(self.device), target.to(self.device))
         hits = (iou[:, None] >= self._thr[None, :]).to(torch.float64)
         ones = torch.ones_like(iou)
-        return torch.cat([inter[:, None], union[:, None], iou[:, None], ones[:, None], hits], dim=1)
+        columns = [inter[:, None], union[:, None], iou[:, None], ones[:, None], hits]
+        if self.boundary:
+            columns.append(boundary_iou(pred.to(self.device), target.to(self.device))[:, None])
+        return torch.cat(columns, dim=1)
 
     @torch.no_grad()
     def update(
@@ -249,13 +289,17 @@ class ReferringSegmentationMetrics:
             "oIoU": inter / union if union > 0 else 0.0,
             "mIoU": iou_sum / count if count > 0 else 0.0,
         }
-        for t, hits in zip(self.thresholds, values[4:], strict=True):
+        n = len(self.thresholds)
+        for t, hits in zip(self.thresholds, values[4 : 4 + n], strict=True):
             out[f"Pr@{t:g}"] = hits / count if count > 0 else 0.0
+        if self.boundary:
+            out["bIoU"] = values[4 + n] / count if count > 0 else 0.0
         out["count"] = int(count)
         return out
 
     def compute(self) -> dict[str, float]:
-        """``{"oIoU", "mIoU", "Pr@0.5", ..., "Pr@0.9", "count"}``; fractions in [0, 1]."""
+        """``{"oIoU", "mIoU", "Pr@0.5", ..., "Pr@0.9", "count"}`` (and ``"bIoU"`` with
+        ``boundary``); fractions in [0, 1]."""
         return self._summary(self._rows[_TOTAL])
 
     def compute_breakdown(self) -> dict[str, dict[str, float]]:

@@ -131,6 +131,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     progress: bool = False,
     description: str = "eval",
+    boundary: bool = False,
 ) -> dict[str, Any]:
     """The field's metrics of ``model`` over ``loader``, summed over DDP ranks.
 
@@ -148,6 +149,7 @@ def evaluate(
         autocast_dtype: run the forward under autocast with this dtype (None: no autocast).
         progress: show a progress bar.
         description: the progress bar's label.
+        boundary: also report ``bIoU``, the mean boundary IoU (overall and per tag).
 
     Returns:
         ``{"oIoU", "mIoU", "Pr@0.5", ..., "Pr@0.9", "count"}`` (fractions in [0, 1]),
@@ -160,7 +162,7 @@ def evaluate(
     if blank_text and tokenizer is None:
         raise ValueError("evaluate(blank_text=True) needs tokenizer=: the tokenizer that writes the empty sentence")
     device = torch.device(device)
-    seg = ReferringSegmentationMetrics(device=device, at_original_size=at_original_size)
+    seg = ReferringSegmentationMetrics(device=device, at_original_size=at_original_size, boundary=boundary)
     unc = UncertaintyQualityMetrics(device=device) if uncertainty else None
     was_training = model.training
     model.eval()
