@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
+from ._ops import resize_logits
 from .modules import ReferringUncertaintyScorer, UncertaintyDrivenRefinement, UncertaintyGatedFusion
 
 __all__ = ["RiskGuidedDecoder", "RiskGuidedOutput"]
@@ -129,6 +130,11 @@ class RiskGuidedDecoder(nn.Module):
         mask_feature_from: dotted name of the decoder submodule whose output is ``F``.
         use_fusion: add UGF (Eq. 9-12).
         use_refinement: add UDLR (Eq. 13-16).
+        refine_at: where UDLR runs: ``"feature"``, on the grid of the decoder's logits (stride 4
+            in the reference model), upsampling afterwards; or ``"input"``, at ``output_size``
+            given to :meth:`forward` (the image size), with ``P_fg`` and ``F`` upsampled first
+            (the paper predicts Delta "at full resolution"). ``"input"`` costs about
+            ``(output_size / logit grid)^2`` times UDLR's FLOPs.
         num_heads: heads of UGF's attention (must divide every fused width).
         refine_hidden_dim: hidden width of UDLR's head.
         scorer_kwargs, fusion_kwargs, refinement_kwargs: extra keyword options of the modules.
@@ -148,12 +154,15 @@ class RiskGuidedDecoder(nn.Module):
         fusion (UncertaintyGatedFusion, nn.ModuleList or None): the shared UGF, or one UGF per
             entry of ``fused_levels`` when their widths differ; None when ``use_fusion=False``.
         refinement (UncertaintyDrivenRefinement or None): UDLR; None when ``use_refinement=False``.
+        refine_at (str): ``"feature"`` or ``"input"``, where UDLR runs.
 
     Shapes:
         - features: list of (B, dim[i], H_i, W_i), finest first; RUS scores ``features[score_level]``
         - text: (B, L, text_dim)
         - text_padding_mask: (B, L) bool, True = padding; or None
-        - output: :class:`RiskGuidedOutput`; logits at the resolution the decoder returns, ``U`` at
+        - output_size: (H_in, W_in) or None; needed with ``refine_at="input"``
+        - output: :class:`RiskGuidedOutput`; logits at the resolution the decoder returns (at
+          ``output_size`` for ``logits`` and ``refine_mask`` with ``refine_at="input"``), ``U`` at
           the resolution of ``features[score_level]``
     """
 
@@ -173,6 +182,7 @@ class RiskGuidedDecoder(nn.Module):
         mask_feature_from: str | None = None,
         use_fusion: bool = True,
         use_refinement: bool = True,
+        refine_at: str = "feature",
         num_heads: int = 8,
         refine_hidden_dim: int = 64,
         scorer_kwargs: dict | None = None,
@@ -189,6 +199,9 @@ class RiskGuidedDecoder(nn.Module):
         self.unpack = unpack
         self.use_fusion = bool(use_fusion)
         self.use_refinement = bool(use_refinement)
+        if refine_at not in ("feature", "input"):
+            raise ValueError(f"RiskGuidedDecoder: refine_at must be 'feature' or 'input'; got {refine_at!r}.")
+        self.refine_at = refine_at
         self.mask_feature_from = mask_feature_from
 
         # ---- widths -------------------------------------------------------------------------
@@ -389,6 +402,8 @@ class RiskGuidedDecoder(nn.Module):
         features: Sequence[torch.Tensor],
         text: torch.Tensor,
         text_padding_mask: torch.Tensor | None = None,
+        *,
+        output_size: Sequence[int] | None = None,
     ) -> RiskGuidedOutput:
         """Run RUS -> UGF -> decoder -> UDLR; see the class docstring for shapes."""
         if checks_enabled(self):
@@ -412,7 +427,15 @@ class RiskGuidedDecoder(nn.Module):
                 "or set use_refinement=False."
             )
         assert uncertainty is not None
-        logits, refine_mask = self.refinement.refine(mask_feature, coarse, uncertainty)
+        to_refine = coarse
+        if self.refine_at == "input":
+            if output_size is None:
+                raise ValueError(
+                    "RiskGuidedDecoder: refine_at='input' refines at the image size; pass output_size=(H, W) "
+                    "to forward()."
+                )
+            to_refine = resize_logits(coarse, output_size)  # F is resized inside UDLR
+        logits, refine_mask = self.refinement.refine(mask_feature, to_refine, uncertainty)
         return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask)
 
     def extra_repr(self) -> str:
@@ -420,5 +443,5 @@ class RiskGuidedDecoder(nn.Module):
             f"fused_levels={self.fused_levels}")
         return (
             f"dim={self.dim}, text_dim={self.text_dim}, {where}, mask_feature_dim={self.mask_feature_dim}, "
-            f"use_fusion={self.use_fusion}, use_refinement={self.use_refinement}"
+            f"use_fusion={self.use_fusion}, use_refinement={self.use_refinement}, refine_at={self.refine_at!r}"
         )

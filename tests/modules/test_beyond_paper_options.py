@@ -70,3 +70,36 @@ def test_the_model_config_reaches_the_modules(tiny_config):
     assert wrapper.fusion.dropout.p == 0.1
     with pytest.raises(ValueError, match="refine_mask_source"):
         tiny_config.replace(refine_mask_source="entropy")
+
+
+def test_refine_at_input_runs_udlr_at_the_output_size():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    features = [torch.randn(2, 16, 64 // s, 64 // s, generator=g) for s in (4, 8, 16, 32)]
+    text = torch.randn(2, 5, 16, generator=g)
+    model = RiskGuidedDecoder(ToyPairDecoder(16), 16, num_heads=4, refine_at="input", use_fusion=False)
+    with torch.no_grad():
+        model.refinement.head[-1].weight.normal_()
+    out = model(features, text, output_size=(64, 64))
+    assert out.coarse_logits.shape == (2, 1, 16, 16)
+    assert out.logits.shape == out.refine_mask.shape == (2, 1, 64, 64)
+    up = torch.nn.functional.interpolate(out.coarse_logits, size=(64, 64), mode="bilinear", align_corners=False)
+    expected, _ = model.refinement.refine(model.decoder(features, text)[1], up, out.uncertainty)
+    torch.testing.assert_close(out.logits, expected)
+    with pytest.raises(ValueError, match="pass output_size"):
+        model(features, text)
+    with pytest.raises(ValueError, match="refine_at must be"):
+        RiskGuidedDecoder(ToyPairDecoder(16), 16, refine_at="full")
+
+
+def test_reference_model_refines_at_the_input_size(tiny_config, tiny_batch):
+    pytest.importorskip("timm")
+    from uncertainty_rrsis.models import CroBIMU
+
+    torch.manual_seed(0)
+    model = CroBIMU(tiny_config.replace(refine_at="input")).eval()
+    ids, mask = tiny_batch
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 64, 64), ids, mask)
+    assert out.refine_mask.shape == (2, 1, 64, 64) and out.logits.shape == (2, 1, 64, 64)
+    assert torch.equal(out.logits, out.coarse_logits)  # UDLR is the identity at init, at any size

@@ -257,6 +257,9 @@ class CroBIMUConfig(_ConfigBase):
         refine_temperature: temperature ``t`` of UDLR's soft mask (Eq. 13; no value in the paper).
         refine_blur_kernel_size: odd kernel size of the optional ``Blur`` of ``U^p`` in Eq. 13;
             None turns the blur off.
+        refine_at: where UDLR runs: ``"feature"`` (the stride-4 grid of the decoder's logits, then
+            upsampled; this library's cheaper reading) or ``"input"`` (the input resolution, the
+            paper's "at full resolution", with ``P_fg`` and ``F`` upsampled first).
         refine_mask_source: what UDLR's mask thresholds: ``"uncertainty"`` (``U^p``, the paper),
             ``"margin"`` or ``"max"`` of the two (options beyond the paper).
         size_divisor: inputs are padded (bottom / right, with zeros) to a multiple of this and
@@ -281,6 +284,7 @@ class CroBIMUConfig(_ConfigBase):
     refine_tau: float = 0.5
     refine_temperature: float = 0.1
     refine_blur_kernel_size: int | None = 3
+    refine_at: str = "feature"
     refine_mask_source: str = "uncertainty"
     size_divisor: int = 32
     pad_input: bool = True
@@ -301,6 +305,8 @@ class CroBIMUConfig(_ConfigBase):
             raise ValueError(
                 f"CroBIMUConfig: `score_level` must index the 4 feature levels (-4..3); got {self.score_level}."
             )
+        if self.refine_at not in ("feature", "input"):
+            raise ValueError(f"CroBIMUConfig: `refine_at` must be 'feature' or 'input'; got {self.refine_at!r}.")
         if self.refine_mask_source not in ("uncertainty", "margin", "max"):
             raise ValueError(
                 "CroBIMUConfig: `refine_mask_source` must be 'uncertainty', 'margin' or 'max'; "

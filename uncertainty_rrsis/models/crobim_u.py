@@ -135,6 +135,7 @@ class CroBIMU(nn.Module):
             score_level=config.score_level,
             use_fusion=config.use_fusion,
             use_refinement=config.use_refinement,
+            refine_at=config.refine_at,
             num_heads=config.fusion_heads,
             refine_hidden_dim=config.refine_hidden_dim,
             fusion_kwargs={"dropout": config.fusion_dropout},
@@ -207,7 +208,7 @@ class CroBIMU(nn.Module):
         # done before the vision encoder is queued, the host waits for almost nothing
         text, text_padding_mask = self.text(input_ids, attention_mask, text_padding_mask=text_padding_mask)
         features = self.vision(images)
-        out = self.decoder(features, text, text_padding_mask)
+        out = self.decoder(features, text, text_padding_mask, output_size=canvas)
 
         def to_input(logits: torch.Tensor) -> torch.Tensor:
             logits = resize_logits(logits, canvas)
