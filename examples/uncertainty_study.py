@@ -10,7 +10,7 @@ generator seed that no run trained, validated or was tuned on) with its best-on-
   the model's own logits) and the margin pooled to ``U``'s grid (the resolution control);
 * failed samples (IoU < 0.5): AUROC, AUPRC and AURC of the mean ``U^p`` over the predicted mask,
   over the image, and of the mean margin;
-* segmentation: mIoU and Pr@0.9;
+* segmentation: mIoU, Pr@0.9, the boundary IoU and the mIoU of thin and tiny targets;
 
 and the script writes ``study.md`` (mean +- std over the seeds, one row per variant) and
 ``study.json`` (every run's numbers, including the per-tag breakdown).
@@ -62,6 +62,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], float]] = {
     "no_pixel_weight": ("no pixel weighting in Eq. 8 (w_pixel = 1)", {"unc_pixel_weighting": False}, {}, 1.0),
     "mask_margin": ("UDLR's mask from the margin (beyond the paper)", {}, {"refine_mask_source": "margin"}, 1.0),
     "mask_max": ("UDLR's mask from max(U^p, margin) (beyond the paper)", {}, {"refine_mask_source": "max"}, 1.0),
+    "refine_input": ("UDLR at the input resolution (the paper's reading)", {}, {"refine_at": "input"}, 1.0),
 }
 
 #: (column title, key in the held-out results, scale, digits)
@@ -79,7 +80,18 @@ COLUMNS: list[tuple[str, str, float, int]] = [
     ("AURC margin", "unc/failure/margin/AURC", 1.0, 3),
     ("mIoU", "mIoU", 100.0, 1),
     ("Pr@0.9", "Pr@0.9", 100.0, 1),
+    ("boundary IoU", "bIoU", 100.0, 1),
+    ("mIoU thin", "breakdown/thin=true/mIoU", 100.0, 1),
+    ("mIoU tiny", "breakdown/tiny=true/mIoU", 100.0, 1),
 ]
+
+
+def lookup(result: dict[str, Any], key: str) -> float | None:
+    """``result[key]``, or a nested value for ``"breakdown/<group>/<metric>"``."""
+    if not key.startswith("breakdown/"):
+        return result.get(key)
+    _, group, metric = key.split("/", 2)
+    return result.get("breakdown", {}).get(group, {}).get(metric)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -134,7 +146,7 @@ def heldout_eval(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                             n_train=1, n_val=1, n_test=args.heldout_test, progress=False)
     dataset = build_dataset("synthetic", root, "test", tokenizer=tokenizer, model_config=model.config)
     loader = evaluation_loader(dataset, batch_size=args.batch_size)
-    result = evaluate(model, loader, device=device)
+    result = evaluate(model, loader, device=device, boundary=True)
     result["checkpoint"] = checkpoint.name
     done.write_text(json.dumps(result, indent=1, default=str))
     return result
@@ -144,7 +156,8 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
     lines = ["| variant | what changes | " + " | ".join(c[0] for c in COLUMNS) + " |",
              "| --- | --- |" + " ---: |" * len(COLUMNS)]
     for variant, runs in results.items():
-        cells = [cell([r[key] for r in runs if key in r], scale, digits) for _, key, scale, digits in COLUMNS]
+        cells = [cell([v for r in runs if (v := lookup(r, key)) is not None], scale, digits)
+                 for _, key, scale, digits in COLUMNS]
         lines.append(f"| {variant} | {VARIANTS[variant][0]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
