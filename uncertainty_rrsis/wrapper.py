@@ -1,6 +1,6 @@
 """RiskGuidedDecoder: add RUS, UGF and UDLR around a referring-segmentation decoder you already have.
 
-Data flow (paper Fig. 2)::
+Data flow (the framework of the paper's Fig. 1)::
 
     features[score_level] --RUS--> U          (score_level -1: the coarsest level, as in the paper)
     features[i] --UGF(U)--> features[i]              for i in fused_levels

@@ -113,7 +113,8 @@ class UncertaintyDrivenRefinement(nn.Module):
     ) -> torch.Tensor:
         """Eq. 13-14: the detached soft refinement mask ``M`` of shape ``(B, 1, *size)``, in (0, 1).
 
-        ``coarse_logits`` (B, 1, *size) are needed only when ``mask_source`` reads the margin.
+        ``coarse_logits``, of shape ``(B, 1, *size)``, are needed only when ``mask_source`` reads the
+        margin.
         """
         with torch.no_grad():
             logits = resize_logits(uncertainty, size)
