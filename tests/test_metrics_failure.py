@@ -112,3 +112,18 @@ def test_plain_update_reports_no_baselines_or_samples():
     m.update(torch.rand(2, 4, 4), torch.rand(2, 4, 4) > 0.5)
     out = m.compute()
     assert "AUROC" in out and not any(k.startswith(("margin", "failure")) for k in out)
+
+
+def test_the_pooled_margin_is_pooled_to_the_given_grid():
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 32, 32, generator=g) > 0.5
+    logits = torch.randn(2, 1, 32, 32, generator=g) * 2
+    u = torch.randn(2, 1, 32, 32, generator=g)  # U already resized to the image, as evaluate() passes it
+    at_full = UncertaintyQualityMetrics()
+    at_full.update_from_batch(u, logits, {"mask": target})
+    coarse = UncertaintyQualityMetrics()
+    coarse.update_from_batch(u, logits, {"mask": target}, grid=(4, 4))
+    full, pooled = at_full.compute(), coarse.compute()
+    assert full["margin_pooled/AUROC"] == full["margin/AUROC"]  # a 32 x 32 grid pools nothing
+    assert pooled["margin_pooled/AUROC"] != pooled["margin/AUROC"]
+    assert pooled["margin/AUROC"] == full["margin/AUROC"] and pooled["AUROC"] == full["AUROC"]

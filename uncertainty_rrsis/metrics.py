@@ -531,7 +531,12 @@ class UncertaintyQualityMetrics:
 
     @torch.no_grad()
     def update_from_batch(
-        self, uncertainty_logits: torch.Tensor, logits: torch.Tensor, batch: Mapping[str, Any]
+        self,
+        uncertainty_logits: torch.Tensor,
+        logits: torch.Tensor,
+        batch: Mapping[str, Any],
+        *,
+        grid: Sequence[int] | None = None,
     ) -> None:
         """Add a batch from what a model outputs and the collated batch it was given.
 
@@ -548,6 +553,9 @@ class UncertaintyQualityMetrics:
                 padding away first, e.g. with ``CroBIMU.to_image_size``).
             logits: (B, 1, H', W') float, the final foreground logits.
             batch: a collated batch with ``"mask"`` (B, H, W) bool.
+            grid: (h, w), the cells of ``U``'s own grid over the image, for the pooled margin;
+                defaults to the size of ``uncertainty_logits`` (pass it when those logits were
+                resized, e.g. to crop a padded canvas).
         """
         if "mask" not in batch:
             raise ValueError(f"batch must hold 'mask' (B, H, W) bool; got keys {sorted(batch)}")
@@ -565,7 +573,7 @@ class UncertaintyQualityMetrics:
         error = pred != target
         self.update(prob, error)
         margin = margin_uncertainty(full)  # (b, 1, H, W)
-        grid = uncertainty_logits.shape[-2:]
+        grid = tuple(int(g) for g in (grid if grid is not None else uncertainty_logits.shape[-2:]))
         pooled = resize_logits(torch.nn.functional.adaptive_avg_pool2d(margin, grid), size).clamp(0.0, 1.0)
         self._add(1, margin[:, 0].reshape(-1), error.reshape(-1))
         self._add(2, pooled[:, 0].reshape(-1), error.reshape(-1))

@@ -270,3 +270,15 @@ def test_evaluate_script_under_two_ranks_counts_every_sample_once(tmp_path, tiny
         assert got["breakdown"].keys() == single["test"]["breakdown"].keys()
         for group, values in single["test"]["breakdown"].items():
             assert got["breakdown"][group]["mIoU"] == pytest.approx(values["mIoU"], abs=1e-9), group
+
+
+def test_cells_of_u_over_a_padded_canvas():
+    from uncertainty_rrsis.training.evaluation import _cells_over_input
+
+    class Padded(torch.nn.Module):
+        size_divisor = 32
+
+    u = torch.zeros(1, 1, 4, 4)  # a 128 x 128 canvas at stride 32
+    assert _cells_over_input(Padded(), u, (128, 128)) == (4, 4)
+    assert _cells_over_input(Padded(), u, (100, 128)) == (3, 4)  # 28 rows of the canvas are padding
+    assert _cells_over_input(torch.nn.Identity(), u, (100, 128)) == (4, 4)  # no padding: its own grid

@@ -72,6 +72,16 @@ def _to_input_grid(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int
     return to_image_size(x, size) if to_image_size is not None else x
 
 
+def _cells_over_input(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]) -> tuple[int, int]:
+    """How many cells of ``x``'s own grid cover the input image (the padding of a padded canvas aside)."""
+    divisor = getattr(unwrap_model(model), "size_divisor", None)
+    cells = (int(x.shape[-2]), int(x.shape[-1]))
+    if not divisor:
+        return cells
+    canvas = [s + (-s) % int(divisor) for s in size]
+    return tuple(max(1, round(c * s / k)) for c, s, k in zip(cells, size, canvas))  # type: ignore[return-value]
+
+
 def evaluation_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size: int = 1,
                       num_workers: int = 0) -> DataLoader:
     """A loader over this rank's share of ``dataset``: indices ``rank, rank + world_size, ...``, no padding.
@@ -178,7 +188,8 @@ def evaluate(
         seg.update_from_batch(logits, batch)
         if unc is not None and out.uncertainty is not None:
             size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
-            unc.update_from_batch(_to_input_grid(model, out.uncertainty.float(), size), logits, batch)
+            u = out.uncertainty.float()
+            unc.update_from_batch(_to_input_grid(model, u, size), logits, batch, grid=_cells_over_input(model, u, size))
     model.train(was_training)
     seg.sync()
     result: dict[str, Any] = dict(seg.compute())
