@@ -153,6 +153,9 @@ def evaluate(
         ``{"oIoU", "mIoU", "Pr@0.5", ..., "Pr@0.9", "count"}`` (fractions in [0, 1]),
         ``"breakdown"`` (per ``tag=value``) when the samples carry tags, and the ``"unc/..."``
         metrics when ``uncertainty`` and the model outputs an uncertainty map.
+
+    Raises:
+        ValueError: the loader gave no sample on any rank (an empty split).
     """
     if blank_text and tokenizer is None:
         raise ValueError("evaluate(blank_text=True) needs tokenizer=: the tokenizer that writes the empty sentence")
@@ -177,6 +180,13 @@ def evaluate(
     model.train(was_training)
     seg.sync()
     result: dict[str, Any] = dict(seg.compute())
+    if result["count"] == 0:  # the same on every rank: the count is summed over them
+        dataset = getattr(loader, "dataset", None)
+        what = ""
+        if getattr(dataset, "root", None) is not None:
+            what = f" (the {getattr(dataset, 'split', '?')} split under {dataset.root})"
+        raise ValueError(f"evaluate: the loader gave no samples{what}, on any rank; metrics over no samples would be "
+                         "meaningless. Check that the split holds samples.")
     breakdown = seg.compute_breakdown()
     if breakdown:
         result["breakdown"] = breakdown
