@@ -79,6 +79,16 @@ def test_evaluate_script_on_weights_that_do_not_fit_the_config_is_short(tmp_path
     assert "shape mismatch (" in message and "more" in message  # a count and a few examples, not all
 
 
+def test_evaluate_script_names_a_truncated_weights_file(tmp_path, tiny_config, tiny_tokenizer):
+    folder = checkpoint(tmp_path, tiny_config, tiny_tokenizer)
+    truncate(folder / "model.safetensors")
+    with pytest.raises(SystemExit) as info:
+        evaluate_main([str(folder)])
+    message = str(info.value.code)
+    assert str(folder / "model.safetensors") in message and "truncated or corrupt" in message
+    assert len(message.splitlines()) <= 3
+
+
 def test_evaluate_script_on_a_run_folder_points_at_its_checkpoints(tmp_path, tiny_config, tiny_tokenizer):
     folder = checkpoint(tmp_path, tiny_config, tiny_tokenizer)
     run = folder.parent.parent
