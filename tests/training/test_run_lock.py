@@ -85,6 +85,7 @@ def test_release_leaves_a_lock_it_does_not_own(tmp_path):
     assert other.exists()
 
 
+@pytest.mark.slow
 def test_a_dead_pid_is_not_alive():
     import subprocess
     import sys
