@@ -90,3 +90,17 @@ def test_an_empty_evaluation_split_is_refused_before_training(tmp_path, tiny_ber
     message = str(info.value)
     assert "--eval-splits" in message and "test" in message and ("empty" in message or "no samples" in message)
     assert not (Path(cfg.output_dir) / "config.json").exists()
+
+
+@pytest.mark.slow
+def test_a_missing_evaluation_split_is_refused_before_training(tmp_path, tiny_bert_dir):
+    root = Trainer(tiny_train_config(tmp_path, tiny_bert_dir))._data_root
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    (copy / "output_phrase_test.txt").unlink()
+    cfg = tiny_train_config(tmp_path, tiny_bert_dir, dataset="risbench", data_root=str(copy))
+    with pytest.raises(ValueError) as info:
+        Trainer(cfg).fit()
+    message = str(info.value)
+    assert "--eval-splits" in message and "output_phrase_test.txt" in message
+    assert not (Path(cfg.output_dir) / "config.json").exists()

@@ -33,7 +33,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..data import collate
+from ..data import DatasetError, collate
 from ..losses import RiskGuidedLoss
 from . import evaluation
 from .checkpoint import (
@@ -384,9 +384,9 @@ class Trainer:
                     "evaluation)")
             try:
                 size = len(self.dataset(split))
-            except FileNotFoundError as err:
-                raise ValueError(f"--eval-splits {cfg.eval_splits!r}: {where} has no {split} split: {err}\n"
-                                 f"To train anyway, {skip}.") from err
+            except (FileNotFoundError, DatasetError) as err:  # a missing, unreadable or (for some readers) empty split
+                raise ValueError(f"--eval-splits {cfg.eval_splits!r}: the {split} split of {where} cannot be used: "
+                                 f"{err}\nTo train anyway, {skip}.") from err
             if size == 0:
                 raise ValueError(f"--eval-splits {cfg.eval_splits!r}: the {split} split of {where} is empty (0 "
                                  f"samples); the final evaluation cannot score it. Check --data-root, or {skip}.")
