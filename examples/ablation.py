@@ -12,7 +12,8 @@ Examples::
     python examples/ablation.py --rows Base Full --seeds 0   # a quick look
 
 Finished runs are reused (their metrics.json is read back), so an interrupted ablation continues
-where it stopped when run again with the same arguments.
+where it stopped when run again with the same arguments (an unfinished run resumes from its
+resumable checkpoint when it has one, and starts again in its folder otherwise).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def run_one(base: TrainConfig, row: str, seed: int, out: Path) -> dict:
     if done.is_file():
         return json.loads(done.read_text())["results"]["test"]
     fusion, refinement = ROWS[row]
-    cfg = base.replace(model={"use_fusion": fusion, "use_refinement": refinement}, seed=seed, output_dir=str(folder))
+    cfg = base.replace(model={"use_fusion": fusion, "use_refinement": refinement}, seed=seed, output_dir=str(folder),
+                       resume=folder.is_dir())  # an unfinished run in its folder: continue it
     Trainer(cfg).fit()
     return json.loads(done.read_text())["results"]["test"]
 

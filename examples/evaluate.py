@@ -66,7 +66,7 @@ def training_settings(folder: Path, args: argparse.Namespace) -> TrainConfig:
     if state.is_file():
         saved = json.loads(state.read_text()).get("train_config", {})
     known = set(TrainConfig.__dataclass_fields__)
-    saved = {k: v for k, v in saved.items() if k in known and k != "resume"}
+    saved = {k: v for k, v in saved.items() if k in known and k not in ("resume", "overwrite", "resume_with_changes")}
     flags: dict = {"device": args.device, "progress": not args.no_progress, "panels": args.panels,
                    "output_dir": args.output_dir or str(folder.parent.parent / "eval")}
     if args.dataset:
@@ -80,19 +80,41 @@ def training_settings(folder: Path, args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def run_folder_checkpoints(folder: Path) -> list[Path]:
+    """The checkpoints of a training run folder (``<run>/checkpoints/<name>``), best first; empty for other folders."""
+    if not (folder / "checkpoints").is_dir():
+        return []
+    return [folder / "checkpoints" / name for name in ("best", "final", "last")
+            if (folder / "checkpoints" / name / "model.safetensors").is_file()]
+
+
 def run(args: argparse.Namespace) -> dict:
     folder = Path(args.checkpoint)
+    inside = run_folder_checkpoints(folder)
+    if inside or (folder / "checkpoints").is_dir():
+        example = inside[0] if inside else folder / "checkpoints" / "best"
+        raise SystemExit(
+            f"{folder} is a training run folder, not a checkpoint. Evaluate one of its checkpoints "
+            f"({', '.join(str(p) for p in inside) or 'none written yet'}), e.g.\n"
+            f"  python examples/evaluate.py {example}"
+        )
     if not (folder / "config.json").is_file():
         raise SystemExit(f"{folder} is not a checkpoint folder: expected config.json and model.safetensors in it")
     cfg = training_settings(folder, args)
     env = init_distributed(device=cfg.device)
     seed_everything(cfg.seed)
-    model = CroBIMU.from_pretrained(folder, device=env.device)
+    try:
+        model = CroBIMU.from_pretrained(folder, device=env.device)
+    except (RuntimeError, ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"examples/evaluate.py: cannot load the checkpoint {folder}:\n{err}") from None
     tokenizer_dir = folder / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else model.config.text.name)
     root = prepare_data_root(cfg, image_size=model.config.image_size, env=env)
     dataset = build_dataset(cfg.dataset, root, args.split, tokenizer=tokenizer, model_config=model.config,
                             return_orig_mask=args.original_size)
+    if len(dataset) == 0:
+        raise SystemExit(f"the {args.split} split of the {cfg.dataset} data under {root} is empty (0 samples): there "
+                         "is nothing to evaluate. Check --data-root and --split.")
     loader = evaluation_loader(dataset, batch_size=per_rank_batch(cfg.batch_size, env.world_size, cfg.grad_accumulation),
                                rank=env.rank, world_size=env.world_size, num_workers=cfg.num_workers)
     options = {"device": env.device, "progress": cfg.progress and env.is_main, "description": f"eval {args.split}",

@@ -13,21 +13,31 @@ Examples::
         --vision-weights convnext_base.safetensors --text-weights ./bert-base-uncased
     torchrun --nproc_per_node=8 examples/train.py --preset paper --dataset refsegrs --data-root ...
     python examples/train.py --resume                          # continue an interrupted run
+    python examples/train.py --overwrite                       # delete runs/default's run, start again
 
-``--batch-size`` is the TOTAL batch over all processes and accumulation steps.
+``--batch-size`` is the TOTAL batch over all processes and accumulation steps. A run folder
+belongs to one run: a folder that holds a run needs --resume or --overwrite (or another
+--output-dir), and a folder in use by a running training is refused.
 """
 
 from __future__ import annotations
 
 import sys
 
-from uncertainty_rrsis.training import Trainer, build_arg_parser, config_from_args, main_guard
+from uncertainty_rrsis.training import RunFolderError, Trainer, build_arg_parser, config_from_args, main_guard
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_arg_parser(__doc__)
     config = config_from_args(parser.parse_args(argv))
-    return main_guard(lambda: Trainer(config).fit())
+
+    def body() -> dict:
+        try:
+            return Trainer(config).fit()
+        except RunFolderError as err:  # the folder is in use, holds a run, or the settings differ: say so, no traceback
+            raise SystemExit(f"error: {err}") from None
+
+    return main_guard(body)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = [
     "TINY_VOCAB", "TINY_BERT", "TINY_CONVNEXT", "TINY_SENTENCES",
-    "save_tiny_bert", "tiny_model_overrides", "tiny_config",
+    "save_tiny_bert", "tiny_model_overrides", "tiny_config", "tiny_train_config",
 ]
 
 #: Word list of the tiny tokenizer (BERT special tokens first).
@@ -76,3 +76,22 @@ def tiny_config(text_name: str | Path, *, image_size: int = 64):
     from uncertainty_rrsis.models import CroBIMUConfig
 
     return CroBIMUConfig().replace(**tiny_model_overrides(text_name), image_size=image_size)
+
+
+def tiny_train_config(tmp: Path, bert_dir: Path, **changes: Any):
+    """A :class:`~uncertainty_rrsis.training.TrainConfig` of a run that takes seconds on a CPU.
+
+    The tiny model at 64 px with a trained text encoder (so DDP sees every parameter in use),
+    16 / 5 / 7 synthetic samples cached under ``tmp/cache``, batches of 4, two epochs (8 steps),
+    the run folder ``tmp/run``; ``changes`` replace any of these settings.
+    """
+    from uncertainty_rrsis.training import TrainConfig
+
+    model = tiny_model_overrides(bert_dir)
+    model["text"] = {**model["text"], "freeze": False}
+    model["image_size"] = 64
+    base = {"dataset": "synthetic", "cache_dir": str(tmp / "cache"), "synthetic_train": 16, "synthetic_val": 5,
+            "synthetic_test": 7, "batch_size": 4, "epochs": 2, "lr": 1e-3, "unc_warmup_steps": 2,
+            "output_dir": str(tmp / "run"), "checkpoint_every": 3, "panels": 2, "progress": False,
+            "tensorboard": False, "device": "cpu", "model": model, "seed": 3}
+    return TrainConfig(**{**base, **changes})

@@ -15,21 +15,9 @@ import torch.multiprocessing as mp
 from uncertainty_rrsis.training import TrainConfig, Trainer, build_arg_parser, init_distributed
 from uncertainty_rrsis.training.checkpoint import find_checkpoint
 
-from helpers.tiny import tiny_model_overrides
+from helpers.tiny import tiny_train_config
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def tiny_train_config(tmp: Path, bert_dir: Path, **changes) -> TrainConfig:
-    model = tiny_model_overrides(bert_dir)
-    model["text"] = {**model["text"], "freeze": False}  # trained, so DDP sees every parameter in use
-    model["image_size"] = 64
-    base = dict(dataset="synthetic", cache_dir=str(tmp / "cache"), synthetic_train=16, synthetic_val=5,
-                synthetic_test=7, batch_size=4, epochs=2, lr=1e-3, unc_warmup_steps=2,
-                output_dir=str(tmp / "run"), checkpoint_every=3, panels=2, progress=False, tensorboard=False,
-                device="cpu", model=model, seed=3)
-    base.update(changes)
-    return TrainConfig(**base)
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:

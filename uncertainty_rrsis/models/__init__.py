@@ -13,7 +13,7 @@ Quick start (offline, random vision weights, pretrained all-MiniLM-L6-v2 text en
     model = CroBIMU.from_pretrained("runs/tiny")
 """
 
-from ._checkpoint import LoadReport, strip_wrapper_prefixes
+from ._checkpoint import LoadReport, load_state_file, strip_wrapper_prefixes
 from .config import CroBIMUConfig, DecoderConfig, ModelConfig, TextConfig, VisionConfig
 from .crobim_u import CroBIMU
 from .decoder import MaskDecoder
@@ -39,5 +39,6 @@ __all__ = [
     "MINILM_ID",
     "MaskDecoder",
     "LoadReport",
+    "load_state_file",
     "strip_wrapper_prefixes",
 ]

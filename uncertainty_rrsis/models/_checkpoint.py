@@ -91,15 +91,27 @@ def load_state_file(path: str | Path, *, nested_keys: Iterable[str] = _NESTED_KE
     Torch files load with ``weights_only=True`` (no arbitrary code). A checkpoint that nests its
     weights under ``state_dict`` / ``model`` / ... (training checkpoints, EMA teachers) is
     unwrapped; non-tensor entries are dropped.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        ValueError: the file cannot be read (truncated or corrupt: the message names it), or
+            holds no tensors.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
-    obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            return load_file(str(path), device="cpu")
+        except SafetensorError as err:
+            raise ValueError(_unreadable(path, err)) from err
+    try:
+        obj: Any = torch.load(str(path), map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError) as err:  # a torch.save zip or pickle cut short
+        raise ValueError(_unreadable(path, err)) from err
     nested_keys = tuple(nested_keys)
     while isinstance(obj, Mapping) and not _tensor_dict(obj):
         inner = next((obj[k] for k in nested_keys if isinstance(obj.get(k), Mapping)), None)
@@ -113,6 +125,13 @@ def load_state_file(path: str | Path, *, nested_keys: Iterable[str] = _NESTED_KE
             f"under one of {list(nested_keys)}."
         )
     return _tensor_dict(obj)
+
+
+def _unreadable(path: Path, err: BaseException) -> str:
+    detail = str(err).split(". ")[0]
+    return (f"{path} is truncated or corrupt and cannot be read ({detail}; {path.stat().st_size:,} bytes). A copy, "
+            "download or save that did not finish (a full disk, a killed process) leaves such a file: copy it again "
+            "from where it came from, or use another checkpoint.")
 
 
 def save_safetensors(

@@ -28,6 +28,7 @@ from .._ops import resize_logits
 from ..wrapper import RiskGuidedDecoder, RiskGuidedOutput
 from ._checkpoint import (
     LoadReport,
+    load_state_file,
     read_json,
     save_safetensors,
     strip_wrapper_prefixes,
@@ -326,8 +327,22 @@ class CroBIMU(nn.Module):
     @staticmethod
     def config_from_pretrained(directory: str | Path) -> CroBIMUConfig:
         """The config saved in ``directory/config.json``, set up to be filled from ``model.safetensors``
-        (no external vision weights, no pretrained text download)."""
-        data = read_json(Path(directory) / CONFIG_NAME)
+        (no external vision weights, no pretrained text download).
+
+        Raises:
+            ValueError: ``config.json`` is truncated or corrupt, or ``directory`` is a training run
+                folder (the message names its checkpoints).
+        """
+        path = Path(directory) / CONFIG_NAME
+        try:
+            data = read_json(path)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(
+                f"{path} is truncated or corrupt and cannot be read ({err}): copy the checkpoint folder again from "
+                "where it came from, or use another checkpoint."
+            ) from err
+        if isinstance(data, dict) and "train" in data and "config" not in data:
+            raise ValueError(_run_folder_message(Path(directory)))
         config = CroBIMUConfig.from_dict(data["config"] if "config" in data else data)
         return config.replace(vision={"weights": None}, text={"pretrained": False})
 
@@ -350,19 +365,18 @@ class CroBIMU(nn.Module):
                 matching tensors load, the rest is reported in a warning.
             return_report: also return the :class:`LoadReport`.
         """
-        from safetensors.torch import load_file
-
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        config = cls.config_from_pretrained(directory) if config_path.is_file() else None
         for path in (config_path, weights_path):
             if not path.is_file():
+                hint = ("\n" + _run_folder_message(directory)) if (directory / "checkpoints").is_dir() else ""
                 raise FileNotFoundError(
                     f"CroBIMU.from_pretrained: {path.name} not found in {directory}; expected a folder written "
-                    "by CroBIMU.save_pretrained (config.json + model.safetensors)."
+                    f"by CroBIMU.save_pretrained (config.json + model.safetensors).{hint}"
                 )
-        model = cls(cls.config_from_pretrained(directory), device=device, dtype=dtype)
-
-        state = strip_wrapper_prefixes(load_file(str(weights_path), device="cpu"))
+        state = strip_wrapper_prefixes(load_state_file(weights_path))
+        model = cls(config, device=device, dtype=dtype)
         own = model.state_dict()
         report = LoadReport(source=str(weights_path))
         to_load: dict[str, torch.Tensor] = {}
@@ -377,9 +391,10 @@ class CroBIMU(nn.Module):
         report.loaded = sorted(to_load)
         if strict and not report.ok:
             raise RuntimeError(
-                f"CroBIMU.from_pretrained: the weights in {directory} do not match the model built from its "
-                f"config.json (strict=True).\n{report.summary()}\nCheck that config.json and model.safetensors "
-                "belong together, or pass strict=False to load what matches."
+                f"CroBIMU.from_pretrained: the weights in {weights_path} do not fit the model that {config_path} "
+                f"describes (strict=True):\n{report.summary(limit=3)}\nLikely cause: config.json and "
+                "model.safetensors come from different checkpoints, or config.json was edited. Copy both from the "
+                "same checkpoint folder, or pass strict=False to load what matches."
             )
         model.load_state_dict(to_load, strict=False)
         if not report.ok:
@@ -389,3 +404,13 @@ class CroBIMU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, variant={self.config.variant!r}, size_divisor={self.size_divisor}"
+
+
+def _run_folder_message(folder: Path) -> str:
+    """Where the checkpoints of the training run folder ``folder`` are."""
+    names = {"best": "the best on val", "final": "the end of training", "last": "resumable"}
+    found = [f"{folder / 'checkpoints' / name} ({what})" for name, what in names.items()
+             if (folder / "checkpoints" / name / WEIGHTS_NAME).is_file()]
+    listing = ", ".join(found) if found else f"{folder / 'checkpoints' / 'best'} once the run has validated"
+    return (f"{folder} is a training run folder, not a checkpoint: its config.json holds the run's settings. Load one "
+            f"of its checkpoints: {listing}.")

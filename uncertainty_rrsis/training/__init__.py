@@ -10,6 +10,8 @@ One home per concern:
   checkpoints, periodic validation, final evaluation;
 - :mod:`.evaluation` -- :func:`evaluate` (the field's metrics, exact under DDP, no Trainer
   needed), the text-blanked evaluation, the report and the panels;
+- :mod:`.run_folder` -- one run per folder: the folder's lock, the files of a run, the settings a
+  resume compares;
 - :mod:`.checkpoint`, :mod:`.distributed`, :mod:`.schedule`, :mod:`.signals`, :mod:`.run_log`.
 """
 
@@ -18,6 +20,8 @@ from .config import (
     DEFAULT_RECIPE,
     MODEL_SHORTCUTS,
     PRESET_RECIPES,
+    RESUME_MAY_CHANGE,
+    RESUME_MAY_CHANGE_MODEL,
     TrainConfig,
     build_arg_parser,
     config_from_args,
@@ -28,6 +32,7 @@ from .distributed import (
     DistEnv,
     EpochSampler,
     ShardedSampler,
+    broadcast_from_main,
     cleanup_distributed,
     init_distributed,
     main_guard,
@@ -48,6 +53,7 @@ from .evaluation import (
     unwrap_model,
     write_metrics,
 )
+from .run_folder import RunFolderError, RunLock
 from .run_log import RunLog
 from .schedule import poly_schedule
 from .setup import (
@@ -64,17 +70,19 @@ from .trainer import Trainer
 __all__ = [
     # settings
     "TrainConfig", "PRESET_RECIPES", "DEFAULT_RECIPE", "MODEL_SHORTCUTS", "build_arg_parser", "config_from_args",
-    "load_config_file", "merge_settings",
+    "load_config_file", "merge_settings", "RESUME_MAY_CHANGE", "RESUME_MAY_CHANGE_MODEL",
     # setup
     "build_model_config", "load_tokenizer", "prepare_data_root", "build_dataset", "seed_everything",
     "environment_info",
     # fitting
     "Trainer", "StopOnSignal", "RunLog", "poly_schedule",
+    # the run folder
+    "RunLock", "RunFolderError",
     # evaluation
     "evaluate", "evaluation_loader", "blank_sentences", "forward_batch", "unwrap_model", "format_metrics", "format_uncertainty",
     "format_breakdown", "text_cost", "final_report", "write_metrics", "save_panels", "PROTOCOL",
     # checkpoints and processes
     "save_checkpoint", "load_trainer_state", "find_checkpoint", "atomic_write_text",
     "DistEnv", "EpochSampler", "ShardedSampler", "init_distributed", "cleanup_distributed", "main_guard",
-    "per_rank_batch",
+    "per_rank_batch", "broadcast_from_main",
 ]

@@ -16,6 +16,7 @@ saving leaves the previous checkpoint intact (at worst under ``<name>.old``, whi
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -101,7 +102,12 @@ def find_checkpoint(folder: str | Path) -> Path | None:
 
 
 def load_trainer_state(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read ``(trainer_state, info)`` from a checkpoint folder written by :func:`save_checkpoint`."""
+    """Read ``(trainer_state, info)`` from a checkpoint folder written by :func:`save_checkpoint`.
+
+    Raises:
+        FileNotFoundError: a file of the checkpoint is missing (the message lists them).
+        ValueError: a file is truncated or corrupt (the message names it).
+    """
     folder = Path(folder)
     missing = [n for n in ("trainer_state.pt", "trainer_state.json", "model.safetensors") if not (folder / n).is_file()]
     if missing:
@@ -109,6 +115,12 @@ def load_trainer_state(folder: str | Path, map_location: str | torch.device = "c
             f"{folder} is not a complete training checkpoint: missing {missing}. Expected the folder written by "
             "save_checkpoint (model.safetensors, config.json, trainer_state.pt, trainer_state.json)."
         )
-    state = torch.load(folder / "trainer_state.pt", map_location=map_location, weights_only=True)
-    info = json.loads((folder / "trainer_state.json").read_text())
+    try:
+        state = torch.load(folder / "trainer_state.pt", map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError) as err:
+        raise ValueError(f"{folder / 'trainer_state.pt'} is truncated or corrupt and cannot be read ({err})") from err
+    try:
+        info = json.loads((folder / "trainer_state.json").read_text())
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{folder / 'trainer_state.json'} is truncated or corrupt and cannot be read ({err})") from err
     return state, info

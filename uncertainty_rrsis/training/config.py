@@ -43,6 +43,8 @@ __all__ = [
     "PRESET_RECIPES",
     "DEFAULT_RECIPE",
     "MODEL_SHORTCUTS",
+    "RESUME_MAY_CHANGE",
+    "RESUME_MAY_CHANGE_MODEL",
     "build_arg_parser",
     "config_from_args",
     "load_config_file",
@@ -120,7 +122,26 @@ MODEL_SHORTCUTS: dict[str, _Shortcut] = {
 }
 
 # Keys of a run folder's config.json that describe one invocation, not the run: dropped on load.
-_INVOCATION_KEYS = ("resume",)
+_INVOCATION_KEYS = ("resume", "overwrite", "resume_with_changes")
+
+#: Training settings that ``--resume`` accepts changed: they do not change what the run computes.
+#: Bookkeeping (where and how often it writes, what it shows, which splits the final evaluation
+#: scores, how many panels it draws) and where it executes (device, loader workers,
+#: ``torch.compile``, the cache of the synthetic data, whose content is fixed by the
+#: ``synthetic_*`` settings). Every other setting, and the model config but for the file of the
+#: initial vision weights, must match the run's (or be accepted with ``--resume-with-changes``).
+RESUME_MAY_CHANGE: frozenset[str] = frozenset({
+    # invocation
+    "output_dir", "resume", "overwrite", "resume_with_changes",
+    # bookkeeping
+    "checkpoint_every", "log_every", "panels", "progress", "tensorboard", "eval_splits",
+    # where it executes
+    "device", "num_workers", "compile", "cache_dir",
+})
+
+#: Model-config settings (dotted, inside the model config) that ``--resume`` accepts changed: the
+#: initial vision weights, replaced by the checkpoint's weights when the run resumes.
+RESUME_MAY_CHANGE_MODEL: frozenset[str] = frozenset({"vision.weights"})
 
 
 def _opt(default: Any, help: str, **extra: Any) -> Any:
@@ -241,7 +262,12 @@ class TrainConfig:
     compile: bool = _opt(False, "torch.compile the model")
     # bookkeeping
     output_dir: str = _opt("runs/default", "run folder: config, checkpoints, logs, metrics, panels")
-    resume: bool = _opt(False, "continue from <output_dir>/checkpoints/last")
+    resume: bool = _opt(False, "continue from <output_dir>/checkpoints/last; settings that change the result must "
+                        "match the run's")
+    overwrite: bool = _opt(False, "start again in a folder that holds a run: first delete its config, checkpoints, "
+                           "log, metrics, panels and tensorboard files (other files stay)")
+    resume_with_changes: bool = _opt(False, "with --resume: continue even though settings that change the result "
+                                     "differ from the run's (each change is recorded in log.jsonl)")
     checkpoint_every: int = _opt(UNSET, "write the resumable checkpoint every N optimizer steps")
     eval_every: int = _opt(0, "evaluate on val every N steps (0: once per epoch)")
     log_every: int = _opt(10, "append to log.jsonl every N optimizer steps")
@@ -344,6 +370,12 @@ class TrainConfig:
         for name in ("batch_size", "grad_accumulation", "epochs", "checkpoint_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}")
+        if self.resume and self.overwrite:
+            raise ValueError("--resume and --overwrite contradict each other: --resume continues the run in "
+                             f"{self.output_dir}, --overwrite deletes it and starts again; give one of them")
+        if self.resume_with_changes and not self.resume:
+            raise ValueError("--resume-with-changes goes with --resume: it accepts changed settings when continuing "
+                             f"the run in {self.output_dir}; add --resume")
 
 
 # The deprecated keywords in the order __post_init__ receives them.
@@ -382,8 +414,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     Accepts YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON (``.json``) holding option names
     (spelled like the flags, ``-`` or ``_``), and a run folder's ``config.json``
     (``{"train": ..., "model": ..., "environment": ...}``) unchanged: the ``train`` section gives
-    the training settings (without ``resume``, a choice of each invocation), the ``model``
-    section the model config the run used, and ``environment`` is ignored.
+    the training settings (without ``resume``, ``overwrite`` and ``resume_with_changes``, choices
+    of each invocation), the ``model`` section the model config the run used, and
+    ``environment`` is ignored.
     """
     path = Path(path)
     if not path.is_file():

@@ -26,6 +26,7 @@ __all__ = [
     "ShardedSampler",
     "EpochSampler",
     "per_rank_batch",
+    "broadcast_from_main",
 ]
 
 _T = TypeVar("_T")
@@ -117,6 +118,19 @@ def main_guard(fn: Callable[[], _T]) -> _T:
         sys.stdout.flush()
 
 
+def broadcast_from_main(env: DistEnv, obj: _T) -> _T:
+    """``obj`` of rank 0 on every rank (one ``broadcast_object_list``; the object itself without DDP).
+
+    Every rank must call it: the other ranks wait there for rank 0, which makes it the barrier
+    behind which rank 0 decides something (takes a lock, checks a folder) for all of them.
+    """
+    if not (env.distributed and dist.is_initialized()):
+        return obj
+    box = [obj if env.is_main else None]
+    dist.broadcast_object_list(box, src=0, device=env.device if env.device.type == "cuda" else None)
+    return box[0]  # type: ignore[return-value]
+
+
 def per_rank_batch(total: int, world_size: int, accumulation: int = 1) -> int:
     """Split the **total** batch size over ranks and accumulation steps, or explain why it can't be."""
     parts = world_size * accumulation
@@ -158,10 +172,13 @@ class EpochSampler(Sampler[int]):
         self.length, self.batch_size, self.seed = int(length), int(batch_size), int(seed)
         self.rank, self.world_size = int(rank), int(world_size)
         self.epoch, self.skip_batches = 0, 0
+        if self.length == 0:
+            raise ValueError("the training split is empty (0 samples): there is nothing to train on")
         if self.batches_per_epoch == 0:
             raise ValueError(
                 f"the training split has {self.length} samples, fewer than one global batch of "
-                f"{self.batch_size * self.world_size}; lower --batch-size."
+                f"{self.batch_size * self.world_size} ({self.batch_size} per rank x {self.world_size} ranks); lower "
+                "--batch-size or train on more samples."
             )
 
     @property

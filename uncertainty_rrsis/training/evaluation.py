@@ -168,6 +168,9 @@ def evaluate(
         margin baselines for error pixels, and failure detection per sample
         (:class:`~uncertainty_rrsis.metrics.UncertaintyQualityMetrics`), with
         ``"unc_breakdown"`` (failure detection per ``tag=value``) when the samples carry tags.
+
+    Raises:
+        ValueError: the loader gave no sample on any rank (an empty split).
     """
     if blank_text and tokenizer is None:
         raise ValueError("evaluate(blank_text=True) needs tokenizer=: the tokenizer that writes the empty sentence")
@@ -193,6 +196,13 @@ def evaluate(
     model.train(was_training)
     seg.sync()
     result: dict[str, Any] = dict(seg.compute())
+    if result["count"] == 0:  # the same on every rank: the count is summed over them
+        dataset = getattr(loader, "dataset", None)
+        what = ""
+        if getattr(dataset, "root", None) is not None:
+            what = f" (the {getattr(dataset, 'split', '?')} split under {dataset.root})"
+        raise ValueError(f"evaluate: the loader gave no samples{what}, on any rank; metrics over no samples would be "
+                         "meaningless. Check that the split holds samples.")
     breakdown = seg.compute_breakdown()
     if breakdown:
         result["breakdown"] = breakdown

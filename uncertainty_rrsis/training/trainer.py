@@ -11,6 +11,11 @@ atomic checkpoints, validates periodically and evaluates the best checkpoint at 
     <output_dir>/checkpoints/final/     the weights at the end of training
     <output_dir>/metrics.json           final metrics with protocol, seed and versions
     <output_dir>/panels/*.png           image / GT / prediction / U^p / M panels
+    <output_dir>/.lock                  while the run trains: pid, host and start time of its process
+
+A run folder belongs to one run (see :mod:`.run_folder`): ``fit`` takes the folder's lock before it
+writes anything and refuses a folder that holds another run, unless ``resume`` (whose settings
+must match the run's, unless ``resume_with_changes``) or ``overwrite`` (which starts clean).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +33,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..data import collate
+from ..data import DatasetError, collate
 from ..losses import RiskGuidedLoss
 from . import evaluation
 from .checkpoint import (
@@ -39,8 +44,22 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import TrainConfig
-from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch
+from .config import RESUME_MAY_CHANGE, RESUME_MAY_CHANGE_MODEL, TrainConfig
+from .distributed import (
+    DistEnv,
+    EpochSampler,
+    broadcast_from_main,
+    init_distributed,
+    per_rank_batch,
+)
+from .run_folder import (
+    RunFolderError,
+    RunLock,
+    format_changes,
+    remove_run_files,
+    run_markers,
+    settings_changes,
+)
 from .run_log import RunLog
 from .schedule import poly_schedule
 from .setup import (
@@ -102,6 +121,7 @@ class Trainer:
         self.epoch = 0
         self.batches_done = 0
         self.best: float | None = None
+        self._accepted_changes: dict[str, tuple[Any, Any]] = {}
 
     # ------------------------------------------------------------------------------ data
     def dataset(self, split: str, *, return_orig_mask: bool = False):
@@ -130,7 +150,8 @@ class Trainer:
     # ------------------------------------------------------------------------------ checkpoints
     def _info(self) -> dict[str, Any]:
         return {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done, "best_val_mIoU": self.best,
-                "train_config": self.cfg.to_dict(), "world_size": self.env.world_size}
+                "train_config": self.cfg.to_dict(), "model_config": self.model_config.to_dict(),
+                "world_size": self.env.world_size}
 
     def save(self, name: str, optimizer, scheduler) -> None:
         """Write ``checkpoints/<name>`` atomically (rank 0)."""
@@ -141,28 +162,81 @@ class Trainer:
         self.env.barrier()
 
     def load_weights(self, folder: str | Path) -> None:
-        """Load ``folder/model.safetensors`` (a checkpoint of this model) strictly into the model."""
-        from safetensors.torch import load_file
+        """Load ``folder/model.safetensors`` (a checkpoint of this model) strictly into the model.
 
-        from ..models import strip_wrapper_prefixes
+        Raises:
+            ValueError: the file is truncated or corrupt, or its tensors do not fit the model (the
+                message names the file, counts the keys and shows a few).
+        """
+        from ..models import LoadReport, load_state_file, strip_wrapper_prefixes
 
-        self.model.load_state_dict(strip_wrapper_prefixes(load_file(str(Path(folder) / "model.safetensors"))),
-                                   strict=True)
+        path = Path(folder) / "model.safetensors"
+        state = strip_wrapper_prefixes(load_state_file(path))
+        own = self.model.state_dict()
+        report = LoadReport(source=str(path), missing=[k for k in own if k not in state],
+                            unexpected=[k for k in state if k not in own],
+                            mismatched=[(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                                        if k in own and tuple(v.shape) != tuple(own[k].shape)])
+        if not report.ok:
+            raise ValueError(
+                f"the weights in {path} do not fit the model of this run's settings:\n{report.summary(limit=3)}\n"
+                "Likely cause: the checkpoint was written with other model settings (see its config.json)."
+            )
+        self.model.load_state_dict(state, strict=True)
 
     def _resume(self, optimizer, scheduler) -> bool:
         folder = find_checkpoint(self.out / "checkpoints" / "last")
         if folder is None:
             self.log.print(f"--resume: no checkpoint under {self.out / 'checkpoints' / 'last'}; starting from scratch")
+            if self._accepted_changes:
+                self.log.write({"event": "resumed", "step": 0, "from": None, "time": time.time(),
+                                "changes": {name: list(pair) for name, pair in self._accepted_changes.items()}},
+                               step=0)
             return False
-        self.load_weights(folder)
-        state, info = load_trainer_state(folder)
+        try:
+            self.load_weights(folder)
+            state, info = load_trainer_state(folder)
+        except (ValueError, OSError) as err:
+            raise RunFolderError(f"cannot resume the run in {self.out} from {folder}: {err}\n"
+                                 f"{self._way_out(folder)}") from err
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if self.cfg.resume_with_changes:
+            self._apply_optimizer_settings(optimizer, scheduler)
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batches_done = info["step"], info["epoch"], info["batches_done"]
         self.best = info.get("best_val_mIoU")
         self.log.print(f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batches_done})")
+        record: dict[str, Any] = {"event": "resumed", "step": self.step, "from": str(folder), "time": time.time()}
+        if self._accepted_changes:
+            record["changes"] = {name: list(pair) for name, pair in self._accepted_changes.items()}
+        self.log.write(record, step=self.step)
         return True
+
+    def _way_out(self, broken: Path) -> str:
+        """What to do when the resumable checkpoint ``broken`` cannot be read."""
+        best = find_checkpoint(self.out / "checkpoints" / "best")
+        text = ""
+        if best is not None and best != broken:
+            with contextlib.suppress(ValueError, OSError, KeyError):
+                step = json.loads((best / "trainer_state.json").read_text())["step"]
+                text = (f"{best} (step {step}) is also a complete training checkpoint: copy it over {broken} to "
+                        "continue from that step, or ")
+        text += ("copy the checkpoint folder again from a backup; or start the run again with --overwrite (which "
+                 f"deletes the run's files in {self.out})")
+        return text[0].upper() + text[1:] + "."
+
+    def _apply_optimizer_settings(self, optimizer, scheduler) -> None:
+        """After loading the optimizer and scheduler states: the learning rates and weight decay of the
+        current settings (the states hold the run's), on the run's position in the schedule."""
+        groups = self.model.param_groups(self.cfg.lr)
+        if len(groups) != len(optimizer.param_groups):
+            return
+        scheduler.base_lrs = [group["lr"] for group in groups]
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+            group["initial_lr"] = base
+            group["lr"] = base * factor(scheduler.last_epoch)
+            group["weight_decay"] = self.cfg.weight_decay
 
     def _save_final(self) -> None:
         if self.env.is_main:
@@ -183,16 +257,153 @@ class Trainer:
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
 
     def fit(self) -> dict[str, Any]:
-        """Train (resuming when asked), then evaluate the best checkpoint; returns the final metrics."""
-        cfg = self.cfg
+        """Train (resuming when asked), then evaluate the best checkpoint; returns the final metrics.
+
+        Rank 0 first takes the run folder's lock and checks the folder: a folder that holds a run
+        needs ``resume`` (whose result-changing settings must match the run's, unless
+        ``resume_with_changes``) or ``overwrite``. A refusal raises :class:`RunFolderError` on
+        every rank.
+        """
+        with self._claim_run_folder():
+            return self._fit()
+
+    @contextlib.contextmanager
+    def _claim_run_folder(self) -> Iterator[None]:
+        """Hold the run folder's lock (rank 0) while the run writes there; check the folder first."""
+        lock: RunLock | None = None
+        failure: BaseException | None = None
         if self.env.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.out / "config.json", json.dumps(
-                {"train": cfg.to_dict(), "model": self.model_config.to_dict(), "environment": environment_info()},
-                indent=2, default=str))
+            try:
+                lock = RunLock.acquire(self.out)
+                if lock.note:
+                    self.log.print(lock.note)
+                self._accepted_changes = self._check_run_folder()
+            except BaseException as err:  # noqa: BLE001 - every rank must hear of it, or they wait for rank 0
+                failure = err
+                if lock is not None:
+                    lock.release()
+        refusal = broadcast_from_main(self.env, None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if refusal is not None:
+            raise RunFolderError(f"rank 0 could not start the run in {self.out}, so rank {self.env.rank} stops too: "
+                                 f"{refusal}")
+        try:
+            yield
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _check_run_folder(self) -> dict[str, tuple[Any, Any]]:
+        """Rank 0, holding the lock: refuse a folder that holds a run (without resume / overwrite), clear it
+        for ``overwrite``, compare the settings for ``resume``; returns the accepted setting changes."""
+        found = run_markers(self.out)
+        if self.cfg.overwrite:
+            removed = remove_run_files(self.out)
+            if removed:
+                self.log.print(f"--overwrite: deleted the previous run's {', '.join(removed)} in {self.out}")
+            return {}
+        if self.cfg.resume:
+            return self._compare_settings()
+        if found:
+            listing = ", ".join(name + ("/" if (self.out / name).is_dir() else "") for name in found)
+            if (self.out / "metrics.json").is_file():
+                what = f"a finished run: its results are in {self.out / 'metrics.json'}"
+            else:
+                last = find_checkpoint(self.out / "checkpoints" / "last")
+                what = "an unfinished run" + (f", resumable from {last}" if last is not None else "")
+            raise RunFolderError(
+                f"{self.out} already holds a run ({what}; found {listing}). A new run there would replace its "
+                "checkpoints, log and metrics. To continue that run, add --resume; to delete it and start again, add "
+                "--overwrite; or give the new run its own folder with --output-dir."
+            )
+        return {}
+
+    def _compare_settings(self) -> dict[str, tuple[Any, Any]]:
+        """The run's saved settings (its resumable checkpoint's, else its config.json) against this run's."""
+        cfg = self.cfg
+        saved_train: Mapping[str, Any] | None = None
+        saved_model: Mapping[str, Any] | None = None
+        source: Path | None = None
+        last = find_checkpoint(self.out / "checkpoints" / "last")
+        if last is not None:
+            try:
+                info = json.loads((last / "trainer_state.json").read_text())
+            except (ValueError, OSError) as err:
+                raise RunFolderError(
+                    f"cannot resume the run in {self.out} from {last}: {last / 'trainer_state.json'} is truncated or "
+                    f"corrupt ({err}).\n{self._way_out(last)}") from err
+            saved_train, saved_model = info.get("train_config"), info.get("model_config")
+            source = last / "trainer_state.json"
+        run_config = self.out / "config.json"
+        if run_config.is_file() and (saved_train is None or saved_model is None):
+            with contextlib.suppress(ValueError, OSError):
+                data = json.loads(run_config.read_text())
+                if saved_train is None and isinstance(data.get("train"), Mapping):
+                    saved_train, source = data["train"], run_config
+                if saved_model is None and isinstance(data.get("model"), Mapping):
+                    saved_model = data["model"]
+        if saved_train is None:
+            return {}
+        changes = settings_changes(_comparable(saved_train), cfg.to_dict(), saved_model=saved_model,
+                                   new_model=self.model_config.to_dict(), free=RESUME_MAY_CHANGE,
+                                   free_model=RESUME_MAY_CHANGE_MODEL)
+        if not changes:
+            return {}
+        listing = format_changes(changes)
+        if not cfg.resume_with_changes:
+            raise RunFolderError(
+                f"--resume: settings that change the result differ from those of the run in {self.out} (saved in "
+                f"{source}):\n{listing}\nA run continued with them would belong to neither setting. Resume with the "
+                f"saved values (the run started with those in {run_config}: --config {run_config} --resume), give the "
+                "new settings their own folder with --output-dir, or add --resume-with-changes to continue with them "
+                "anyway (the changes are recorded in log.jsonl)."
+            )
+        self.log.print(f"--resume-with-changes: the run in {self.out} continues with these changes "
+                       f"(recorded in log.jsonl):\n{listing}")
+        return changes
+
+    def _check_splits(self, train_set: Any) -> None:
+        """Refuse, before training, a training split smaller than one batch and empty evaluation splits."""
+        cfg = self.cfg
+        where = f"the {cfg.dataset} data under {self._data_root}"
+        count = len(train_set)
+        if count == 0:
+            hint = " (for the synthetic data: --synthetic-train)" if cfg.dataset == "synthetic" else ""
+            raise ValueError(f"the training split of {where} is empty (0 samples): there is nothing to train on. "
+                             f"Check --data-root and the training split's file{hint}.")
+        if count < cfg.batch_size:
+            raise ValueError(
+                f"the training split of {where} has {count} samples, fewer than one batch (--batch-size "
+                f"{cfg.batch_size}, the total over {self.env.world_size} process(es) x {cfg.grad_accumulation} "
+                f"accumulation step(s)), so not one optimizer step can be made. Choose --batch-size {count} or less "
+                "(a multiple of processes x accumulation steps), or train on more samples."
+            )
+        for split in _splits(cfg.eval_splits):
+            skip = ("leave it out of --eval-splits (--eval-splits val, say, or --eval-splits '' for no final "
+                    "evaluation)")
+            try:
+                size = len(self.dataset(split))
+            except (FileNotFoundError, DatasetError) as err:  # a missing, unreadable or (for some readers) empty split
+                raise ValueError(f"--eval-splits {cfg.eval_splits!r}: the {split} split of {where} cannot be used: "
+                                 f"{err}\nTo train anyway, {skip}.") from err
+            if size == 0:
+                raise ValueError(f"--eval-splits {cfg.eval_splits!r}: the {split} split of {where} is empty (0 "
+                                 f"samples); the final evaluation cannot score it. Check --data-root, or {skip}.")
+
+    def _fit(self) -> dict[str, Any]:
+        cfg = self.cfg
+        train_set = self.dataset("train")
+        self._check_splits(train_set)
+        has_val = self._has_split("val")
+        if self.env.is_main:
+            config_file = self.out / "config.json"
+            if not (cfg.resume and config_file.is_file()):  # a resumed run keeps the settings it started with
+                atomic_write_text(config_file, json.dumps(
+                    {"train": cfg.to_dict(), "model": self.model_config.to_dict(), "environment": environment_info()},
+                    indent=2, default=str))
         if cfg.tensorboard:
             self.log.open_tensorboard()
-        train_set = self.dataset("train")
         sampler = EpochSampler(len(train_set), batch_size=self.per_rank_batch, seed=cfg.seed,
                                rank=self.env.rank, world_size=self.env.world_size)
         optimizer = torch.optim.AdamW(self.model.param_groups(cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -200,7 +411,6 @@ class Trainer:
         scheduler = poly_schedule(optimizer, total_steps=total, power=cfg.poly_power, warmup_steps=cfg.lr_warmup_steps)
         if cfg.resume:
             self._resume(optimizer, scheduler)
-        has_val = self._has_split("val")
         steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accumulation
         eval_every = cfg.eval_every or steps_per_epoch
         self.log.print(f"training {self.model_config.variant} on "
@@ -324,13 +534,14 @@ class Trainer:
         Each split is evaluated as is and with every sentence blanked (``<split>/text_masked``);
         rank 0 prints the tables, writes ``metrics.json`` and draws the panels.
         """
-        best = find_checkpoint(self.out / "checkpoints" / "best")
+        # only a best checkpoint this run (or the run it resumes) chose: never one left by another run
+        best = find_checkpoint(self.out / "checkpoints" / "best") if self.best is not None else None
         source = "final"
         if best is not None:
             self.load_weights(best)
             source = "best (val mIoU)"
         results: dict[str, Any] = {}
-        for split in [s.strip() for s in self.cfg.eval_splits.split(",") if s.strip()]:
+        for split in _splits(self.cfg.eval_splits):
             results[split] = self.evaluate(split)
             results[f"{split}/text_masked"] = self.evaluate(split, blank_text=True, uncertainty=False)
             self.log.print(evaluation.format_metrics(results[split], title=f"{split} ({source} checkpoint)"))
@@ -349,6 +560,25 @@ class Trainer:
         """Draw the first ``count`` samples of ``split`` (a fixed set) as PNG panels under ``panels/`` (rank 0)."""
         return evaluation.save_panels(self.net, self.dataset(split), self.out / "panels", split=split, count=count,
                                       device=self.device, autocast_dtype=self.autocast_dtype)
+
+
+def _splits(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _comparable(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """Saved training settings as this version resolves them (older layouts included), keys the saved side has."""
+    from dataclasses import fields
+
+    from .config import MODEL_SHORTCUTS, merge_settings
+
+    known = {f.name for f in fields(TrainConfig)}
+    data = {k: v for k, v in saved.items() if k in known or k in MODEL_SHORTCUTS}
+    try:
+        resolved = TrainConfig.from_dict(merge_settings(data)).to_dict()
+    except (TypeError, ValueError):
+        return dict(saved)
+    return {k: v for k, v in resolved.items() if k in saved or k == "model"}
 
 
 class _Saver:
