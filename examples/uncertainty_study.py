@@ -125,7 +125,8 @@ def train_one(args: argparse.Namespace, variant: str, seed: int, out: Path) -> P
         max_steps=steps, epochs=1000, batch_size=args.batch_size, device=args.device, seed=seed,
         synthetic_train=args.synthetic_train, synthetic_seed=args.train_data_seed, cache_dir=args.cache_dir,
         progress=args.progress, panels=0, tensorboard=False, checkpoint_every=10**9, eval_splits="test",
-        output_dir=str(folder), model=dict(model_changes), **changes,
+        output_dir=str(folder), model=dict(model_changes), resume=folder.is_dir(),  # continue an unfinished run
+        **changes,
     )
     Trainer(cfg).fit()
     return folder
