@@ -57,7 +57,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], float]] = {
     "lambda_unc_0.3": ("lambda_unc 0.3", {"lambda_unc": 0.3}, {}, 1.0),
     "lambda_unc_3": ("lambda_unc 3", {"lambda_unc": 3.0}, {}, 1.0),
     "no_warmup": ("no L_unc warm-up", {"unc_warmup_steps": 0}, {}, 1.0),
-    "long_warmup": ("L_unc warm-up over 40 % of training", {"unc_warmup_steps": "0.4"}, {}, 1.0),
+    "long_warmup": ("L_unc warm-up over 40 % of training", {"unc_warmup_fraction": 0.4}, {}, 1.0),
     "longer": ("twice the training steps", {}, {}, 2.0),
     "no_pixel_weight": ("no pixel weighting in Eq. 8 (w_pixel = 1)", {"unc_pixel_weighting": False}, {}, 1.0),
     "mask_margin": ("UDLR's mask from the margin (beyond the paper)", {}, {"refine_mask_source": "margin"}, 1.0),
@@ -115,12 +115,7 @@ def train_one(args: argparse.Namespace, variant: str, seed: int, out: Path) -> P
     if (folder / "metrics.json").is_file():
         return folder
     changes = dict(train_changes)
-    warmup = changes.pop("unc_warmup_steps", None)
     steps = int(round(args.max_steps * budget))
-    if isinstance(warmup, str):  # a fraction of the run
-        warmup = int(round(float(warmup) * steps))
-    if warmup is not None:
-        changes["unc_warmup_steps"] = warmup
     cfg = TrainConfig(
         max_steps=steps, epochs=1000, batch_size=args.batch_size, device=args.device, seed=seed,
         synthetic_train=args.synthetic_train, synthetic_seed=args.train_data_seed, cache_dir=args.cache_dir,

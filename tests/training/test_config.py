@@ -250,3 +250,50 @@ def test_run_config_with_foreign_sections_is_an_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"train": {}, "model": {}, "extra": 1}))
     with pytest.raises(ValueError, match=r"run's config\.json.*\['extra'\]"):
         load_config_file(tmp_path / "config.json")
+
+
+def test_the_loss_knobs_reach_the_criterion(tiny_bert_dir, tmp_path):
+    from helpers.tiny import tiny_train_config
+
+    from uncertainty_rrsis.training import Trainer
+
+    cfg = tiny_train_config(tmp_path, tiny_bert_dir, unc_hard_sample_weight=2.0, unc_hard_iou_threshold=0.3,
+                            unc_target_blur=3, unc_pixel_weighting=False, unc_warmup_steps=7, lambda_unc=0.5,
+                            lambda_ref=0.0)
+    loss = Trainer(cfg).criterion
+    unc = loss.uncertainty_loss
+    assert (unc.hard_sample_weight, unc.hard_iou_threshold, unc.blur_kernel_size, unc.pixel_weighting,
+            unc.warmup_steps) == (2.0, 0.3, 3, False, 7)
+    assert (loss.lambda_unc, loss.lambda_ref) == (0.5, 0.0)
+
+
+def test_loss_knobs_on_the_command_line_and_their_checks():
+    from uncertainty_rrsis.training import build_arg_parser, config_from_args
+
+    parser = build_arg_parser()
+    cfg = config_from_args(parser.parse_args(["--unc-warmup-fraction", "0.05", "--unc-target-blur", "5",
+                                              "--unc-pixel-weighting", "false", "--unc-hard-iou-threshold", "0.4"]))
+    assert (cfg.unc_warmup_fraction, cfg.unc_target_blur, cfg.unc_pixel_weighting, cfg.unc_hard_iou_threshold) == (
+        0.05, 5, False, 0.4)
+    with pytest.raises(ValueError, match="unc-target-blur must be an odd"):
+        config_from_args(parser.parse_args(["--unc-target-blur", "4"]))
+    with pytest.raises(ValueError, match=r"unc-warmup-fraction must lie in \[0, 1\]"):
+        config_from_args(parser.parse_args(["--unc-warmup-fraction", "2"]))
+
+
+@pytest.mark.slow
+def test_warmup_fraction_is_a_share_of_the_run(tiny_bert_dir, tmp_path):
+    import json
+
+    from helpers.tiny import tiny_train_config
+
+    from uncertainty_rrsis.training import Trainer
+
+    cfg = tiny_train_config(tmp_path, tiny_bert_dir, unc_warmup_fraction=0.5, unc_warmup_steps=0, log_every=1,
+                            eval_splits="", panels=0)
+    trainer = Trainer(cfg)
+    trainer.fit()
+    assert trainer.criterion.uncertainty_loss.warmup_steps == 4  # half of the run's 8 steps
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    unc = {r["step"]: r["loss/unc"] for r in log if "loss/unc" in r}
+    assert all(unc[s] == 0 for s in (1, 2, 3, 4)) and all(unc[s] > 0 for s in (6, 7, 8))

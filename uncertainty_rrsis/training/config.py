@@ -256,6 +256,12 @@ class TrainConfig:
     lambda_unc: float = _opt(1.0, "weight of L_unc (Eq. 18)")
     lambda_ref: float = _opt(1.0, "weight of L_seg(P_ref) (Eq. 18)")
     unc_warmup_steps: int = _opt(UNSET, "L_unc is zero for the first N optimizer steps")
+    unc_warmup_fraction: float | None = _opt(
+        None, "L_unc warm-up as a fraction of the run's optimizer steps, e.g. 0.05 (overrides unc_warmup_steps)")
+    unc_hard_sample_weight: float = _opt(1.0, "lambda_s of L_unc: extra weight of a sample with IoU < delta")
+    unc_hard_iou_threshold: float = _opt(0.5, "delta of L_unc: the IoU below which a sample is hard")
+    unc_target_blur: int | None = _opt(None, "z = Blur(e) in L_unc: odd Gaussian kernel size (none: z = e)")
+    unc_pixel_weighting: bool = _opt(True, "the pixel weighting of L_unc (Eq. 8); false weighs every pixel 1")
     amp: bool = _opt(True, "bf16 autocast on CUDA (ignored on CPU)")
     seed: int = _opt(0, "random seed")
     device: str = _opt("auto", "auto, cuda or cpu")
@@ -373,6 +379,10 @@ class TrainConfig:
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other: --resume continues the run in "
                              f"{self.output_dir}, --overwrite deletes it and starts again; give one of them")
+        if self.unc_warmup_fraction is not None and not 0.0 <= self.unc_warmup_fraction <= 1.0:
+            raise ValueError(f"--unc-warmup-fraction must lie in [0, 1]; got {self.unc_warmup_fraction}")
+        if self.unc_target_blur is not None and (self.unc_target_blur < 1 or self.unc_target_blur % 2 == 0):
+            raise ValueError(f"--unc-target-blur must be an odd kernel size (e.g. 3); got {self.unc_target_blur}")
         if self.resume_with_changes and not self.resume:
             raise ValueError("--resume-with-changes goes with --resume: it accepts changed settings when continuing "
                              f"the run in {self.output_dir}; add --resume")

@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from ..data import DatasetError, collate
-from ..losses import RiskGuidedLoss
+from ..losses import OnlineErrorLoss, RiskGuidedLoss
 from . import evaluation
 from .checkpoint import (
     atomic_write_text,
@@ -112,7 +112,15 @@ class Trainer:
         if config.compile:
             self.net = torch.compile(self.net)
         self.criterion = RiskGuidedLoss(
-            lambda_unc=config.lambda_unc, lambda_ref=config.lambda_ref, warmup_steps=config.unc_warmup_steps
+            lambda_unc=config.lambda_unc,
+            lambda_ref=config.lambda_ref,
+            uncertainty_loss=OnlineErrorLoss(
+                hard_sample_weight=config.unc_hard_sample_weight,
+                hard_iou_threshold=config.unc_hard_iou_threshold,
+                blur_kernel_size=config.unc_target_blur,
+                warmup_steps=config.unc_warmup_steps,
+                pixel_weighting=config.unc_pixel_weighting,
+            ),
         )
         self.per_rank_batch = per_rank_batch(config.batch_size, self.env.world_size, config.grad_accumulation)
         self.autocast_dtype = torch.bfloat16 if (config.amp and self.device.type == "cuda") else None
@@ -408,6 +416,8 @@ class Trainer:
                                rank=self.env.rank, world_size=self.env.world_size)
         optimizer = torch.optim.AdamW(self.model.param_groups(cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = self.total_steps(sampler)
+        if cfg.unc_warmup_fraction is not None:  # a warm-up given as a share of this run
+            self.criterion.uncertainty_loss.warmup_steps = round(cfg.unc_warmup_fraction * total)
         scheduler = poly_schedule(optimizer, total_steps=total, power=cfg.poly_power, warmup_steps=cfg.lr_warmup_steps)
         if cfg.resume:
             self._resume(optimizer, scheduler)
