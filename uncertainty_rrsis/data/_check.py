@@ -41,9 +41,12 @@ class CheckReport:
 def check_dataset(dataset: ReferringDataset, *, progress: bool = False) -> CheckReport:
     """Read every sample of ``dataset`` (image, mask, sizes, sentence) and collect problems.
 
-    Nothing is resized or tokenized; every failure is recorded and the walk goes on.
-    Build the dataset with ``strict=False`` so that annotation problems (empty sentences,
-    dangling ids) are reported per sample here instead of raised by the constructor.
+    Nothing is resized or tokenized; every failure is recorded and the walk goes on. Images
+    are decoded strictly (truncated or damaged files, JPEGs whose compressed data is damaged,
+    16-bit, 32-bit or out-of-range float pixels are problems), whatever the dataset's
+    ``verify_images`` says. Build the dataset with ``strict=False`` so that annotation problems
+    (empty sentences, dangling ids) are reported per sample here instead of raised by the
+    constructor.
     """
     report = CheckReport(dataset=dataset.name, split=dataset.split, total=len(dataset))
     indices: Sequence[int] = range(len(dataset))
@@ -51,9 +54,13 @@ def check_dataset(dataset: ReferringDataset, *, progress: bool = False) -> Check
         from tqdm.auto import tqdm
 
         indices = tqdm(indices, desc=f"check {dataset.name} {dataset.split}", unit="sample")
-    for i in indices:
-        try:
-            dataset.load_raw(i)
-        except DatasetError as exc:
-            report.problems.append(SampleProblem(i, dataset.records[i].id, str(exc)))
+    verify, dataset.verify_images = dataset.verify_images, True
+    try:
+        for i in indices:
+            try:
+                dataset.load_raw(i)
+            except DatasetError as exc:
+                report.problems.append(SampleProblem(i, dataset.records[i].id, str(exc)))
+    finally:
+        dataset.verify_images = verify
     return report

@@ -62,4 +62,5 @@ class RefSegRS(ReferringDataset):
         ]
 
     def _read_mask(self, record: Record) -> np.ndarray:
-        return read_mask(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT)
+        return read_mask(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT,
+                         verify=self.verify_images)

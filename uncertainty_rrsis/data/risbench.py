@@ -118,4 +118,4 @@ class RISBench(ReferringDataset):
         )
 
     def _read_mask(self, record: Record) -> np.ndarray:
-        return read_mask(record.mask_source, threshold=0, layout=_LAYOUT)
+        return read_mask(record.mask_source, threshold=0, layout=_LAYOUT, verify=self.verify_images)

@@ -1,0 +1,218 @@
+"""Bad inputs fail loudly: damaged and truncated images, pixel formats the readers do not take.
+Every folder is written in ``tmp_path`` by ``helpers.datasets`` in the datasets' exact formats.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from uncertainty_rrsis.data import (
+    RRSISD,
+    RISBench,
+    SampleError,
+    check_dataset,
+    image_to_rgb,
+    read_image,
+)
+from uncertainty_rrsis.data import check as check_cli
+from uncertainty_rrsis.data._jpeg import JpegDataError, verify_jpeg
+
+from helpers.datasets import (
+    build_rrsisd,
+    damage_jpeg,
+    jpeg_bytes,
+    png16_bytes,
+    risbench_samples,
+    textured_image,
+    truncate_file,
+    write_float_tiff,
+    write_risbench,
+)
+
+S = 32
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def rrsisd(tmp_path_factory):
+    return build_rrsisd(tmp_path_factory.mktemp("rrsisd"))
+
+
+@pytest.fixture()
+def rrsisd_copy(rrsisd, tmp_path):
+    """A fresh copy of the RRSIS-D folder, its refs and instances."""
+    root = tmp_path / "rrsisd"
+    shutil.copytree(rrsisd.root, root)
+    return root, rrsisd.refs, rrsisd.instances
+
+
+def _check(root: Path, dataset: str, split: str, capsys) -> tuple[int, str]:
+    status = check_cli.main(["--dataset", dataset, "--root", str(root), "--split", split, "--no-progress"])
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+# ------------------------------------------------------------------ damaged and truncated images
+def test_damaged_jpeg_is_refused_although_pillow_decodes_it(tmp_path):
+    picture = textured_image(256, 256, seed=0)
+    good = jpeg_bytes(picture, quality=90)
+    path = tmp_path / "scene.jpg"
+    path.write_bytes(damage_jpeg(good, seed=1))
+    with Image.open(path) as img:  # the problem: Pillow decodes it without a word
+        img.load()
+        decoded = np.asarray(img.convert("RGB")).astype(int)
+    reference = np.asarray(Image.open(io.BytesIO(good)).convert("RGB")).astype(int)
+    assert (np.abs(decoded - reference).max(axis=2) > 30).mean() > 0.05
+    with pytest.raises(SampleError, match=r"corrupt image file .*scene\.jpg: its JPEG data is damaged"):
+        read_image(path)
+    assert read_image(path, verify=False).size == (256, 256)  # the documented opt-out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_jpeg_check_finds_overwritten_bytes(seed):
+    """64 bytes overwritten in the compressed data of a JPEG saved at quality 90-95 (any subsampling).
+
+    Shorter damage, and damage in files saved at low quality, is not always found: the Huffman
+    decoder can fall back into step and leave every check satisfied (docs/datasets.md gives the rates).
+    """
+    good = jpeg_bytes(textured_image(96, 128, seed=seed), quality=(90, 95)[seed % 2], subsampling=seed % 3)
+    assert verify_jpeg(good) is None
+    with pytest.raises(JpegDataError):
+        verify_jpeg(damage_jpeg(good, seed=seed))
+    with pytest.raises(JpegDataError, match="truncated|premature"):
+        verify_jpeg(good[: len(good) * 2 // 3])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [dict(quality=q, subsampling=s, optimize=o) for q in (5, 50, 95, 100) for s in (0, 1, 2) for o in (False, True)]
+    + [dict(quality=90, restart_marker_blocks=5), dict(quality=75, restart_marker_rows=1)],
+    ids=str,
+)
+def test_jpeg_check_accepts_sound_files(options):
+    for height, width in ((1, 1), (8, 8), (17, 9), (61, 83)):
+        assert verify_jpeg(jpeg_bytes(textured_image(height, width, seed=height), **options)) is None
+    for colour in ((0, 0, 0), (255, 255, 255), (255, 0, 0), (0, 0, 255)):  # the ends of the DC range
+        flat = np.zeros((24, 40, 3), np.uint8) + np.asarray(colour, np.uint8)
+        assert verify_jpeg(jpeg_bytes(flat, **options)) is None
+
+
+def test_jpeg_check_other_codings(tmp_path):
+    grey = jpeg_bytes(textured_image(40, 56, seed=3)[..., 0], quality=80)
+    assert verify_jpeg(grey) is None
+    buffer = io.BytesIO()
+    Image.fromarray(textured_image(40, 56, seed=3)).convert("CMYK").save(buffer, "JPEG")
+    assert verify_jpeg(buffer.getvalue()) is None
+    progressive = jpeg_bytes(textured_image(40, 56, seed=3), progressive=True)
+    assert verify_jpeg(progressive) == "progressive"  # not checked; still decoded strictly
+    path = tmp_path / "progressive.jpg"
+    path.write_bytes(progressive)
+    assert read_image(path).size == (56, 40)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "TIFF"])
+def test_truncated_files_raise(tmp_path, fmt):
+    path = tmp_path / f"cut.{fmt.lower()}"
+    Image.fromarray(textured_image(64, 64, seed=4)).save(path, format=fmt)
+    truncate_file(path)
+    with pytest.raises(SampleError, match=rf"cut\.{fmt.lower()}"):
+        read_image(path)
+
+
+# ----------------------------------------------------------------------- bit depths and modes
+def test_sixteen_bit_pictures_are_refused_with_a_way_to_convert(tmp_path):
+    rng = np.random.default_rng(0)
+    twelve_bit = rng.integers(0, 4096, (20, 30, 3)).astype(np.uint16)  # near black as 8-bit high bytes
+    (tmp_path / "rgb16.png").write_bytes(png16_bytes(twelve_bit))
+    (tmp_path / "grey16.png").write_bytes(png16_bytes(twelve_bit[..., 0] * 16))  # clipped to white before
+    Image.fromarray(twelve_bit[..., 0]).save(tmp_path / "grey16.tif")
+    for name in ("rgb16.png", "grey16.png", "grey16.tif"):
+        with pytest.raises(SampleError, match=rf"{name} has 16 bits per sample[\s\S]*WHITE[\s\S]*4095"):
+            read_image(tmp_path / name)
+    with pytest.raises(SampleError, match="image 3 has 16 bits"):
+        image_to_rgb(Image.fromarray(twelve_bit[..., 0]), source="image 3")
+
+
+def test_float_pictures_follow_the_zero_to_one_rule(tmp_path):
+    values = np.linspace(0, 1, 20 * 30, dtype=np.float32).reshape(20, 30)
+    write_float_tiff(tmp_path / "ok.tif", values)
+    got = np.asarray(read_image(tmp_path / "ok.tif"))
+    expected = np.rint(values * 255).astype(np.uint8)
+    assert got.shape == (20, 30, 3) and all(np.array_equal(got[..., c], expected) for c in range(3))
+    write_float_tiff(tmp_path / "wide.tif", values * 1000)
+    with pytest.raises(SampleError, match=r"wide\.tif is a float picture with values from 0 to 1000.*\[0, 1\]"):
+        read_image(tmp_path / "wide.tif")
+    values[3, 4], values[5, 6] = np.nan, np.inf
+    write_float_tiff(tmp_path / "nan.tif", values)
+    with pytest.raises(SampleError, match=r"nan\.tif has 2 NaN or infinite pixel"):
+        read_image(tmp_path / "nan.tif")
+
+
+def test_eight_bit_pictures_read_as_before(tmp_path):
+    picture = textured_image(24, 36, seed=5)
+    cases = {
+        "rgb.png": Image.fromarray(picture),
+        "grey.png": Image.fromarray(picture[..., 0]),
+        "palette.png": Image.fromarray(picture).convert("P"),
+        "rgba.png": Image.fromarray(np.dstack([picture, picture[..., :1]])),
+        "la.png": Image.fromarray(np.dstack([picture[..., 0], picture[..., 1]])),
+        "rgb.tif": Image.fromarray(picture),
+        "rgb.jpg": Image.fromarray(picture),
+        "cmyk.jpg": Image.fromarray(picture).convert("CMYK"),
+        "bilevel.png": Image.fromarray(picture[..., 0] > 128),
+    }
+    for name, img in cases.items():
+        img.save(tmp_path / name)
+        with Image.open(tmp_path / name) as plain:
+            expected = np.asarray(plain.convert("RGB"))
+        assert np.array_equal(np.asarray(read_image(tmp_path / name)), expected), name
+
+
+def test_sixteen_bit_colour_mask_is_refused_and_grey_is_read_as_stored(tmp_path):
+    mask = np.zeros((20, 30), np.uint16)
+    mask[5:10, 5:20] = 1
+    (tmp_path / "mask_rgb16.png").write_bytes(png16_bytes(np.dstack([mask * 65535] * 3)))
+    from uncertainty_rrsis.data._io import read_mask
+
+    with pytest.raises(SampleError, match=r"mask_rgb16\.png stores 16-bit colour"):
+        read_mask(tmp_path / "mask_rgb16.png", threshold=0, layout="")
+    (tmp_path / "mask_grey16.png").write_bytes(png16_bytes(mask * 300))
+    assert np.array_equal(read_mask(tmp_path / "mask_grey16.png", threshold=50, layout=""), mask > 0)
+
+
+def test_bad_images_are_reported_by_the_check_tool(tmp_path, capsys):
+    root = tmp_path / "risbench"
+    samples = risbench_samples(size=48)[:6]
+    write_risbench(root, samples)
+    names = [s.name for s in samples]
+    picture = textured_image(48, 48, seed=6)
+    (root / "img_rgb" / names[0]).write_bytes(damage_jpeg(jpeg_bytes(picture, quality=95), seed=2))  # JPEG data
+    (root / "img_rgb" / names[1]).write_bytes(png16_bytes(picture.astype(np.uint16) * 16))
+    write_float_tiff(root / "img_rgb" / names[2], np.full((48, 48), 3.0))
+    truncate_file(root / "img_rgb" / names[3])
+    dataset = RISBench(root, "test", strict=False, image_size=S, verify_images=False)
+    report = check_dataset(dataset)  # checks JPEG data even for a dataset built without it
+    assert [p.index for p in report.problems] == [0, 1, 2, 3] and dataset.verify_images is False
+    assert "JPEG data is damaged" in report.problems[0].message
+    assert "16 bits per sample" in report.problems[1].message
+    assert "float picture with values from 3 to 3" in report.problems[2].message
+    assert names[3] in report.problems[3].message
+    status, out = _check(root, "risbench", "test", capsys)
+    assert status == 1 and "6 samples, 4 bad" in out
+
+
+def test_rrsisd_damaged_jpeg_raises_on_access(rrsisd_copy):
+    root, refs, instances = rrsisd_copy
+    info = instances["images"][0]
+    path = root / "images" / "rrsisd" / "JPEGImages" / info["file_name"]
+    path.write_bytes(damage_jpeg(jpeg_bytes(textured_image(info["height"], info["width"], seed=7)), seed=3))
+    ds = RRSISD(root, "test", image_size=S)
+    with pytest.raises(SampleError, match=rf"{info['file_name']}: its JPEG data is damaged"):
+        ds[0]
+    ds[2]
