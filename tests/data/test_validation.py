@@ -1,11 +1,16 @@
-"""Bad inputs fail loudly: damaged and truncated images, pixel formats the readers do not take.
-Every folder is written in ``tmp_path`` by ``helpers.datasets`` in the datasets' exact formats.
+"""Bad inputs fail loudly: damaged and truncated images, pixel formats the readers do not take,
+annotation values of the wrong type, names outside the dataset, RLE masks that are damaged or
+too large. Every folder is written in ``tmp_path`` by
+``helpers.datasets`` in the datasets' exact formats.
 """
 
 from __future__ import annotations
 
+import copy
 import io
+import json
 import shutil
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +19,8 @@ from PIL import Image
 
 from uncertainty_rrsis.data import (
     RRSISD,
+    DatasetError,
+    DatasetLayoutError,
     RISBench,
     SampleError,
     check_dataset,
@@ -22,6 +29,12 @@ from uncertainty_rrsis.data import (
 )
 from uncertainty_rrsis.data import check as check_cli
 from uncertainty_rrsis.data._jpeg import JpegDataError, verify_jpeg
+from uncertainty_rrsis.data._rle import (
+    MAX_MASK_PIXELS,
+    encode_counts,
+    rle_decode,
+    segmentation_to_mask,
+)
 
 from helpers.datasets import (
     build_rrsisd,
@@ -33,6 +46,7 @@ from helpers.datasets import (
     truncate_file,
     write_float_tiff,
     write_risbench,
+    write_rrsisd_annotations,
 )
 
 S = 32
@@ -46,10 +60,10 @@ def rrsisd(tmp_path_factory):
 
 @pytest.fixture()
 def rrsisd_copy(rrsisd, tmp_path):
-    """A fresh copy of the RRSIS-D folder, its refs and instances."""
+    """A fresh copy of the RRSIS-D folder and deep copies of its refs and instances to spoil."""
     root = tmp_path / "rrsisd"
     shutil.copytree(rrsisd.root, root)
-    return root, rrsisd.refs, rrsisd.instances
+    return root, copy.deepcopy(rrsisd.refs), copy.deepcopy(rrsisd.instances)
 
 
 def _check(root: Path, dataset: str, split: str, capsys) -> tuple[int, str]:
@@ -216,3 +230,153 @@ def test_rrsisd_damaged_jpeg_raises_on_access(rrsisd_copy):
     with pytest.raises(SampleError, match=rf"{info['file_name']}: its JPEG data is damaged"):
         ds[0]
     ds[2]
+
+
+# --------------------------------------------------------------------------- annotation types
+@pytest.mark.parametrize(
+    ("value", "shown"), [(None, "NoneType None"), (["The", "ship"], "list"), (b"The ship", "bytes")]
+)
+def test_rrsisd_sentence_of_the_wrong_type(rrsisd_copy, value, shown, capsys):
+    root, refs, instances = rrsisd_copy
+    ref = refs[1]  # test ref 101, two sentences
+    ref["sentences"][1]["raw"] = value
+    write_rrsisd_annotations(root, refs, instances)
+    pattern = rf"refs\(unc\)\.p ref_id=101: sentence 1 \(sent_id=\d+\): 'raw' must be a string; got {shown}"
+    with pytest.raises(DatasetError, match=pattern):
+        RRSISD(root, "test")
+    ds = RRSISD(root, "test", strict=False, image_size=S)
+    with pytest.raises(SampleError, match=pattern):
+        ds[1]
+    assert str(value) not in {ds.records[i].sentences[0] for i in range(len(ds))}  # never coerced
+    status, out = _check(root, "rrsisd", "test", capsys)
+    assert status == 1 and "must be a string" in out
+
+
+def test_rrsisd_ids_names_and_segmentations_of_the_wrong_type(rrsisd_copy):
+    root, refs, instances = rrsisd_copy
+    refs[0]["ann_id"] = [9000]  # unhashable: used to crash the constructor with a TypeError
+    refs[2]["ref_id"] = {"id": 102}
+    refs[3]["sentences"] = "Two storage tanks"
+    instances["images"][4]["file_name"] = 3004
+    instances["annotations"][5]["segmentation"] = [{"size": [48, 64], "counts": 17}]
+    instances["annotations"][6]["segmentation"] = [["1", "2", "3", "4", "5", "6"]]
+    instances["images"][7]["height"] = "64"
+    write_rrsisd_annotations(root, refs, instances)
+    with pytest.raises(DatasetError) as info:
+        RRSISD(root, "test")
+    text = str(info.value)
+    for expected in (
+        "ref_id=100: ann_id must be an integer or a string; got list [9000]",
+        "ref #2 (in file order): ref_id must be an integer or a string; got dict",
+        "ref_id=103: 'sentences' must be a list; got str",
+        "ref_id=104: file_name must be a string; got int 3004",
+        "annotation id=9005 (", "RLE 'counts' must be a string (compressed) or a list of integers; got int",
+        "annotation id=9006 (", "polygon 0 holds values that are not finite numbers",
+        "image id=3007: height must be a positive integer; got str '64'",
+    ):
+        assert expected in text, expected
+    ds = RRSISD(root, "test", strict=False, image_size=S)
+    report = check_dataset(ds)
+    assert len(report.problems) == len(ds) - 2  # test refs 0 and 2-7 are bad; ref 1's two sentences are fine
+    assert any(p.id.startswith("ref2_") for p in report.problems)
+
+
+def test_risbench_tags_line_of_the_wrong_type(tmp_path):
+    root = tmp_path / "risbench"
+    samples = risbench_samples(size=16)[:3]
+    write_risbench(root, samples)
+    (root / "tags_test.jsonl").write_text(
+        json.dumps({"name": samples[0].name, "tags": {"category": "ship"}}) + "\n"
+        + json.dumps({"name": [samples[1].name], "tags": "ship"}) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetLayoutError, match=r"tags_test\.jsonl:2: .*got name list .*tags str"):
+        RISBench(root, "test")
+
+
+# ------------------------------------------------------------------------- names outside root
+def test_names_outside_the_dataset_are_not_read(tmp_path, capsys):
+    root = tmp_path / "risbench"
+    samples = risbench_samples(size=16)[:3]
+    write_risbench(root, samples)
+    for folder in ("img_rgb", "mask"):
+        (root / folder / "sub").mkdir()
+        shutil.copy(root / folder / samples[0].name, root / folder / "sub" / "inner.png")
+    Image.fromarray(textured_image(16, 16, seed=1)).save(tmp_path / "outside.png")  # exists, must not be read
+    lines = (root / "output_phrase_test.txt").read_text().splitlines()
+    lines += [
+        "../../outside.png The secret picture.",
+        f"{tmp_path / 'outside.png'} The absolute path.",
+        "..\\..\\outside.png A Windows path.",
+        "sub/../sub/inner.png A name inside a subfolder.",
+    ]
+    (root / "output_phrase_test.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(DatasetError) as info:
+        RISBench(root, "test")
+    text = str(info.value)
+    assert "3 bad annotation(s)" in text
+    assert "output_phrase_test.txt:4: image name '../../outside.png' points outside" in text
+    assert "output_phrase_test.txt:5: image name" in text and "is an absolute path" in text
+    assert "output_phrase_test.txt:6: image name '..\\\\..\\\\outside.png' points outside" in text
+    ds = RISBench(root, "test", strict=False, image_size=S)
+    for index in (3, 4, 5):
+        with pytest.raises(SampleError, match="the file is not read"):
+            ds[index]
+    assert ds[6]["image"].shape == (3, S, S)  # a subfolder inside the dataset is fine
+    status, out = _check(root, "risbench", "test", capsys)
+    assert status == 1 and "7 samples, 3 bad" in out
+
+
+def test_rrsisd_file_name_outside_the_image_folder(rrsisd_copy):
+    root, refs, instances = rrsisd_copy
+    instances["images"][0]["file_name"] = "../../../rrsisd/instances.json"
+    instances["images"][2]["file_name"] = "/etc/hostname"
+    write_rrsisd_annotations(root, refs, instances)
+    with pytest.raises(DatasetError, match=r"(?s)ref_id=100: file_name '\.\./\.\./\.\./rrsisd/instances\.json' "
+                                           r"points outside.*ref_id=102: file_name '/etc/hostname' is an absolute"):
+        RRSISD(root, "test")
+
+
+# ------------------------------------------------------------------------------- RLE errors
+def test_negative_rle_run_says_so(rrsisd_copy):
+    root, refs, instances = rrsisd_copy
+    with pytest.raises(ValueError, match=r"run 1 of 3 is -5 pixels \(runs are lengths, never negative\)"):
+        rle_decode({"size": [4, 4], "counts": [10, -5, 11]})
+    ann = instances["annotations"][0]  # 800 x 800
+    ann["segmentation"] = [{"size": [800, 800], "counts": [320000, -5, 320005]}]
+    write_rrsisd_annotations(root, refs, instances)
+    ds = RRSISD(root, "test", image_size=S, strict=False)
+    with pytest.raises(SampleError, match=r"bad segmentation of annotation 9000 in .*instances\.json .*never "
+                                          r"negative.*fix or re-export this annotation"):
+        ds[0]
+
+
+def test_huge_declared_rle_size_is_refused_before_allocating():
+    tiny = {"size": [50000, 50000], "counts": encode_counts([50000 * 50000])}  # runs that fit the size
+    assert len(tiny["counts"]) < 10  # a few bytes of annotation would make 2.5 GB of mask
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"declares a 50000x50000 mask \(2500000000 pixels\), more than"):
+            rle_decode(tiny)
+        with pytest.raises(ValueError, match="RLE size 50000x50000 differs from the image size 40x40"):
+            segmentation_to_mask([tiny], 40, 40)
+        with pytest.raises(ValueError, match="larger than"):
+            segmentation_to_mask([[0, 0, 10, 0, 10, 10]], 50000, 50000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000 and MAX_MASK_PIXELS < 50000 * 50000
+
+
+def test_rrsisd_huge_declared_image_size(rrsisd_copy):
+    root, refs, instances = rrsisd_copy
+    instances["images"][2]["height"] = instances["images"][2]["width"] = 50000
+    write_rrsisd_annotations(root, refs, instances)
+    with pytest.raises(DatasetError, match=r"image id=3002: declares 50000x50000 pixels, more than the"):
+        RRSISD(root, "test")
+    instances["images"][2]["height"] = instances["images"][2]["width"] = 4000  # plausible, but not the file's
+    ann = next(a for a in instances["annotations"] if a["image_id"] == 3002)
+    ann["segmentation"] = [{"size": [4000, 4000], "counts": [16_000_000]}]
+    write_rrsisd_annotations(root, refs, instances)
+    ds = RRSISD(root, "test", strict=False, image_size=S)
+    index = next(i for i, r in enumerate(ds.records) if r.id.startswith("102_"))
+    with pytest.raises(SampleError, match=r"image id=3002 declares 4000x4000 \(HxW\) but .*03002\.jpg is 48x64"):
+        ds[index]

@@ -45,8 +45,8 @@ def check_dataset(dataset: ReferringDataset, *, progress: bool = False) -> Check
     are decoded strictly (truncated or damaged files, JPEGs whose compressed data is damaged,
     16-bit, 32-bit or out-of-range float pixels are problems), whatever the dataset's
     ``verify_images`` says. Build the dataset with ``strict=False`` so that annotation problems
-    (empty sentences, dangling ids) are reported per sample here instead of raised by the
-    constructor.
+    (empty sentences, values of the wrong type, dangling ids, file names outside the dataset)
+    are reported per sample here instead of raised by the constructor.
     """
     report = CheckReport(dataset=dataset.name, split=dataset.split, total=len(dataset))
     indices: Sequence[int] = range(len(dataset))

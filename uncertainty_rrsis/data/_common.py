@@ -23,6 +23,8 @@ key                       type / shape               meaning
 
 from __future__ import annotations
 
+import ntpath
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,14 +40,21 @@ from ._io import read_image
 from ._text import tokenize
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 
-__all__ = ["ReferringDataset", "Record", "SPLITS", "read_phrase_file"]
+__all__ = [
+    "ReferringDataset", "Record", "SPLITS", "read_phrase_file", "join_name", "type_name",
+]
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One entry of a split (see the module docstring)."""
+    """One entry of a split (see the module docstring).
+
+    ``problem`` is set when the annotation itself is known to be bad (a value of the wrong
+    type, a file name outside the dataset): strict construction lists it, and reading the
+    sample raises it.
+    """
 
     id: str
     image_path: Path
@@ -53,6 +62,39 @@ class Record:
     mask_source: Any
     where: str
     tags: Mapping[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def type_name(value: Any) -> str:
+    """A short description of a value of the wrong type, for error messages."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def join_name(folder: Path, name: Any, *, what: str, where: str) -> tuple[Path, str | None]:
+    """``folder / name`` for a file name read from an annotation file, and the problem with it.
+
+    The name must be a non-empty relative path that stays inside ``folder`` once ``..`` parts
+    are resolved (checked on the text, so a dataset folder made of symbolic links still
+    works). Returns ``(path, None)``, or ``(folder, message)`` naming ``where``.
+    """
+    if not isinstance(name, str):
+        return folder, f"{where}: {what} must be a string; got {type_name(name)}"
+    if not name.strip() or "\x00" in name:
+        return folder, f"{where}: {what} {name!r} is empty or not a file name"
+    if posixpath.isabs(name) or ntpath.isabs(name) or ntpath.splitdrive(name)[0]:
+        return folder, (
+            f"{where}: {what} {name!r} is an absolute path; names in annotation files must be relative "
+            f"to {folder} (the file is not read)"
+        )
+    normal = posixpath.normpath(name)
+    for form in (normal, posixpath.normpath(name.replace("\\", "/"))):  # also as a Windows path
+        if form in (".", "..") or form.startswith("../"):
+            return folder, (
+                f"{where}: {what} {name!r} points outside {folder}; names in annotation files must stay "
+                "inside the dataset folder (the file is not read)"
+            )
+    return folder.joinpath(*normal.split("/")), None
 
 
 def read_phrase_file(path: Path, *, layout: str) -> list[tuple[int, str, str]]:
@@ -104,9 +146,10 @@ class ReferringDataset(Dataset):
         return_orig_mask: also return the original-size mask as ``orig_mask`` (for
             evaluation at the original size); off by default to keep batches light.
         strict: check the annotations at construction and raise one error that lists
-            every bad entry (empty sentences, dangling annotation ids). With
-            ``strict=False`` bad entries raise only when accessed, which is what
-            :func:`~.check.check_dataset` uses to report them all.
+            every bad entry (empty sentences, values of the wrong type, dangling annotation
+            ids, file names outside the dataset folder). With ``strict=False`` bad entries
+            raise only when accessed, which is what :func:`~.check.check_dataset` uses to
+            report them all.
         verify_images: check the compressed data of JPEG images and masks before decoding
             (Pillow decodes a damaged JPEG to a wrong picture without an error); costs about
             0.15 s per MB of JPEG data. See :func:`~uncertainty_rrsis.data.read_image`.
@@ -150,7 +193,7 @@ class ReferringDataset(Dataset):
         records = self._build_records()
         ids = _unique_ids([r.id for r in records])
         self.records: list[Record] = [
-            r if r.id == i else Record(i, r.image_path, r.sentences, r.mask_source, r.where, r.tags)
+            r if r.id == i else Record(i, r.image_path, r.sentences, r.mask_source, r.where, r.tags, r.problem)
             for r, i in zip(records, ids, strict=True)
         ]
         if strict:
@@ -176,12 +219,15 @@ class ReferringDataset(Dataset):
 
     # -- shared ---------------------------------------------------------------------
     def annotation_problems(self) -> list[str]:
-        """Problems visible without opening images: empty sentences (and reader-specific ones)."""
-        out = []
+        """Problems visible without opening images: bad values and names in the annotation
+        files, empty sentences (and reader-specific ones)."""
+        out: dict[str, None] = {}  # in order, each once (a ref's problem is shared by its sentences)
         for r in self.records:
-            if not r.sentences or any(not s.strip() for s in r.sentences):
-                out.append(f"{r.where}: empty sentence for sample {r.id!r}")
-        return out
+            if r.problem:
+                out[r.problem] = None
+            elif not r.sentences or any(not s.strip() for s in r.sentences):
+                out[f"{r.where}: empty sentence for sample {r.id!r}"] = None
+        return list(out)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -200,6 +246,8 @@ class ReferringDataset(Dataset):
         whose size differs from its image, or an empty sentence.
         """
         record = self.records[index]
+        if record.problem:
+            raise SampleError(record.problem)
         if not record.sentences or any(not s.strip() for s in record.sentences):
             raise SampleError(f"{record.where}: empty sentence for sample {record.id!r}")
         image = read_image(record.image_path, layout=self.layout, verify=self.verify_images)
