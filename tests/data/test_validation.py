@@ -1,6 +1,6 @@
 """Bad inputs fail loudly: damaged and truncated images, pixel formats the readers do not take,
-annotation values of the wrong type, names outside the dataset, RLE masks that are damaged or
-too large. Every folder is written in ``tmp_path`` by
+annotation values of the wrong type, names outside the dataset, empty splits and all-empty
+targets, RLE masks that are damaged or too large. Every folder is written in ``tmp_path`` by
 ``helpers.datasets`` in the datasets' exact formats.
 """
 
@@ -21,6 +21,7 @@ from uncertainty_rrsis.data import (
     RRSISD,
     DatasetError,
     DatasetLayoutError,
+    RefSegRS,
     RISBench,
     SampleError,
     check_dataset,
@@ -38,13 +39,16 @@ from uncertainty_rrsis.data._rle import (
 
 from helpers.datasets import (
     build_rrsisd,
+    coco_rle,
     damage_jpeg,
     jpeg_bytes,
     png16_bytes,
+    refsegrs_samples,
     risbench_samples,
     textured_image,
     truncate_file,
     write_float_tiff,
+    write_refsegrs,
     write_risbench,
     write_rrsisd_annotations,
 )
@@ -333,6 +337,80 @@ def test_rrsisd_file_name_outside_the_image_folder(rrsisd_copy):
     with pytest.raises(DatasetError, match=r"(?s)ref_id=100: file_name '\.\./\.\./\.\./rrsisd/instances\.json' "
                                            r"points outside.*ref_id=102: file_name '/etc/hostname' is an absolute"):
         RRSISD(root, "test")
+
+
+# ----------------------------------------------------------------- empty splits, empty targets
+def test_empty_split_is_an_error(tmp_path, capsys):
+    root = tmp_path / "risbench"
+    write_risbench(root, risbench_samples(size=16)[:2])
+    (root / "output_phrase_val.txt").write_text("\n  \n", encoding="utf-8")
+    for strict in (True, False):
+        with pytest.raises(DatasetError, match=r"risbench val under .* has no samples: .*output_phrase_val\.txt lists"):
+            RISBench(root, "val", strict=strict)
+    status, out = _check(root, "risbench", "val", capsys)
+    assert status == 1 and "has no samples" in out
+
+
+def test_rrsisd_split_without_refs(rrsisd_copy):
+    root, refs, instances = rrsisd_copy
+    write_rrsisd_annotations(root, [r for r in refs if r["split"] != "val"], instances)
+    with pytest.raises(DatasetError, match=r"has no ref with split == 'val' \(splits found: test, train\)"):
+        RRSISD(root, "val")
+
+
+def test_refsegrs_masks_saved_as_zero_one(tmp_path, capsys):
+    root = tmp_path / "refsegrs"
+    samples = refsegrs_samples(size=32)
+    write_refsegrs(root, samples)
+    for s in samples:  # what a conversion script that forgot "* 255" writes
+        Image.fromarray(s.mask.astype(np.uint8)).save(root / "masks" / f"{s.name}.tif")
+    expected = (r"all 7 target masks of refsegrs test under .* are empty: nothing to segment in any sample; "
+                r"RefSegRS masks are 0 / 255 with foreground > 50; the largest value in these mask files is 1 "
+                r"- were they saved as 0/1\?")
+    with pytest.raises(DatasetError, match=expected):
+        RefSegRS(root, "test")
+    report = check_dataset(RefSegRS(root, "test", strict=False))
+    assert not report.ok and report.problems == [] and len(report.errors) == 1
+    assert "were they saved as 0/1?" in str(report)
+    status, out = _check(root, "refsegrs", "test", capsys)
+    assert status == 1 and "all 7 target masks" in out
+
+
+def test_blank_risbench_masks(tmp_path):
+    root = tmp_path / "risbench"
+    samples = risbench_samples(size=16)[:3]
+    write_risbench(root, [s.__class__(s.name, s.sentence, np.zeros_like(s.mask)) for s in samples])
+    with pytest.raises(DatasetError, match="all 3 target masks .* the largest value in these mask files is 0 - the"
+                                           " mask files are blank"):
+        RISBench(root, "test")
+
+
+def test_rrsisd_all_empty_masks(rrsisd_copy):
+    root, refs, instances = rrsisd_copy
+    for ann in instances["annotations"]:
+        info = next(i for i in instances["images"] if i["id"] == ann["image_id"])
+        ann["segmentation"] = [coco_rle(np.zeros((info["height"], info["width"]), bool))]
+    write_rrsisd_annotations(root, refs, instances)
+    with pytest.raises(DatasetError, match=r"all 11 target masks of rrsisd test .* 'segmentation' fields"):
+        RRSISD(root, "test")
+
+
+def test_empty_target_scan_reads_one_mask_of_a_sound_split(tmp_path, monkeypatch):
+    """The construction-time check stops at the first non-empty mask: one read on a sound split, and a
+    split where most targets are empty (but not all) is accepted."""
+    root = tmp_path / "risbench"
+    samples = risbench_samples(size=16)
+    write_risbench(root, [s if k == 11 else s.__class__(s.name, s.sentence, np.zeros_like(s.mask))
+                          for k, s in enumerate(samples)])
+    reads = []
+    original = RISBench._read_mask
+    monkeypatch.setattr(RISBench, "_read_mask", lambda self, r: reads.append(r.id) or original(self, r))
+    RISBench(root, "test")  # one non-empty target among 15: fine
+    assert samples[11].name.removesuffix(".png") in reads
+    reads.clear()
+    write_risbench(tmp_path / "sound", samples)
+    RISBench(tmp_path / "sound", "test")
+    assert len(reads) == 1
 
 
 # ------------------------------------------------------------------------------- RLE errors

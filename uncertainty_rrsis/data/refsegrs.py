@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Record, ReferringDataset, join_name, read_phrase_file
+from ._common import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file
 from ._errors import DatasetLayoutError
 from ._io import read_mask
 
@@ -61,3 +61,12 @@ class RefSegRS(ReferringDataset):
     def _read_mask(self, record: Record) -> np.ndarray:
         return read_mask(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT,
                          verify=self.verify_images)
+
+    def _empty_split_detail(self) -> str:
+        return (f"{self.root / f'output_phrase_{self.split}.txt'} lists no sample "
+                "(expected lines '<stem> <sentence...>')")
+
+    def _empty_masks_hint(self, records: list[Record]) -> str:
+        return mask_values_hint(records, threshold=self.mask_threshold,
+                                 rule=f"RefSegRS masks are 0 / 255 with foreground > {self.mask_threshold}",
+                                 layout=_LAYOUT)

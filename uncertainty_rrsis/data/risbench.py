@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Record, ReferringDataset, join_name, read_phrase_file, type_name
+from ._common import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file, type_name
 from ._errors import DatasetLayoutError
 from ._io import read_mask
 
@@ -78,7 +78,7 @@ class RISBench(ReferringDataset):
                     problem=problem,
                 )
             )
-        if self.split == "val":
+        if self.split == "val" and records:
             self._warn_val_overlap([r.image_path.name for r in records])
         return records
 
@@ -108,6 +108,14 @@ class RISBench(ReferringDataset):
                     )
                 out[name] = entry
         return out
+
+    def _empty_split_detail(self) -> str:
+        return (f"{self.root / f'output_phrase_{self.split}.txt'} lists no sample "
+                "(expected lines '<name>.png <sentence...>')")
+
+    def _empty_masks_hint(self, records: list[Record]) -> str:
+        return mask_values_hint(records, threshold=0, rule="RISBench masks are 0 / 255, foreground > 0",
+                                 layout=_LAYOUT)
 
     def _warn_val_overlap(self, val_names: list[str]) -> None:
         key = str(self.root.resolve())

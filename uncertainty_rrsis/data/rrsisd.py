@@ -105,6 +105,7 @@ class RRSISD(ReferringDataset):
         self.refs_file = refs_file
         self.image_dir = Path(image_dir)
         self.all_sentences = (split != "train") if all_sentences is None else bool(all_sentences)
+        self._splits_seen: list[str] = []
         super().__init__(root, split, **kwargs)
 
     def _build_records(self) -> list[Record]:
@@ -124,6 +125,7 @@ class RRSISD(ReferringDataset):
             for c in instances.get("categories", []) or []
             if isinstance(c, dict) and _is_id(c.get("id"))
         }
+        self._splits_seen = sorted({str(r.get("split")) for r in refs})
         records: list[Record] = []
         for k, ref in enumerate(refs):
             if ref.get("split") != self.split:
@@ -175,6 +177,14 @@ class RRSISD(ReferringDataset):
                     Record(str(ref_id), image_path, tuple(t for _, t in sents), source, where, tags, problem_text)
                 )
         return records
+
+    def _empty_split_detail(self) -> str:
+        return (f"{self.root / 'rrsisd' / self.refs_file} has no ref with split == {self.split!r} "
+                f"(splits found: {', '.join(self._splits_seen) or 'none'})")
+
+    def _empty_masks_hint(self, records: list[Record]) -> str:
+        return ("the masks are decoded from the 'segmentation' fields of instances.json; check that they "
+                "encode the objects (RLE counts or polygons of the right image)")
 
     def _mask_description(self, record: Record) -> str:
         ann, _, inst_path = record.mask_source
