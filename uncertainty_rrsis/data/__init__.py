@@ -23,7 +23,14 @@ from .refsegrs import RefSegRS
 from .registry import get_dataset_class, list_datasets, register_dataset
 from .risbench import RISBench
 from .rrsisd import RRSISD
-from .synthetic import SyntheticConfig, SyntheticSample, ensure_synthetic, generate_synthetic, render_sample
+from .synthetic import (
+    SyntheticConfig,
+    SyntheticSample,
+    clean_stale_temporaries,
+    ensure_synthetic,
+    generate_synthetic,
+    render_sample,
+)
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 
 __all__ = [
@@ -36,6 +43,7 @@ __all__ = [
     "ensure_synthetic",
     "generate_synthetic",
     "render_sample",
+    "clean_stale_temporaries",
     "collate",
     "get_dataset_class",
     "list_datasets",
