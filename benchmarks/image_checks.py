@@ -10,12 +10,13 @@ Three measurements, CPU only, nothing downloaded:
 * ``predict``: peak resident memory and wall time of ``examples/predict.py`` on one
   ``--side`` x ``--side`` JPEG with a tiny random model (``--image-size`` input side), run in a
   child process. ``--repo`` points at another checkout (e.g. an older commit exported with
-  ``git archive``) to measure it the same way.
+  ``git archive``) to measure it the same way; ``--label`` names it in the results.
 
 Run from the repository root::
 
     python -m benchmarks.image_checks                      # writes results/image_checks.{json,md}
-    python -m benchmarks.image_checks --sections predict --repo /tmp/old --tag image_checks_before
+    git archive b23b9d5 | tar -x -C OLD
+    python -m benchmarks.image_checks --sections predict --repo OLD --label b23b9d5 --tag image_checks_before
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ CroBIMU(tiny_config(bert, image_size=int(sys.argv[2]))).eval().save_pretrained(
 """
 
 
-def predict(side: int, image_size: int, repo: Path) -> dict[str, Any]:
+def predict(side: int, image_size: int, repo: Path, label: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
@@ -133,7 +134,7 @@ def predict(side: int, image_size: int, repo: Path) -> dict[str, Any]:
         wall = time.perf_counter() - start
         stderr = child.stderr.read().decode(errors="replace")
         return {"side": side, "image_size": image_size, "jpeg_mbytes": round(image.stat().st_size / 2**20, 1),
-                "repo": str(repo), "exit_status": os.waitstatus_to_exitcode(status),
+                "checkout": label, "exit_status": os.waitstatus_to_exitcode(status),
                 "peak_rss_gb": round(usage.ru_maxrss / 2**20, 2), "wall_s": round(wall, 1),
                 "stderr_tail": stderr[-500:] if status else ""}
 
@@ -155,7 +156,8 @@ def _markdown(result: dict[str, Any]) -> str:
     if "predict" in result:
         r = result["predict"]
         lines += ["## examples/predict.py on one large JPEG", "",
-                  f"{r['side']} x {r['side']} JPEG ({r['jpeg_mbytes']} MB), model input {r['image_size']} px: "
+                  f"{r['checkout']}: {r['side']} x {r['side']} JPEG ({r['jpeg_mbytes']} MB), model input "
+                  f"{r['image_size']} px: "
                   f"peak RSS {r['peak_rss_gb']} GB, {r['wall_s']} s (exit status {r['exit_status']})", ""]
     return "\n".join(lines)
 
@@ -167,18 +169,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--side", type=int, default=10000)
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--repo", type=Path, default=ROOT, help="checkout whose examples/predict.py is measured")
+    parser.add_argument("--label", default="this checkout", help="how the results name the --repo checkout")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "benchmarks" / "results")))
     parser.add_argument("--tag", default="image_checks")
     args = parser.parse_args(argv)
     sections = args.sections.split(",")
+    shown = list(argv if argv is not None else sys.argv[1:])
+    if "--repo" in shown:  # a path of this machine: keep it out of the results
+        shown[shown.index("--repo") + 1] = "OLD"
     result: dict[str, Any] = {"environment": environment(torch.device("cpu")),
-                              "command": "python -m benchmarks.image_checks " + " ".join(argv or sys.argv[1:])}
+                              "command": " ".join(["python -m benchmarks.image_checks", *shown])}
     if "jpeg_check" in sections:
         result["jpeg_check"] = jpeg_check()
     if "detection" in sections:
         result["detection"] = detection(args.trials)
     if "predict" in sections:
-        result["predict"] = predict(args.side, args.image_size, args.repo.resolve())
+        result["predict"] = predict(args.side, args.image_size, args.repo.resolve(), args.label)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (args.out / f"{args.tag}.md").write_text(_markdown(result) + "\n", encoding="utf-8")
