@@ -173,7 +173,7 @@ class ReferringDataset(Dataset):
             sample is an error either way.
         verify_images: check the compressed data of JPEG images and masks before decoding
             (Pillow decodes a damaged JPEG to a wrong picture without an error); costs about
-            0.15 s per MB of JPEG data. See :func:`~uncertainty_rrsis.data.read_image`.
+            0.1-0.2 s per MB of JPEG data. See :func:`~uncertainty_rrsis.data.read_image`.
     """
 
     #: Short dataset name (used by :mod:`.check`).

@@ -158,7 +158,7 @@ def read_image(
         path: the image file (PNG, JPEG, TIFF, ... : what Pillow reads).
         layout: the expected folder layout, quoted in the error when the file is missing.
         verify: check the compressed data of baseline JPEGs before decoding (see the module
-            docstring). About 0.2 s per MB of JPEG data; off, a damaged JPEG decodes to a wrong
+            docstring). About 0.1-0.2 s per MB of JPEG data; off, a damaged JPEG decodes to a wrong
             picture without an error.
         min_size: ``(height, width)``: decode a JPEG at a reduced scale (1/2, 1/4 or 1/8, libjpeg's
             DCT scaling) as long as the result stays at least this large; the file's own size is
