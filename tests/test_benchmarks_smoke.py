@@ -146,3 +146,15 @@ def test_compile_section_reports_graph_breaks_and_paired_full_vs_base(tmp_path, 
     md = (tmp_path / "smoke.md").read_text()
     assert "## torch.compile (inference)" in md
     assert "Full/Base compiled" in md and "paired" in md
+
+
+@pytest.mark.slow
+def test_image_checks_benchmark_runs(tmp_path):
+    from benchmarks.image_checks import main
+
+    result = main(["--sections", "jpeg_check,detection,predict", "--trials", "1", "--side", "600",
+                   "--image-size", "64", "--out", str(tmp_path)])
+    assert {r["quality"] for r in result["jpeg_check"]} == {75, 90, 95}
+    assert all(r["trials"] == 1 for r in result["detection"])
+    assert result["predict"]["exit_status"] == 0 and result["predict"]["peak_rss_gb"] > 0
+    assert (tmp_path / "image_checks.md").read_text().startswith("# Image checks")

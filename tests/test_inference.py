@@ -134,6 +134,64 @@ def test_bad_inputs_are_named(checkpoint, tmp_path):
         ReferringSegmenter.from_pretrained(no_tokenizer)
 
 
+def test_non_finite_and_wide_pixels_are_errors(checkpoint, tmp_path):
+    segmenter = ReferringSegmenter.from_pretrained(checkpoint)
+    values = np.random.default_rng(0).random((30, 40)).astype(np.float32)
+    values[2, 3] = np.nan
+    with pytest.raises(ValueError, match="image 0 has 1 NaN or infinite pixel"):
+        segmenter(Image.fromarray(values), "the road")
+    values[2, 3] = np.inf
+    Image.fromarray(values).save(tmp_path / "inf.tif")
+    with pytest.raises(ValueError, match=r"inf\.tif has 1 NaN or infinite pixel"):
+        segmenter(str(tmp_path / "inf.tif"), "the road")
+    with pytest.raises(ValueError, match="image 0 holds NaN or infinite values"):
+        segmenter(np.full((8, 8, 3), np.nan, dtype=np.float32), "the road")
+    values[2, 3] = 0.5
+    pred = segmenter(Image.fromarray(values), "the road")  # float in [0, 1]: the documented rule
+    assert pred.image.shape == (30, 40, 3) and pred.image[0, 0, 0] == round(float(values[0, 0]) * 255)
+    with pytest.raises(ValueError, match="image 0 has 16 bits per sample"):
+        segmenter(Image.fromarray((values * 4095).astype(np.uint16)), "the road")
+
+
+def test_damaged_jpeg_is_an_error(checkpoint, tmp_path):
+    from helpers.datasets import damage_jpeg, jpeg_bytes, textured_image
+
+    path = tmp_path / "damaged.jpg"
+    path.write_bytes(damage_jpeg(jpeg_bytes(textured_image(128, 128, seed=0), quality=90), seed=0))
+    with pytest.raises(ValueError, match=r"damaged\.jpg: its JPEG data is damaged"):
+        ReferringSegmenter.from_pretrained(checkpoint)(str(path), "the road")
+
+
+def test_large_jpeg_is_decoded_at_a_reduced_scale(checkpoint, tmp_path):
+    """A JPEG four times the input side (64 px here) is decoded at 1/2-1/8 scale, at least 128 px, then
+    resized as in training; the maps still come back at the file's size. Ordinary sizes are untouched."""
+    from helpers.datasets import textured_image
+
+    large = tmp_path / "large.jpg"
+    Image.fromarray(textured_image(768, 1024, seed=1)).save(large, quality=92)
+    reduced = ReferringSegmenter.from_pretrained(checkpoint)(str(large), SENTENCES[0])
+    full = ReferringSegmenter.from_pretrained(checkpoint, reduce_large_images=False)(str(large), SENTENCES[0])
+    assert reduced.image.shape == (192, 256, 3) and full.image.shape == (768, 1024, 3)  # 1/4 scale
+    for pred in (reduced, full):
+        assert tuple(pred.mask.shape) == tuple(pred.uncertainty.shape) == (768, 1024)
+    assert float((reduced.probability - full.probability).abs().max()) < 0.02
+    normal = tmp_path / "normal.jpg"
+    Image.fromarray(textured_image(200, 240, seed=2)).save(normal, quality=92)  # < 4 x 64 in height
+    a = ReferringSegmenter.from_pretrained(checkpoint)(str(normal), SENTENCES[1])
+    b = ReferringSegmenter.from_pretrained(checkpoint, reduce_large_images=False)(str(normal), SENTENCES[1])
+    assert a.image.shape == (200, 240, 3) and torch.equal(a.probability, b.probability)
+    c = ReferringSegmenter.from_pretrained(checkpoint)(np.asarray(Image.open(normal).convert("RGB")), SENTENCES[1])
+    assert torch.equal(a.probability, c.probability)  # the file decodes exactly as the picture in memory
+
+
+def test_panel_of_a_large_image_is_capped(checkpoint, tmp_path):
+    pred = ReferringSegmenter.from_pretrained(checkpoint)(_image(1500, 2100, seed=3), SENTENCES[2])
+    panel = pred.panel()
+    assert panel.width <= 4 * (1024 + 4) + 4 and panel.height < 1024 + 200
+    paths = pred.save(tmp_path / "big")
+    assert Image.open(paths["mask"]).size == (2100, 1500) and Image.open(paths["uncertainty"]).size == (2100, 1500)
+
+
 @pytest.mark.slow
 def test_predict_example_script(checkpoint, tmp_path):
     image = tmp_path / "harbour.png"
@@ -147,8 +205,9 @@ def test_predict_example_script(checkpoint, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "harbour.png | 'the white ship': mask covers" in result.stdout
     names = sorted(p.name for p in out.iterdir())
-    assert "predictions.json" in names and "harbour__the_white_ship_panel.png" in names
-    assert "harbour__the_pier_uncertainty.png" in names
+    assert "predictions.json" in names and "predictions.csv" in names
+    assert any(n.startswith("harbour__the_white_ship__") and n.endswith("_panel.png") for n in names)
+    assert any(n.startswith("harbour__the_pier__") and n.endswith("_uncertainty.png") for n in names)
     bad = subprocess.run([sys.executable, str(ROOT / "examples" / "predict.py"), str(checkpoint), "--image",
                           str(tmp_path / "nope.png"), "--sentence", "x"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "nope.png" in bad.stderr and "Traceback" not in bad.stderr

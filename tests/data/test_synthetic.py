@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -177,3 +182,68 @@ def test_config_validation():
     with pytest.raises(ValueError, match="split must be"):
         render_sample(SyntheticConfig(), "testA", 0)
     assert SyntheticConfig().fingerprint() != SyntheticConfig(seed=1).fingerprint()
+
+
+def _leftover(root, name: str, *, lock: bool = True):
+    """What a generation killed mid-way leaves: a half-written temporary folder and its lock file."""
+    folder = root / name
+    (folder / "img_rgb").mkdir(parents=True)
+    (folder / "img_rgb" / "train_000000.png").write_bytes(b"half")
+    if lock:
+        folder.with_name(name + ".lock").write_text("")
+    return folder
+
+
+@pytest.mark.skipif(synth.fcntl is None, reason="file locks are POSIX-only; elsewhere only the age rule applies")
+def test_leftovers_of_killed_generations_are_removed(tmp_path):
+    fingerprint = SyntheticConfig(seed=2, **SMALL).fingerprint()
+    dead = _leftover(tmp_path, f".synthetic-{fingerprint}-0a1b2c3d4e")
+    live = _leftover(tmp_path, f".synthetic-{fingerprint}-9f8e7d6c5b")
+    held = synth._try_lock(live.with_name(live.name + ".lock"), create=False)  # a generation still running
+    old_style = _leftover(tmp_path, ".synthetic-0123456789ab-k2j4_x8q", lock=False)  # before lock files
+    fresh_old_style = _leftover(tmp_path, ".synthetic-0123456789ab-abcdefgh", lock=False)
+    week_ago = time.time() - 7 * 24 * 3600
+    for path in (old_style, old_style / "img_rgb", old_style / "img_rgb" / "train_000000.png"):
+        os.utime(path, (week_ago, week_ago))
+    others = [tmp_path / ".synthetic-notours", tmp_path / "synthetic-0123456789ab-kept", tmp_path / ".cache"]
+    for path in others:
+        path.mkdir()
+    (tmp_path / ".synthetic-0123456789ab-gone00.lock").write_text("")  # a lock whose folder is gone
+    try:
+        ensure_synthetic(tmp_path, seed=2, progress=False, **SMALL)
+        assert not dead.exists() and not dead.with_name(dead.name + ".lock").exists()
+        assert live.exists() and live.with_name(live.name + ".lock").exists()  # never touched while locked
+        assert not old_style.exists() and fresh_old_style.exists()
+        assert all(path.exists() for path in others)
+        assert not (tmp_path / ".synthetic-0123456789ab-gone00.lock").exists()
+    finally:
+        held.close()
+    assert synth.clean_stale_temporaries(tmp_path) == [live]  # its process has ended now
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(synth.fcntl is None, reason="file locks are POSIX-only")
+def test_generation_killed_by_a_signal_is_cleaned_up_by_the_next_call(tmp_path):
+    script = (
+        "import sys, time\n"
+        "from uncertainty_rrsis.data import synthetic as s\n"
+        "real = s.render_sample\n"
+        "def slow(*a, **k):\n"
+        "    print('rendering', flush=True); time.sleep(0.2); return real(*a, **k)\n"
+        "s.render_sample = slow\n"
+        "s.ensure_synthetic(sys.argv[1], seed=4, image_size=64, n_train=500, n_val=1, n_test=1, progress=False)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    try:
+        assert child.stdout.readline().strip() == "rendering"
+        leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".synthetic-")]
+        assert len(leftovers) == 2  # the folder and its lock file
+        assert synth.clean_stale_temporaries(tmp_path) == []  # alive: kept
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        child.kill()
+    assert all(p.exists() for p in leftovers)  # SIGKILL: no clean-up of its own
+    ensure_synthetic(tmp_path, seed=4, progress=False, image_size=64, n_train=2, n_val=1, n_test=1)
+    assert not any(p.name.startswith(".synthetic-") for p in tmp_path.iterdir())

@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,8 @@ __all__ = [
     "write_risbench", "write_refsegrs", "write_rrsisd",
     "build_risbench", "build_refsegrs", "build_rrsisd",
     "load_real_jsonl", "load_real_refs", "real_phrase_samples", "build_real_rrsisd",
+    "textured_image", "jpeg_bytes", "damage_jpeg", "truncate_file", "png16_bytes", "write_float_tiff",
+    "write_rrsisd_annotations",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +91,65 @@ def fake_image(height: int, width: int, *, seed: int) -> np.ndarray:
     base = rng.integers(40, 200, 3)
     img = base[None, None, :] + 0.1 * (xx[..., None] + yy[..., None]) % 50
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def textured_image(height: int, width: int, *, seed: int) -> np.ndarray:
+    """(H, W, 3) uint8 picture with texture and noise, so that its JPEG has substantial compressed data."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([128 + 90 * np.sin(xx / 17.0) * np.cos(yy / 23.0), 128 + 70 * np.sin((xx + yy) / 41.0),
+                    128 + 50 * np.cos(xx / 7.0)], axis=2)
+    return np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(picture: np.ndarray, **options: Any) -> bytes:
+    """The JPEG file Pillow writes for ``picture`` (``options`` go to ``Image.save``)."""
+    import io
+
+    buffer = io.BytesIO()
+    Image.fromarray(picture).save(buffer, "JPEG", **options)
+    return buffer.getvalue()
+
+
+def damage_jpeg(data: bytes, *, seed: int, length: int = 64) -> bytes:
+    """``data`` with ``length`` random bytes written over the middle of its compressed (scan) data.
+
+    The random bytes never contain 0xFF, so the file's marker structure stays intact: Pillow
+    decodes the result without an error, with wrong pixels from the damaged place on.
+    """
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
+    end = len(data) - 2  # the end-of-image marker
+    middle = (start + end) // 2 - length // 2
+    noise = np.random.default_rng(seed).integers(0, 255, length, dtype=np.uint8).tobytes()  # never 0xFF
+    return data[:middle] + noise + data[middle + length :]
+
+
+def truncate_file(path: Path, fraction: float = 0.6) -> None:
+    """Cut ``path`` to ``fraction`` of its bytes, as an interrupted download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+
+
+def png16_bytes(values: np.ndarray) -> bytes:
+    """A 16-bit PNG of ``values`` ((H, W) grey or (H, W, 3) RGB, uint16), written by hand (Pillow
+    does not write 16-bit colour)."""
+    values = np.asarray(values, dtype=np.uint16)
+    height, width = values.shape[:2]
+    colour_type = 2 if values.ndim == 3 else 0
+    rows = values.astype(">u2").reshape(height, -1).view(np.uint8)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+
+
+def write_float_tiff(path: Path, values: np.ndarray) -> None:
+    """A one-channel 32-bit float TIFF (Pillow mode ``F``) of the (H, W) ``values``."""
+    Image.fromarray(np.asarray(values, dtype=np.float32)).save(path, format="TIFF")
 
 
 def coco_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -353,15 +416,22 @@ def _lower_words(raw: str) -> str:
     return " ".join(raw.lower().replace(",", " ").replace(".", " ").split())
 
 
-def write_rrsisd(root: Path, refs: list[dict[str, Any]], instances: dict[str, Any], *, seed: int = 200) -> None:
-    """RRSIS-D layout: the refs pickle (protocol 4), ``instances.json`` and one JPEG per image."""
+def write_rrsisd_annotations(
+    root: Path, refs: list[Any], instances: dict[str, Any], *, refs_file: str = "refs(unc).p"
+) -> None:
+    """Only the annotation files of an RRSIS-D folder: the refs pickle (protocol 4) and ``instances.json``."""
     data_dir = root / "rrsisd"
-    image_dir = root / "images" / "rrsisd" / "JPEGImages"
     data_dir.mkdir(parents=True, exist_ok=True)
-    image_dir.mkdir(parents=True, exist_ok=True)
-    with (data_dir / "refs(unc).p").open("wb") as fh:
+    with (data_dir / refs_file).open("wb") as fh:
         pickle.dump(refs, fh, protocol=4)
     (data_dir / "instances.json").write_text(json.dumps(instances), encoding="utf-8")
+
+
+def write_rrsisd(root: Path, refs: list[dict[str, Any]], instances: dict[str, Any], *, seed: int = 200) -> None:
+    """RRSIS-D layout: the refs pickle (protocol 4), ``instances.json`` and one JPEG per image."""
+    image_dir = root / "images" / "rrsisd" / "JPEGImages"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    write_rrsisd_annotations(root, refs, instances)
     for k, info in enumerate(instances["images"]):
         picture = fake_image(info["height"], info["width"], seed=seed + k)
         Image.fromarray(picture).save(image_dir / info["file_name"], quality=90)

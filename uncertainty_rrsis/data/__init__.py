@@ -6,7 +6,8 @@ the RISBench layout by :func:`ensure_synthetic` / :func:`generate_synthetic`. Ba
 :func:`collate`; find every bad sample with :func:`check_dataset`. Datasets are found by name
 through one registry (:func:`get_dataset_class`, :func:`register_dataset`, :func:`list_datasets`);
 :func:`read_image` and :func:`tokenize` are the input pipeline's file reader and tokenizer call,
-for code that prepares single samples the way the readers do.
+for code that prepares single samples the way the readers do; :func:`image_to_rgb` applies the
+reader's rules on pixel formats to a picture already in memory.
 
 This package needs numpy, pillow (and pycocotools for polygon masks); it never imports
 the reference model, timm or transformers: pass a tokenizer object in.
@@ -15,14 +16,21 @@ the reference model, timm or transformers: pass a tokenizer object in.
 from ._check import CheckReport, SampleProblem, check_dataset
 from ._common import ReferringDataset
 from ._errors import DatasetError, DatasetLayoutError, SampleError
-from ._io import read_image
+from ._io import image_to_rgb, read_image
 from ._text import tokenize
 from .collate import collate
 from .refsegrs import RefSegRS
 from .registry import get_dataset_class, list_datasets, register_dataset
 from .risbench import RISBench
 from .rrsisd import RRSISD
-from .synthetic import SyntheticConfig, SyntheticSample, ensure_synthetic, generate_synthetic, render_sample
+from .synthetic import (
+    SyntheticConfig,
+    SyntheticSample,
+    clean_stale_temporaries,
+    ensure_synthetic,
+    generate_synthetic,
+    render_sample,
+)
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 
 __all__ = [
@@ -35,11 +43,13 @@ __all__ = [
     "ensure_synthetic",
     "generate_synthetic",
     "render_sample",
+    "clean_stale_temporaries",
     "collate",
     "get_dataset_class",
     "list_datasets",
     "register_dataset",
     "read_image",
+    "image_to_rgb",
     "tokenize",
     "check_dataset",
     "CheckReport",

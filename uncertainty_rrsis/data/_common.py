@@ -23,6 +23,8 @@ key                       type / shape               meaning
 
 from __future__ import annotations
 
+import ntpath
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,18 +36,25 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ._errors import DatasetError, DatasetLayoutError, SampleError
-from ._io import read_image
+from ._io import mask_value_range, read_image
 from ._text import tokenize
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 
-__all__ = ["ReferringDataset", "Record", "SPLITS", "read_phrase_file"]
+__all__ = [
+    "ReferringDataset", "Record", "SPLITS", "read_phrase_file", "join_name", "type_name", "mask_values_hint",
+]
 
 SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
 class Record:
-    """One entry of a split (see the module docstring)."""
+    """One entry of a split (see the module docstring).
+
+    ``problem`` is set when the annotation itself is known to be bad (a value of the wrong
+    type, a file name outside the dataset): strict construction lists it, and reading the
+    sample raises it.
+    """
 
     id: str
     image_path: Path
@@ -53,6 +62,57 @@ class Record:
     mask_source: Any
     where: str
     tags: Mapping[str, Any] = field(default_factory=dict)
+    problem: str | None = None
+
+
+def type_name(value: Any) -> str:
+    """A short description of a value of the wrong type, for error messages."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+def join_name(folder: Path, name: Any, *, what: str, where: str) -> tuple[Path, str | None]:
+    """``folder / name`` for a file name read from an annotation file, and the problem with it.
+
+    The name must be a non-empty relative path that stays inside ``folder`` once ``..`` parts
+    are resolved (checked on the text, so a dataset folder made of symbolic links still
+    works). Returns ``(path, None)``, or ``(folder, message)`` naming ``where``.
+    """
+    if not isinstance(name, str):
+        return folder, f"{where}: {what} must be a string; got {type_name(name)}"
+    if not name.strip() or "\x00" in name:
+        return folder, f"{where}: {what} {name!r} is empty or not a file name"
+    if posixpath.isabs(name) or ntpath.isabs(name) or ntpath.splitdrive(name)[0]:
+        return folder, (
+            f"{where}: {what} {name!r} is an absolute path; names in annotation files must be relative "
+            f"to {folder} (the file is not read)"
+        )
+    normal = posixpath.normpath(name)
+    for form in (normal, posixpath.normpath(name.replace("\\", "/"))):  # also as a Windows path
+        if form in (".", "..") or form.startswith("../"):
+            return folder, (
+                f"{where}: {what} {name!r} points outside {folder}; names in annotation files must stay "
+                "inside the dataset folder (the file is not read)"
+            )
+    return folder.joinpath(*normal.split("/")), None
+
+
+def mask_values_hint(records: list[Record], *, threshold: int, rule: str, layout: str) -> str:
+    """What the mask files hold, for the all-empty message: their largest value and a guess."""
+    highest = None
+    for record in records[:20]:
+        try:
+            highest = max(highest or 0, mask_value_range(record.mask_source, layout=layout)[1])
+        except DatasetError:
+            continue
+    if highest is None:
+        return rule
+    text = f"{rule}; the largest value in these mask files is {highest:g}"
+    if 0 < highest <= threshold:
+        text += f" - were they saved as 0/{highest:g}? Save masks as 0 / 255"
+    elif highest == 0:
+        text += " - the mask files are blank"
+    return text
 
 
 def read_phrase_file(path: Path, *, layout: str) -> list[tuple[int, str, str]]:
@@ -104,9 +164,16 @@ class ReferringDataset(Dataset):
         return_orig_mask: also return the original-size mask as ``orig_mask`` (for
             evaluation at the original size); off by default to keep batches light.
         strict: check the annotations at construction and raise one error that lists
-            every bad entry (empty sentences, dangling annotation ids). With
-            ``strict=False`` bad entries raise only when accessed, which is what
-            :func:`~.check.check_dataset` uses to report them all.
+            every bad entry (empty sentences, values of the wrong type, dangling annotation
+            ids, file names outside the dataset folder), and read masks until one is
+            non-empty: a split whose targets are all empty is an error (usually masks saved
+            with other values than the reader's threshold expects). With ``strict=False``
+            bad entries raise only when accessed, which is what
+            :func:`~.check.check_dataset` uses to report them all. A split without any
+            sample is an error either way.
+        verify_images: check the compressed data of JPEG images and masks before decoding
+            (Pillow decodes a damaged JPEG to a wrong picture without an error); costs about
+            0.1-0.2 s per MB of JPEG data. See :func:`~uncertainty_rrsis.data.read_image`.
     """
 
     #: Short dataset name (used by :mod:`.check`).
@@ -127,6 +194,7 @@ class ReferringDataset(Dataset):
         std: Sequence[float] = IMAGENET_STD,
         return_orig_mask: bool = False,
         strict: bool = True,
+        verify_images: bool = True,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
@@ -142,10 +210,15 @@ class ReferringDataset(Dataset):
         self.max_tokens = int(max_tokens)
         self.transform = ResizeNormalize(image_size=image_size, mean=mean, std=std, backend=resize_backend)  # type: ignore[arg-type]
         self.return_orig_mask = bool(return_orig_mask)
+        self.verify_images = bool(verify_images)
         records = self._build_records()
+        if not records:
+            raise DatasetError(
+                f"{self.name} {split} under {self.root} has no samples: {self._empty_split_detail()}"
+            )
         ids = _unique_ids([r.id for r in records])
         self.records: list[Record] = [
-            r if r.id == i else Record(i, r.image_path, r.sentences, r.mask_source, r.where, r.tags)
+            r if r.id == i else Record(i, r.image_path, r.sentences, r.mask_source, r.where, r.tags, r.problem)
             for r, i in zip(records, ids, strict=True)
         ]
         if strict:
@@ -157,6 +230,9 @@ class ReferringDataset(Dataset):
                     f"{len(problems)} bad annotation(s) in {self.name} {split} under {self.root}:\n  "
                     f"{shown}{more}\n(pass strict=False and run check_dataset() for a full report)"
                 )
+            empty = self.empty_targets_problem()
+            if empty:
+                raise DatasetError(empty)
 
     # -- to implement in subclasses ---------------------------------------------------
     def _build_records(self) -> list[Record]:
@@ -169,14 +245,62 @@ class ReferringDataset(Dataset):
     def _mask_description(self, record: Record) -> str:
         return str(record.mask_source)
 
+    def _empty_split_detail(self) -> str:
+        """Why the split has no samples (which file lists none); the reader knows best."""
+        return "its annotation files list none"
+
+    def _empty_masks_hint(self, records: Sequence[Record]) -> str:
+        """What an all-empty split usually means for this reader (``records``: those read)."""
+        return ""
+
     # -- shared ---------------------------------------------------------------------
     def annotation_problems(self) -> list[str]:
-        """Problems visible without opening images: empty sentences (and reader-specific ones)."""
-        out = []
+        """Problems visible without opening images: bad values and names in the annotation
+        files, empty sentences (and reader-specific ones)."""
+        out: dict[str, None] = {}  # in order, each once (a ref's problem is shared by its sentences)
         for r in self.records:
-            if not r.sentences or any(not s.strip() for s in r.sentences):
-                out.append(f"{r.where}: empty sentence for sample {r.id!r}")
-        return out
+            if r.problem:
+                out[r.problem] = None
+            elif not r.sentences or any(not s.strip() for s in r.sentences):
+                out[f"{r.where}: empty sentence for sample {r.id!r}"] = None
+        return list(out)
+
+    def empty_targets_problem(self, *, known_empty: int | None = None) -> str | None:
+        """None, or a message saying that every target mask of the split is empty.
+
+        Without ``known_empty``, masks are read in a fixed shuffled order until one is
+        non-empty (on a sound split that is usually the first); only a split whose readable
+        masks are all empty is read to the end. ``known_empty`` (from a walk over every
+        sample, as :func:`~.check.check_dataset` does) skips the reading: it is the number of
+        masks read, all of them empty.
+        """
+        if known_empty is None:
+            order = np.random.default_rng(0).permutation(len(self.records))
+            read: list[Record] = []
+            for i in order:
+                record = self.records[int(i)]
+                if record.problem:
+                    continue
+                try:
+                    mask = self._read_mask(record)
+                except DatasetError:
+                    continue
+                if mask.any():
+                    return None
+                read.append(record)
+            count = len(read)
+        else:
+            count = known_empty
+            read = [r for r in self.records if not r.problem][:20]
+        if count == 0:
+            return None
+        unread = len(self.records) - count
+        also = f" ({unread} could not be read)" if unread > 0 else ""
+        hint = self._empty_masks_hint(read)
+        return (
+            f"all {count} target masks of {self.name} {self.split} under {self.root} are empty{also}: "
+            f"nothing to segment in any sample{'; ' + hint if hint else ''}"
+        )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -195,9 +319,11 @@ class ReferringDataset(Dataset):
         whose size differs from its image, or an empty sentence.
         """
         record = self.records[index]
+        if record.problem:
+            raise SampleError(record.problem)
         if not record.sentences or any(not s.strip() for s in record.sentences):
             raise SampleError(f"{record.where}: empty sentence for sample {record.id!r}")
-        image = read_image(record.image_path, layout=self.layout)
+        image = read_image(record.image_path, layout=self.layout, verify=self.verify_images)
         mask = self._read_mask(record)
         if mask.shape != (image.height, image.width):
             raise SampleError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Record, ReferringDataset, read_phrase_file
+from ._common import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file
 from ._errors import DatasetLayoutError
 from ._io import read_mask
 
@@ -50,16 +50,23 @@ class RefSegRS(ReferringDataset):
                 raise DatasetLayoutError(
                     f"folder not found: {self.root / folder}\nExpected layout:\n{_LAYOUT}"
                 )
-        return [
-            Record(
-                id=stem,
-                image_path=self.root / "images" / f"{stem}.tif",
-                sentences=(sentence,),
-                mask_source=self.root / "masks" / f"{stem}.tif",
-                where=f"{phrase_file}:{number}",
-            )
-            for number, stem, sentence in entries
-        ]
+        records = []
+        for number, stem, sentence in entries:
+            where = f"{phrase_file}:{number}"
+            image_path, problem = join_name(self.root / "images", f"{stem}.tif", what="image name", where=where)
+            mask_path, _ = join_name(self.root / "masks", f"{stem}.tif", what="mask name", where=where)
+            records.append(Record(stem, image_path, (sentence,), mask_path, where, problem=problem))
+        return records
 
     def _read_mask(self, record: Record) -> np.ndarray:
-        return read_mask(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT)
+        return read_mask(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT,
+                         verify=self.verify_images)
+
+    def _empty_split_detail(self) -> str:
+        return (f"{self.root / f'output_phrase_{self.split}.txt'} lists no sample "
+                "(expected lines '<stem> <sentence...>')")
+
+    def _empty_masks_hint(self, records: list[Record]) -> str:
+        return mask_values_hint(records, threshold=self.mask_threshold,
+                                 rule=f"RefSegRS masks are 0 / 255 with foreground > {self.mask_threshold}",
+                                 layout=_LAYOUT)

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Record, ReferringDataset, read_phrase_file
+from ._common import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file, type_name
 from ._errors import DatasetLayoutError
 from ._io import read_mask
 
@@ -64,17 +64,21 @@ class RISBench(ReferringDataset):
         tags = self._read_tags()
         records = []
         for number, name, sentence in entries:
+            where = f"{phrase_file}:{number}"
+            image_path, problem = join_name(self.root / "img_rgb", name, what="image name", where=where)
+            mask_path, _ = join_name(self.root / "mask", name, what="mask name", where=where)
             records.append(
                 Record(
                     id=Path(name).stem,
-                    image_path=self.root / "img_rgb" / name,
+                    image_path=image_path,
                     sentences=(sentence,),
-                    mask_source=self.root / "mask" / name,
-                    where=f"{phrase_file}:{number}",
+                    mask_source=mask_path,
+                    where=where,
                     tags=tags.get(name, {}),
+                    problem=problem,
                 )
             )
-        if self.split == "val":
+        if self.split == "val" and records:
             self._warn_val_overlap([r.image_path.name for r in records])
         return records
 
@@ -89,12 +93,29 @@ class RISBench(ReferringDataset):
                     continue
                 try:
                     item = json.loads(line)
-                    out[str(item["name"])] = dict(item["tags"])
-                except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                except json.JSONDecodeError as exc:
                     raise DatasetLayoutError(
                         f"{path}:{number}: expected a JSON object {{'name': ..., 'tags': {{...}}}} ({exc})"
                     ) from exc
+                name = item.get("name") if isinstance(item, dict) else None
+                entry = item.get("tags") if isinstance(item, dict) else None
+                if not isinstance(name, str) or not isinstance(entry, dict):
+                    got = type_name(item) if not isinstance(item, dict) else (
+                        f"name {type_name(name)}, tags {type_name(entry)}")
+                    raise DatasetLayoutError(
+                        f"{path}:{number}: expected a JSON object {{'name': '<name>.png', 'tags': {{...}}}} with a "
+                        f"string name and an object of tags; got {got}. Fix or remove this line"
+                    )
+                out[name] = entry
         return out
+
+    def _empty_split_detail(self) -> str:
+        return (f"{self.root / f'output_phrase_{self.split}.txt'} lists no sample "
+                "(expected lines '<name>.png <sentence...>')")
+
+    def _empty_masks_hint(self, records: list[Record]) -> str:
+        return mask_values_hint(records, threshold=0, rule="RISBench masks are 0 / 255, foreground > 0",
+                                 layout=_LAYOUT)
 
     def _warn_val_overlap(self, val_names: list[str]) -> None:
         key = str(self.root.resolve())
@@ -118,4 +139,5 @@ class RISBench(ReferringDataset):
         )
 
     def _read_mask(self, record: Record) -> np.ndarray:
-        return read_mask(record.mask_source, threshold=0, layout=_LAYOUT)
+        return read_mask(record.mask_source, threshold=0, layout=_LAYOUT, verify=self.verify_images)
+

@@ -8,10 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from ._common import Record, ReferringDataset
+from ._common import Record, ReferringDataset, join_name, type_name
 from ._errors import DatasetLayoutError, SampleError
-from ._rle import segmentation_to_mask
+from ._rle import MAX_MASK_PIXELS, segmentation_problem, segmentation_to_mask
 
 __all__ = ["RRSISD"]
 
@@ -104,7 +105,7 @@ class RRSISD(ReferringDataset):
         self.refs_file = refs_file
         self.image_dir = Path(image_dir)
         self.all_sentences = (split != "train") if all_sentences is None else bool(all_sentences)
-        self._dangling: list[str] = []
+        self._splits_seen: list[str] = []
         super().__init__(root, split, **kwargs)
 
     def _build_records(self) -> list[Record]:
@@ -117,44 +118,73 @@ class RRSISD(ReferringDataset):
             raise DatasetLayoutError(
                 f"RRSIS-D image folder not found: {image_dir}\nExpected layout:\n{_LAYOUT}"
             )
-        anns = {a.get("id"): a for a in instances["annotations"]}
-        images = {i.get("id"): i for i in instances["images"]}
-        cats = {c.get("id"): c.get("name") for c in instances.get("categories", [])}
+        anns = _index(instances, "annotations", inst_path)
+        images = _index(instances, "images", inst_path)
+        cats = {
+            c.get("id"): c.get("name")
+            for c in instances.get("categories", []) or []
+            if isinstance(c, dict) and _is_id(c.get("id"))
+        }
+        self._splits_seen = sorted({str(r.get("split")) for r in refs})
         records: list[Record] = []
         for k, ref in enumerate(refs):
             if ref.get("split") != self.split:
                 continue
+            problems: list[str] = []
             ref_id = ref.get("ref_id", k)
-            where = f"{refs_path} ref_id={ref_id}"
-            ann = anns.get(ref.get("ann_id"))
-            info = images.get(ref.get("image_id"))
-            if ann is None:
-                self._dangling.append(f"{where}: ann_id {ref.get('ann_id')!r} not in {inst_path}")
-            if info is None:
-                self._dangling.append(f"{where}: image_id {ref.get('image_id')!r} not in {inst_path}")
+            if _is_id(ref_id):
+                where = f"{refs_path} ref_id={ref_id}"
+            else:
+                where = f"{refs_path} ref #{k} (in file order)"
+                problems.append(f"{where}: ref_id must be an integer or a string; got {type_name(ref_id)}")
+                ref_id = f"ref{k}"
+            ann = info = None
+            for key, table, name in (("ann_id", anns, "annotations"), ("image_id", images, "images")):
+                value = ref.get(key)
+                if not _is_id(value):
+                    problems.append(f"{where}: {key} must be an integer or a string; got {type_name(value)}")
+                elif value not in table:
+                    problems.append(f"{where}: {key} {value!r} not in {inst_path} ({name})")
+                elif key == "ann_id":
+                    ann = table[value]
+                else:
+                    info = table[value]
+            if info is not None:
+                problems += _image_entry_problems(info, inst_path)
+            if ann is not None:
+                problem = segmentation_problem(ann.get("segmentation"))
+                if problem:
+                    problems.append(f"{inst_path} annotation id={ann.get('id')!r} ({where}): segmentation {problem}")
             file_name = (info or {}).get("file_name") or ref.get("file_name", "")
+            image_path, problem = join_name(image_dir, file_name, what="file_name", where=where)
+            if problem:
+                problems.append(problem)
             cat_id = ref.get("category_id", (ann or {}).get("categories_id", (ann or {}).get("category_id")))
-            tags = {"category": cats[cat_id]} if cat_id in cats else {}
-            sents = [
-                (s.get("sent_id", i), str(s.get("raw", s.get("sent", ""))))
-                for i, s in enumerate(ref.get("sentences", []))
-            ]
+            if cat_id is not None and not _is_id(cat_id):
+                problems.append(f"{where}: category_id must be an integer or a string; got {type_name(cat_id)}")
+            tags = {"category": cats[cat_id]} if _is_id(cat_id) and cat_id in cats else {}
+            sents, sentence_problems = _sentences(ref.get("sentences", []), where)
+            problems += sentence_problems
             source = (ann, info, inst_path)
+            problem_text = "\n  ".join(problems) or None
             if self.all_sentences:
                 for sent_id, text in sents or [(None, "")]:
                     records.append(
-                        Record(f"{ref_id}_{sent_id}", image_dir / file_name, (text,), source, where, tags)
+                        Record(f"{ref_id}_{sent_id}", image_path, (text,), source, where, tags, problem_text)
                     )
             else:
                 records.append(
-                    Record(
-                        str(ref_id), image_dir / file_name, tuple(t for _, t in sents), source, where, tags
-                    )
+                    Record(str(ref_id), image_path, tuple(t for _, t in sents), source, where, tags, problem_text)
                 )
         return records
 
-    def annotation_problems(self) -> list[str]:
-        return self._dangling + super().annotation_problems()
+    def _empty_split_detail(self) -> str:
+        return (f"{self.root / 'rrsisd' / self.refs_file} has no ref with split == {self.split!r} "
+                f"(splits found: {', '.join(self._splits_seen) or 'none'})")
+
+    def _empty_masks_hint(self, records: list[Record]) -> str:
+        return ("the masks are decoded from the 'segmentation' fields of instances.json; check that they "
+                "encode the objects (RLE counts or polygons of the right image)")
 
     def _mask_description(self, record: Record) -> str:
         ann, _, inst_path = record.mask_source
@@ -162,11 +192,89 @@ class RRSISD(ReferringDataset):
 
     def _read_mask(self, record: Record) -> np.ndarray:
         ann, info, inst_path = record.mask_source
+        if record.problem:
+            raise SampleError(record.problem)
         if ann is None or info is None:
             raise SampleError(f"{record.where}: its annotation or image entry is missing from {inst_path}")
+        height, width = info["height"], info["width"]
+        try:  # the declared size against the image file (its header only) before any mask is built
+            with Image.open(record.image_path) as img:
+                actual = img.size
+        except (OSError, ValueError):
+            actual = None  # reading the image itself reports it
+        if actual is not None and actual != (width, height):
+            raise SampleError(
+                f"{inst_path} image id={info.get('id')!r} declares {height}x{width} (HxW) but {record.image_path} "
+                f"is {actual[1]}x{actual[0]} ({record.where}); fix height/width in instances.json (the masks "
+                "are encoded at the declared size)"
+            )
         try:
-            return segmentation_to_mask(ann.get("segmentation"), int(info["height"]), int(info["width"]))
+            return segmentation_to_mask(ann.get("segmentation"), height, width)
         except (ValueError, KeyError, TypeError) as exc:
             raise SampleError(
-                f"bad segmentation of annotation {ann.get('id')!r} in {inst_path} ({record.where}): {exc}"
+                f"bad segmentation of annotation {ann.get('id')!r} in {inst_path} ({record.where}): {exc}; "
+                "fix or re-export this annotation (pycocotools.mask.encode of the object's mask gives valid "
+                "RLE counts)"
             ) from exc
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _index(instances: dict[str, Any], key: str, path: Path) -> dict[Any, dict[str, Any]]:
+    """``{entry["id"]: entry}`` of one list of instances.json, refusing entries of the wrong type."""
+    entries = instances[key]
+    if not isinstance(entries, list):
+        raise DatasetLayoutError(f"{path}: {key!r} must be a list; got {type_name(entries)}")
+    out = {}
+    for j, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise DatasetLayoutError(f"{path}: {key}[{j}] must be an object; got {type_name(entry)}. Fix this entry")
+        if not _is_id(entry.get("id")):
+            raise DatasetLayoutError(
+                f"{path}: {key}[{j}] has id {type_name(entry.get('id'))}; ids must be integers or strings. "
+                "Fix this entry"
+            )
+        out[entry["id"]] = entry
+    return out
+
+
+def _image_entry_problems(info: dict[str, Any], path: Path) -> list[str]:
+    out = []
+    for key in ("height", "width"):
+        value = info.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            out.append(f"{path} image id={info.get('id')!r}: {key} must be a positive integer; got {type_name(value)}")
+    height, width = info.get("height"), info.get("width")
+    if not out and height * width > MAX_MASK_PIXELS:
+        out.append(
+            f"{path} image id={info.get('id')!r}: declares {height}x{width} pixels, more than the "
+            f"{MAX_MASK_PIXELS} a mask may have; fix height/width"
+        )
+    return out
+
+
+def _sentences(sentences: Any, where: str) -> tuple[list[tuple[Any, str]], list[str]]:
+    """(sent_id, text) of a ref's sentences (``raw``, else ``sent``), and what is wrong with them."""
+    if not isinstance(sentences, list):
+        return [], [f"{where}: 'sentences' must be a list; got {type_name(sentences)}"]
+    out, problems = [], []
+    for i, s in enumerate(sentences):
+        if not isinstance(s, dict):
+            problems.append(f"{where}: sentence {i} must be an object {{raw, sent, sent_id}}; got {type_name(s)}")
+            out.append((i, ""))
+            continue
+        sent_id = s.get("sent_id", i)
+        if not _is_id(sent_id):
+            problems.append(f"{where}: sentence {i}: sent_id must be an integer or a string; got {type_name(sent_id)}")
+            sent_id = i
+        key = "raw" if "raw" in s else "sent"
+        text = s.get(key, "")
+        if not isinstance(text, str):
+            problems.append(
+                f"{where}: sentence {i} (sent_id={sent_id!r}): {key!r} must be a string; got {type_name(text)}"
+            )
+            text = ""
+        out.append((sent_id, text))
+    return out, problems
