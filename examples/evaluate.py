@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from uncertainty_rrsis.data import DatasetError
 from uncertainty_rrsis.models import CroBIMU
 from uncertainty_rrsis.training import (
     TrainConfig,
@@ -110,8 +111,12 @@ def run(args: argparse.Namespace) -> dict:
     tokenizer_dir = folder / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else model.config.text.name)
     root = prepare_data_root(cfg, image_size=model.config.image_size, env=env)
-    dataset = build_dataset(cfg.dataset, root, args.split, tokenizer=tokenizer, model_config=model.config,
-                            return_orig_mask=args.original_size)
+    try:
+        dataset = build_dataset(cfg.dataset, root, args.split, tokenizer=tokenizer, model_config=model.config,
+                                return_orig_mask=args.original_size)
+    except DatasetError as err:  # an empty split, a missing folder, bad annotations: the reader says which
+        raise SystemExit(f"examples/evaluate.py: cannot read the {args.split} split of the {cfg.dataset} data:\n"
+                         f"{err}") from None
     if len(dataset) == 0:
         raise SystemExit(f"the {args.split} split of the {cfg.dataset} data under {root} is empty (0 samples): there "
                          "is nothing to evaluate. Check --data-root and --split.")
