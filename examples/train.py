@@ -24,17 +24,27 @@ from __future__ import annotations
 
 import sys
 
-from uncertainty_rrsis.training import RunFolderError, Trainer, build_arg_parser, config_from_args, main_guard
+from uncertainty_rrsis.training import (
+    RunFolderError,
+    SettingsError,
+    Trainer,
+    build_arg_parser,
+    config_from_args,
+    main_guard,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = build_arg_parser(__doc__)
-    config = config_from_args(parser.parse_args(argv))
+    try:
+        config = config_from_args(parser.parse_args(argv))
+    except ValueError as err:  # settings that cannot work: say which, with the usage line, no traceback
+        parser.error(str(err))
 
     def body() -> dict:
         try:
             return Trainer(config).fit()
-        except RunFolderError as err:  # the folder is in use, holds a run, or the settings differ: say so, no traceback
+        except (RunFolderError, SettingsError) as err:  # in use / holds a run / settings: say so, no traceback
             raise SystemExit(f"error: {err}") from None
 
     return main_guard(body)

@@ -19,7 +19,7 @@ from .crobim_u import CroBIMU
 from .decoder import MaskDecoder
 from .presets import get_preset, list_presets, register_preset
 from .text import MINILM_ID, TextEncoder, minilm_path, resolve_text_source
-from .vision import VisionEncoder, load_foreign_checkpoint
+from .vision import RANDOM_WEIGHTS, VisionEncoder, load_foreign_checkpoint
 
 __all__ = [
     "CroBIMU",
@@ -32,6 +32,7 @@ __all__ = [
     "list_presets",
     "register_preset",
     "VisionEncoder",
+    "RANDOM_WEIGHTS",
     "load_foreign_checkpoint",
     "TextEncoder",
     "minilm_path",

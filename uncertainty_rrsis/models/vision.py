@@ -27,6 +27,9 @@ from ._checkpoint import LoadReport, load_state_file, strip_prefixes
 
 __all__ = ["VisionEncoder", "load_foreign_checkpoint", "group_norm_groups", "FOREIGN_PREFIXES"]
 
+#: Values of ``weights`` that ask for random initialisation explicitly.
+RANDOM_WEIGHTS: tuple[str, ...] = ("none", "random")
+
 
 def group_norm_groups(channels: int, max_groups: int = 32) -> int:
     """The largest number of groups ``<= max_groups`` that divides ``channels``."""
@@ -43,10 +46,11 @@ class VisionEncoder(nn.Module):
         name: timm model name (``"convnext_base"``, ``"convnext_atto"``, ``"resnet50"``, ...).
         dim: output channels C of every level.
         out_indices: which backbone levels to return (finest first).
-        weights: ``None`` (random init), a local weights file in timm naming (loaded by timm
-            through ``pretrained_cfg_overlay=dict(file=...)``, with timm's own key filter, so an
-            original Facebook ConvNeXt file works too), or ``"hub"`` (timm's default weights,
-            downloaded -- needs network access).
+        weights: ``None`` (random init), ``"none"`` / ``"random"`` (random init, asked for
+            explicitly), a local weights file in timm naming (loaded by timm through
+            ``pretrained_cfg_overlay=dict(file=...)``, with timm's own key filter, so an original
+            Facebook ConvNeXt file works too), or ``"hub"`` (timm's default weights, downloaded --
+            needs network access).
         model_kwargs: extra keyword arguments of ``timm.create_model``.
         norm_groups: maximum GroupNorm groups of the projections.
 
@@ -77,7 +81,7 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         kwargs = dict(model_kwargs or {})
-        if weights is None:
+        if weights is None or str(weights).lower() in RANDOM_WEIGHTS:
             pretrained, overlay = False, None
         elif str(weights) == "hub":
             pretrained, overlay = True, None
@@ -86,7 +90,7 @@ class VisionEncoder(nn.Module):
             if not path.is_file():
                 raise FileNotFoundError(
                     f"VisionEncoder: weights file {str(weights)!r} does not exist. Pass a local .pth/.safetensors "
-                    "file in timm naming, 'hub' to download timm's weights, or None for random init."
+                    "file in timm naming, 'hub' to download timm's weights, or 'none' for random init."
                 )
             pretrained, overlay = True, {"file": str(path)}
         try:

@@ -65,7 +65,7 @@ from .setup import (
     seed_everything,
 )
 from .signals import StopOnSignal
-from .trainer import Trainer
+from .trainer import PRETRAINED_BACKBONE_PRESETS, SettingsError, Trainer, check_vision_weights
 
 __all__ = [
     # settings
@@ -75,7 +75,7 @@ __all__ = [
     "build_model_config", "load_tokenizer", "prepare_data_root", "build_dataset", "seed_everything",
     "environment_info",
     # fitting
-    "Trainer", "StopOnSignal", "RunLog", "poly_schedule",
+    "Trainer", "SettingsError", "check_vision_weights", "PRETRAINED_BACKBONE_PRESETS", "StopOnSignal", "RunLog", "poly_schedule",
     # the run folder
     "RunLock", "RunFolderError",
     # evaluation

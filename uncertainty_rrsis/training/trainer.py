@@ -25,6 +25,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,44 @@ class _StopRequested(Exception):
     pass
 
 
+#: Presets whose vision backbone the paper starts from pretrained weights.
+PRETRAINED_BACKBONE_PRESETS = ("paper",)
+
+
+class SettingsError(ValueError):
+    """Settings that would run but not do what the user wants (the message says what to pass)."""
+
+
+def check_vision_weights(config: TrainConfig, model_config: Any) -> None:
+    """Refuse to train a preset meant to start from pretrained weights from random initialisation.
+
+    ``--vision-weights none`` asks for random initialisation on purpose: then only a warning.
+    A resumed run reads its weights from its checkpoint and is not checked.
+    """
+    if config.preset not in PRETRAINED_BACKBONE_PRESETS or config.resume:
+        return
+    weights = model_config.vision.weights
+    if weights is None:
+        raise SettingsError(
+            f"--preset {config.preset} builds {model_config.vision.name}, which the paper trains from pretrained "
+            "weights, and no --vision-weights was given. Pass --vision-weights FILE with local weights, e.g. timm's "
+            "'convnext_base.fb_in22k_ft_in1k_384' saved on a machine with network access (python -c \"import timm, "
+            "torch; torch.save(timm.create_model('convnext_base.fb_in22k_ft_in1k_384', pretrained=True).state_dict(), "
+            "'convnext_base.pth')\"), or an SMLFR or other ConvNeXt-B checkpoint (its keys are mapped by "
+            "uncertainty_rrsis.models.load_foreign_checkpoint); or --vision-weights none to train from random "
+            "initialisation on purpose."
+        )
+    from ..models import RANDOM_WEIGHTS
+
+    if str(weights).lower() in RANDOM_WEIGHTS:
+        warnings.warn(
+            f"--preset {config.preset}: training {model_config.vision.name} from random initialisation "
+            "(--vision-weights none); the paper starts from pretrained weights, so expect far lower scores.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
 class Trainer:
     """Builds everything from a :class:`TrainConfig` and trains the reference model.
 
@@ -98,6 +137,7 @@ class Trainer:
         self.out = Path(config.output_dir)
         seed_everything(config.seed)
         self.model_config = model_config if model_config is not None else build_model_config(config)
+        check_vision_weights(config, self.model_config)
         self.image_size = self.model_config.image_size
         self.tokenizer = load_tokenizer(self.model_config.text.name)
         self.datasets: dict[str, Any] = {}
