@@ -63,6 +63,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], float]] = {
     "mask_margin": ("UDLR's mask from the margin (beyond the paper)", {}, {"refine_mask_source": "margin"}, 1.0),
     "mask_max": ("UDLR's mask from max(U^p, margin) (beyond the paper)", {}, {"refine_mask_source": "max"}, 1.0),
     "refine_input": ("UDLR at the input resolution (the paper's reading)", {}, {"refine_at": "input"}, 1.0),
+    "risk_head": ("a per-sample risk head on U^p and the prediction (beyond the paper)", {}, {"risk_head": True}, 1.0),
 }
 
 #: (column title, key in the held-out results, scale, digits)
@@ -78,6 +79,7 @@ COLUMNS: list[tuple[str, str, float, int]] = [
     ("fail AUROC margin", "unc/failure/margin/AUROC", 1.0, 3),
     ("AURC U^p mask", "unc/failure/u_mask/AURC", 1.0, 3),
     ("AURC margin", "unc/failure/margin/AURC", 1.0, 3),
+    ("fail AUROC risk head", "unc/failure/risk/AUROC", 1.0, 3),
     ("mIoU", "mIoU", 100.0, 1),
     ("Pr@0.9", "Pr@0.9", 100.0, 1),
     ("boundary IoU", "bIoU", 100.0, 1),

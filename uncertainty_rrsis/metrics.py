@@ -22,6 +22,7 @@ Axis letters: B batch, H/W mask height/width, S input size.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -448,7 +449,8 @@ class UncertaintyQualityMetrics:
     **Samples (failure detection).** Each sample's IoU (the field's protocol) and three scores:
     ``u_mask`` (mean ``U^p`` over the predicted mask; over the image when the prediction is
     empty), ``u_image`` (mean ``U^p`` over the image) and ``margin`` (mean margin over the
-    predicted mask, same rule). For each score: ``failure/<score>/AUROC`` and ``/AUPRC`` of
+    predicted mask, same rule), and ``risk`` when a risk head's logits are given. For each score:
+    ``failure/<score>/AUROC`` and ``/AUPRC`` of
     detecting a failed sample (IoU < ``fail_below``, 0.5), and ``/AURC``, the area under the
     risk-coverage curve with risk ``1 - IoU`` (:func:`risk_coverage`); ``failure/oracle/AURC``
     (sorted by the true risk) and ``failure/random/AURC`` (the mean risk) bound it.
@@ -487,7 +489,7 @@ class UncertaintyQualityMetrics:
         """Forget everything accumulated."""
         self._hist = torch.zeros(len(self._PIXEL_SCORES), 2, self.bins, dtype=torch.float64, device=self.device)
         self._baselines = False
-        self._samples: list[tuple[float, float, float, float]] = []  # (iou, u_mask, u_image, margin)
+        self._samples: list[tuple[float, ...]] = []  # (iou, u_mask, u_image, margin, risk or NaN)
         self._tags: list[Mapping[str, Any]] = []
         self._synced = False
 
@@ -537,6 +539,7 @@ class UncertaintyQualityMetrics:
         batch: Mapping[str, Any],
         *,
         grid: Sequence[int] | None = None,
+        risk: torch.Tensor | None = None,
     ) -> None:
         """Add a batch from what a model outputs and the collated batch it was given.
 
@@ -556,6 +559,7 @@ class UncertaintyQualityMetrics:
             grid: (h, w), the cells of ``U``'s own grid over the image, for the pooled margin;
                 defaults to the size of ``uncertainty_logits`` (pass it when those logits were
                 resized, e.g. to crop a padded canvas).
+            risk: (B,) failure logits of a risk head, scored as the sample score ``risk``.
         """
         if "mask" not in batch:
             raise ValueError(f"batch must hold 'mask' (B, H, W) bool; got keys {sorted(batch)}")
@@ -586,7 +590,8 @@ class UncertaintyQualityMetrics:
         u_mask = (prob.reshape(prob.shape[0], -1).double() * weights).sum(1)
         u_image = prob.reshape(prob.shape[0], -1).double().mean(1)
         m_mask = (margin[:, 0].reshape(margin.shape[0], -1).double() * weights).sum(1)
-        rows = torch.stack([iou, u_mask, u_image, m_mask], dim=1).cpu().tolist()
+        risk_p = torch.sigmoid(risk.detach().to(self.device).double()) if risk is not None else torch.full_like(iou, math.nan)
+        rows = torch.stack([iou, u_mask, u_image, m_mask, risk_p], dim=1).cpu().tolist()
         self._samples.extend(tuple(r) for r in rows)
         tags = batch.get("tags")
         self._tags.extend(tags if tags is not None else [{}] * len(rows))
@@ -611,7 +616,7 @@ class UncertaintyQualityMetrics:
         """(2, bins) float64 counts of ``U^p``: row 0 error pixels, row 1 correct pixels."""
         return self._hist[0].clone()
 
-    def _sample_metrics(self, rows: Sequence[tuple[float, float, float, float]]) -> dict[str, float]:
+    def _sample_metrics(self, rows: Sequence[tuple[float, ...]]) -> dict[str, float]:
         if not rows:
             return {}
         table = torch.tensor(rows, dtype=torch.float64)
@@ -619,7 +624,8 @@ class UncertaintyQualityMetrics:
         failed = iou < self.fail_below
         risk = 1.0 - iou
         out: dict[str, float] = {"failure/count": float(len(rows)), "failure/rate": float(failed.double().mean())}
-        for column, name in enumerate(SAMPLE_SCORES, start=1):
+        names = SAMPLE_SCORES + (("risk",) if not torch.isnan(table[:, 4]).any() else ())
+        for column, name in enumerate(names, start=1):
             score = table[:, column]
             out[f"failure/{name}/AUROC"] = binary_auroc(score, failed)
             out[f"failure/{name}/AUPRC"] = average_precision(score, failed)
@@ -651,7 +657,7 @@ class UncertaintyQualityMetrics:
 
     def compute_breakdown(self) -> dict[str, dict[str, float]]:
         """``{"<tag>=<value>": failure-detection metrics of those samples}`` for every tag group seen."""
-        groups: dict[str, list[tuple[float, float, float, float]]] = {}
+        groups: dict[str, list[tuple[float, ...]]] = {}
         for row, tags in zip(self._samples, self._tags):
             for group in _groups(tags):
                 groups.setdefault(group, []).append(row)

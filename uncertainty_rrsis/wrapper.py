@@ -29,9 +29,9 @@ from torch import nn
 
 from ._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
 from ._ops import resize_logits
-from .modules import ReferringUncertaintyScorer, UncertaintyDrivenRefinement, UncertaintyGatedFusion
+from .modules import ReferringUncertaintyScorer, SampleRiskHead, UncertaintyDrivenRefinement, UncertaintyGatedFusion
 
-__all__ = ["RiskGuidedDecoder", "RiskGuidedOutput"]
+__all__ = ["RiskGuidedDecoder", "RiskGuidedOutput", "RiskGuidedRiskOutput"]
 
 DecoderCall = Callable[[nn.Module, list, torch.Tensor, "torch.Tensor | None"], Any]
 DecoderUnpack = Callable[[Any], "torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]"]
@@ -51,6 +51,22 @@ class RiskGuidedOutput(NamedTuple):
     coarse_logits: torch.Tensor
     uncertainty: torch.Tensor | None
     refine_mask: torch.Tensor | None
+
+
+class RiskGuidedRiskOutput(NamedTuple):
+    """:class:`RiskGuidedOutput` plus ``risk``, returned when the wrapper has a risk head.
+
+    Attributes:
+        logits, coarse_logits, uncertainty, refine_mask: as in :class:`RiskGuidedOutput`.
+        risk: (B,) failure logits of the :class:`~uncertainty_rrsis.modules.SampleRiskHead` (an
+            option beyond the paper); ``sigmoid(risk)`` estimates the probability that IoU < 0.5.
+    """
+
+    logits: torch.Tensor
+    coarse_logits: torch.Tensor
+    uncertainty: torch.Tensor | None
+    refine_mask: torch.Tensor | None
+    risk: torch.Tensor
 
 
 def _default_call(decoder: nn.Module, features: list, text: torch.Tensor, text_padding_mask):
@@ -135,6 +151,9 @@ class RiskGuidedDecoder(nn.Module):
             given to :meth:`forward` (the image size), with ``P_fg`` and ``F`` upsampled first
             (the paper predicts Delta "at full resolution"). ``"input"`` costs about
             ``(output_size / logit grid)^2`` times UDLR's FLOPs.
+        risk_head: add a :class:`~uncertainty_rrsis.modules.SampleRiskHead` (an option beyond the
+            paper): a failure logit per sample from ``U^p`` and the prediction; the output is then a
+            :class:`RiskGuidedRiskOutput` with ``risk``.
         num_heads: heads of UGF's attention (must divide every fused width).
         refine_hidden_dim: hidden width of UDLR's head.
         scorer_kwargs, fusion_kwargs, refinement_kwargs: extra keyword options of the modules.
@@ -161,7 +180,7 @@ class RiskGuidedDecoder(nn.Module):
         - text: (B, L, text_dim)
         - text_padding_mask: (B, L) bool, True = padding; or None
         - output_size: (H_in, W_in) or None; needed with ``refine_at="input"``
-        - output: :class:`RiskGuidedOutput`; logits at the resolution the decoder returns (at
+        - output: :class:`RiskGuidedOutput` (:class:`RiskGuidedRiskOutput` with ``risk_head``); logits at the resolution the decoder returns (at
           ``output_size`` for ``logits`` and ``refine_mask`` with ``refine_at="input"``), ``U`` at
           the resolution of ``features[score_level]``
     """
@@ -183,6 +202,7 @@ class RiskGuidedDecoder(nn.Module):
         use_fusion: bool = True,
         use_refinement: bool = True,
         refine_at: str = "feature",
+        risk_head: bool = False,
         num_heads: int = 8,
         refine_hidden_dim: int = 64,
         scorer_kwargs: dict | None = None,
@@ -269,7 +289,8 @@ class RiskGuidedDecoder(nn.Module):
             if self.use_refinement
             else None
         )
-        trust_inputs(self.scorer, self.fusion, self.refinement)  # the wrapper checks at its entry
+        self.risk = SampleRiskHead(**factory) if (risk_head and self.scorer is not None) else None
+        trust_inputs(self.scorer, self.fusion, self.refinement, self.risk)  # the wrapper checks at its entry
 
         # ---- hooks into the decoder: active only while forward() runs the decoder ----------
         self._context: tuple | None = None  # (text, uncertainty, text_padding_mask) during the decoder call
@@ -418,7 +439,7 @@ class RiskGuidedDecoder(nn.Module):
         if checks_enabled(self):
             self._check_decoder_output(coarse, mask_feature)
         if self.refinement is None:
-            return RiskGuidedOutput(coarse, coarse, uncertainty, None)
+            return self._output(coarse, coarse, uncertainty, None)
         if mask_feature is None:
             raise ValueError(
                 f"RiskGuidedDecoder: the decoder ({type(self.decoder).__name__}) returned only coarse logits, so "
@@ -436,7 +457,12 @@ class RiskGuidedDecoder(nn.Module):
                 )
             to_refine = resize_logits(coarse, output_size)  # F is resized inside UDLR
         logits, refine_mask = self.refinement.refine(mask_feature, to_refine, uncertainty)
-        return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask)
+        return self._output(logits, coarse, uncertainty, refine_mask)
+
+    def _output(self, logits, coarse, uncertainty, refine_mask) -> RiskGuidedOutput | RiskGuidedRiskOutput:
+        if self.risk is None or uncertainty is None:
+            return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask)
+        return RiskGuidedRiskOutput(logits, coarse, uncertainty, refine_mask, self.risk(uncertainty, logits))
 
     def extra_repr(self) -> str:
         where = f"fuse_at={self.fuse_at}, fusion_dim={self.fusion_dim}" if self.fuse_at else (

@@ -15,9 +15,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .online_error import OnlineErrorLoss
+from .._ops import resize_logits
+from .online_error import OnlineErrorLoss, as_target_mask
 from .segmentation import BCEDiceLoss
 
 __all__ = ["RiskGuidedLoss", "RiskGuidedLossOutput"]
@@ -32,16 +34,19 @@ class RiskGuidedLossOutput(NamedTuple):
             ``P_ref`` when ``lambda_ref = 0`` and refinement is on (see the module docstring).
         unc: ``L_unc`` (unweighted).
         ref: ``L_seg(P_ref)`` on the refined logits (unweighted).
+        risk: the BCE of the optional per-sample risk head against the failures (unweighted), or
+            None without a risk head.
     """
 
     total: torch.Tensor
     seg: torch.Tensor
     unc: torch.Tensor
     ref: torch.Tensor
+    risk: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
-        """The four values as Python floats, for logging (synchronises with the device)."""
-        return {f"loss/{k}": float(v.detach()) for k, v in self._asdict().items()}
+        """The values as Python floats, for logging (synchronises with the device)."""
+        return {f"loss/{k}": float(v.detach()) for k, v in self._asdict().items() if v is not None}
 
 
 class RiskGuidedLoss(nn.Module):
@@ -59,6 +64,9 @@ class RiskGuidedLoss(nn.Module):
             defaults to :class:`BCEDiceLoss`.
         uncertainty_loss: the ``L_unc`` module; defaults to ``OnlineErrorLoss(warmup_steps=...)``.
         warmup_steps: warm-up of the default ``L_unc`` (ignored when ``uncertainty_loss`` is given).
+        lambda_risk: weight of the risk head's loss, when the output carries ``risk`` (an option
+            beyond the paper): BCE of the failure logits against ``IoU(P > 0, y) < fail_below``.
+        fail_below: the IoU below which a sample has failed, for the risk head.
 
     Shapes:
         - output: RiskGuidedOutput with logits (B, 1, H', W') and uncertainty (B, 1, h, w)
@@ -74,8 +82,12 @@ class RiskGuidedLoss(nn.Module):
         seg_loss: nn.Module | None = None,
         uncertainty_loss: nn.Module | None = None,
         warmup_steps: int = 0,
+        lambda_risk: float = 1.0,
+        fail_below: float = 0.5,
     ) -> None:
         super().__init__()
+        self.lambda_risk = float(lambda_risk)
+        self.fail_below = float(fail_below)
         self.lambda_unc = float(lambda_unc)
         self.lambda_ref = float(lambda_ref)
         self.seg_loss = seg_loss if seg_loss is not None else BCEDiceLoss()
@@ -96,4 +108,19 @@ class RiskGuidedLoss(nn.Module):
         if refined and self.lambda_ref != 0:
             ref = self.seg_loss(output.logits, target)
         total = seg + self.lambda_unc * unc + self.lambda_ref * ref
-        return RiskGuidedLossOutput(total, seg, unc, ref)
+        risk = getattr(output, "risk", None)
+        if risk is None:
+            return RiskGuidedLossOutput(total, seg, unc, ref)
+        risk_loss = self._risk_loss(risk, output.logits, target)
+        return RiskGuidedLossOutput(total + self.lambda_risk * risk_loss, seg, unc, ref, risk_loss)
+
+    def _risk_loss(self, risk: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """BCE of the failure logits (B,) against ``IoU(logits > 0, target) < fail_below`` (no gradient to logits)."""
+        target = as_target_mask(target, type(self).__name__)
+        with torch.no_grad():
+            pred = resize_logits(logits.detach().float(), target.shape[-2:]) > 0
+            inter = (pred & target).flatten(1).sum(1).float()
+            union = (pred | target).flatten(1).sum(1).float()
+            iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(union))
+            failed = (iou < self.fail_below).to(torch.float32)
+        return F.binary_cross_entropy_with_logits(risk.float(), failed)

@@ -260,6 +260,8 @@ class CroBIMUConfig(_ConfigBase):
         refine_at: where UDLR runs: ``"feature"`` (the stride-4 grid of the decoder's logits, then
             upsampled; this library's cheaper reading) or ``"input"`` (the input resolution, the
             paper's "at full resolution", with ``P_fg`` and ``F`` upsampled first).
+        risk_head: add a per-sample failure head (:class:`~uncertainty_rrsis.modules.SampleRiskHead`,
+            an option beyond the paper).
         refine_mask_source: what UDLR's mask thresholds: ``"uncertainty"`` (``U^p``, the paper),
             ``"margin"`` or ``"max"`` of the two (options beyond the paper).
         size_divisor: inputs are padded (bottom / right, with zeros) to a multiple of this and
@@ -286,6 +288,7 @@ class CroBIMUConfig(_ConfigBase):
     refine_blur_kernel_size: int | None = 3
     refine_at: str = "feature"
     refine_mask_source: str = "uncertainty"
+    risk_head: bool = False
     size_divisor: int = 32
     pad_input: bool = True
 

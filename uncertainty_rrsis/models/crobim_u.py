@@ -137,6 +137,7 @@ class CroBIMU(nn.Module):
             use_fusion=config.use_fusion,
             use_refinement=config.use_refinement,
             refine_at=config.refine_at,
+            risk_head=config.risk_head,
             num_heads=config.fusion_heads,
             refine_hidden_dim=config.refine_hidden_dim,
             fusion_kwargs={"dropout": config.fusion_dropout},
@@ -240,9 +241,10 @@ class CroBIMU(nn.Module):
         """Parameter counts by part.
 
         Returns:
-            ``{"vision", "text", "decoder", "rus", "ugf", "udlr", "uncertainty", "total"}``;
+            ``{"vision", "text", "decoder", "rus", "ugf", "udlr", "risk", "uncertainty", "total"}``;
             ``vision`` / ``text`` include their projections to C, ``decoder`` is the
-            Mask2Former-style decoder alone, ``uncertainty`` = RUS + UGF + UDLR (0 for Base).
+            Mask2Former-style decoder alone, ``risk`` the optional risk head (0 without it),
+            ``uncertainty`` = RUS + UGF + UDLR + risk head (0 for Base).
         """
 
         def count(module: nn.Module | None) -> int:
@@ -258,8 +260,9 @@ class CroBIMU(nn.Module):
             "rus": count(wrapper.scorer),
             "ugf": count(wrapper.fusion),
             "udlr": count(wrapper.refinement),
+            "risk": count(wrapper.risk),
         }
-        parts["uncertainty"] = parts["rus"] + parts["ugf"] + parts["udlr"]
+        parts["uncertainty"] = parts["rus"] + parts["ugf"] + parts["udlr"] + parts["risk"]
         parts["total"] = count(self)
         return parts
 

@@ -262,6 +262,7 @@ class TrainConfig:
     unc_hard_iou_threshold: float = _opt(0.5, "delta of L_unc: the IoU below which a sample is hard")
     unc_target_blur: int | None = _opt(None, "z = Blur(e) in L_unc: odd Gaussian kernel size (none: z = e)")
     unc_pixel_weighting: bool = _opt(True, "the pixel weighting of L_unc (Eq. 8); false weighs every pixel 1")
+    lambda_risk: float = _opt(1.0, "weight of the risk head's loss (model setting risk_head, beyond the paper)")
     amp: bool = _opt(True, "bf16 autocast on CUDA (ignored on CPU)")
     seed: int = _opt(0, "random seed")
     device: str = _opt("auto", "auto, cuda or cpu")

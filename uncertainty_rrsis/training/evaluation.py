@@ -192,7 +192,8 @@ def evaluate(
         if unc is not None and out.uncertainty is not None:
             size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
             u = out.uncertainty.float()
-            unc.update_from_batch(_to_input_grid(model, u, size), logits, batch, grid=_cells_over_input(model, u, size))
+            unc.update_from_batch(_to_input_grid(model, u, size), logits, batch, grid=_cells_over_input(model, u, size),
+                                  risk=getattr(out, "risk", None))
     model.train(was_training)
     seg.sync()
     result: dict[str, Any] = dict(seg.compute())
@@ -252,7 +253,9 @@ def format_uncertainty(metrics: Mapping[str, Any]) -> str:
                   f"{int(metrics['unc/failure/count'])}",
                   f"  {'score':<36s}{'AUROC':>12s}{'AUPRC':>12s}{'AURC':>12s}"]
         for key, name in (("u_mask", "mean U^p over the predicted mask"), ("u_image", "mean U^p over the image"),
-                          ("margin", "mean margin over the predicted mask")):
+                          ("margin", "mean margin over the predicted mask"), ("risk", "risk head")):
+            if f"unc/failure/{key}/AUROC" not in metrics:
+                continue
             lines.append(row(name, [f"unc/failure/{key}/{k}" for k in ("AUROC", "AUPRC", "AURC")]))
         lines.append(row("oracle / random order", ["", "unc/failure/oracle/AURC", "unc/failure/random/AURC"]))
     return "\n".join(lines)

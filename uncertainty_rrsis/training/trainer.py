@@ -154,6 +154,7 @@ class Trainer:
         self.criterion = RiskGuidedLoss(
             lambda_unc=config.lambda_unc,
             lambda_ref=config.lambda_ref,
+            lambda_risk=config.lambda_risk,
             uncertainty_loss=OnlineErrorLoss(
                 hard_sample_weight=config.unc_hard_sample_weight,
                 hard_iou_threshold=config.unc_hard_iou_threshold,
