@@ -34,7 +34,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..data import DatasetError, collate
+from ..data import DatasetError, EmptySplitError, collate
 from ..losses import OnlineErrorLoss, RiskGuidedLoss
 from . import evaluation
 from .checkpoint import (
@@ -181,9 +181,10 @@ class Trainer:
         return self.datasets[key]
 
     def _has_split(self, split: str) -> bool:
+        """Whether ``split`` exists and holds samples (a missing or empty split: False; a broken one raises)."""
         try:
             return len(self.dataset(split)) > 0
-        except FileNotFoundError:
+        except (FileNotFoundError, EmptySplitError):
             return False
 
     def _batches(self, sampler: EpochSampler) -> Iterator[dict[str, Any]]:
