@@ -4,6 +4,7 @@ and the model of its Table V row; several --config files combine, a later one wi
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,28 @@ def test_a_run_config_json_and_a_row_file_on_top(tmp_path):
 def test_help_says_several_config_files_combine():
     text = " ".join(build_arg_parser().format_help().split())
     assert "--config FILE [FILE ...]" in text and "a later file wins over an earlier one" in text
+
+
+# ------------------------------------------------------------------ the documented layouts are the readers'
+
+
+@pytest.mark.parametrize(("heading", "name"), [("RRSIS-D", "rrsisd"), ("RefSegRS", "refsegrs"),
+                                               ("RISBench", "risbench")])
+def test_the_datasets_page_shows_each_readers_layout(heading, name):
+    from uncertainty_rrsis.data import get_dataset_class
+
+    paths = [line.split()[0] for line in get_dataset_class(name).layout.splitlines()
+             if line.startswith("    ") and not line.startswith("     ")]
+    assert len(paths) >= 3
+    page = (REPO / "docs" / "datasets.md").read_text()
+    section = page[page.index(f"\n## {heading}\n"):]
+    section = section[:section.index("\n## ", 1)]
+    block = section[section.index("```text"):]
+    for path in paths:
+        assert re.search(rf"\n  {re.escape(path)}[ \n]", block), (name, path)
+    assert "as stated in" in " ".join(section.lower().split())  # where it is published: in the words of the publishing repository
+    table = (REPO / "docs" / "training.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith(f"| {heading} | `{name}` |"))
+    for path in paths:
+        if "/" in path:  # folders and files inside them: the table names them up to the first placeholder
+            assert f"`{path.split('<')[0]}`" in row, (row, path)
