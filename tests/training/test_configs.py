@@ -128,7 +128,7 @@ def test_the_datasets_page_shows_each_readers_layout(heading, name):
     block = section[section.index("```text"):]
     for path in paths:
         assert re.search(rf"\n  {re.escape(path)}[ \n]", block), (name, path)
-    assert "as stated in" in " ".join(section.lower().split())  # where it is published: in the words of the publishing repository
+    assert "as stated in" in " ".join(section.lower().split())  # where it is published, in the source's words
     table = (REPO / "docs" / "training.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith(f"| {heading} | `{name}` |"))
     for path in paths:

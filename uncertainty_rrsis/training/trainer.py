@@ -143,6 +143,16 @@ class Trainer:
         self.env = env or init_distributed(device=config.device)
         self.device = self.env.device
         self.out = Path(config.output_dir)
+        try:
+            #: the precision of the run: "bf16", "fp16" or "fp32" (--precision, resolved for the device)
+            self.precision = resolve_precision(config.precision, device=self.device, amp=config.amp)
+        except ValueError as err:
+            raise SettingsError(str(err)) from None
+        self.autocast_dtype = autocast_dtype(self.precision)
+        #: fp16's gradient scaler (None in bf16 and fp32); its state is part of the resumable checkpoint
+        self.scaler: Any = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        #: DataLoader workers per rank (--num-workers, "auto" resolved for the device)
+        self.num_workers = resolve_num_workers(config.num_workers, device=self.device)
         seed_everything(config.seed)
         self.model_config = model_config if model_config is not None else build_model_config(config)
         check_vision_weights(config, self.model_config)
@@ -171,16 +181,6 @@ class Trainer:
             ),
         )
         self.per_rank_batch = per_rank_batch(config.batch_size, self.env.world_size, config.grad_accumulation)
-        try:
-            #: the precision of the run: "bf16", "fp16" or "fp32" (--precision, resolved for the device)
-            self.precision = resolve_precision(config.precision, device=self.device, amp=config.amp)
-        except ValueError as err:
-            raise SettingsError(str(err)) from None
-        self.autocast_dtype = autocast_dtype(self.precision)
-        #: fp16's gradient scaler (None in bf16 and fp32); its state is part of the resumable checkpoint
-        self.scaler: Any = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
-        #: DataLoader workers per rank (--num-workers, "auto" resolved for the device)
-        self.num_workers = resolve_num_workers(config.num_workers, device=self.device)
         self.log = RunLog(self.out, is_main=self.env.is_main)
         self.step = 0
         self.epoch = 0
@@ -648,9 +648,13 @@ class Trainer:
         if scaler is not None:
             scaler.step(optimizer)  # skipped when the unscaled gradients hold inf / NaN
             scaler.update()
+            with warnings.catch_warnings():  # a step the scaler skipped still counts in the schedule
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before",
+                                        category=UserWarning)
+                scheduler.step()
         else:
             optimizer.step()
-        scheduler.step()
+            scheduler.step()
         return sums
 
     def _check_finite(self, checked: Mapping[str, float], parts: Mapping[str, float]) -> None:
