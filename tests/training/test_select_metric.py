@@ -90,3 +90,12 @@ def test_a_best_chosen_by_another_metric_is_forgotten(tmp_path, tiny_bert_dir):
     by_miou = Trainer(tiny_train_config(tmp_path, tiny_bert_dir))
     by_miou._restore_best({"best_val_mIoU": 0.7})
     assert by_miou.best == 0.7
+
+
+@pytest.mark.slow
+def test_without_val_the_report_says_no_metric_chose_the_final_weights(tmp_path, tiny_bert_dir):
+    cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, synthetic_val=0, select_metric="oIoU", panels=0)
+    Trainer(cfg).fit()
+    metrics = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "final" and metrics["selection"]["metric"] is None
+    assert not (Path(cfg.output_dir) / "checkpoints" / "best").exists()

@@ -722,7 +722,8 @@ class Trainer:
 
             best = self._read_on_main(read, f"the best checkpoint of {self.out}")
         source = "final"
-        selection: dict[str, Any] = {"metric": None, "split": None, "note": "no val split: the final weights"}
+        selection: dict[str, Any] = {"metric": None, "split": None,
+                                     "note": "no best checkpoint on val (no val split): the final weights"}
         if best is not None:
             self.model.load_state_dict(best["weights"], strict=True)
             source = f"best (val {metric})"
