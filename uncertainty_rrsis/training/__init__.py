@@ -3,7 +3,7 @@
 One home per concern:
 
 - :mod:`.config` -- :class:`TrainConfig` (training settings), its CLI and config files, and the
-  one precedence order: command-line flags > config file > preset recipe > preset defaults;
+  one precedence order: command-line flags > config files > preset recipe > preset defaults;
 - :mod:`.setup` -- what a run needs: the model config, the tokenizer, the datasets (through the
   registry of :mod:`uncertainty_rrsis.data`), the synthetic data, seeds, the environment;
 - :mod:`.trainer` -- the :class:`Trainer` that fits: steps, accumulation, resume, signals,
