@@ -25,6 +25,7 @@ from uncertainty_rrsis.data import DatasetError
 from uncertainty_rrsis.models import CroBIMU
 from uncertainty_rrsis.training import (
     TrainConfig,
+    autocast_dtype,
     build_dataset,
     environment_info,
     evaluate,
@@ -37,6 +38,8 @@ from uncertainty_rrsis.training import (
     merge_settings,
     per_rank_batch,
     prepare_data_root,
+    resolve_num_workers,
+    resolve_precision,
     save_panels,
     seed_everything,
     write_metrics,
@@ -81,6 +84,12 @@ def training_settings(folder: Path, args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def evaluation_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the training run's precision on this device; fp16 off CUDA evaluates in fp32."""
+    precision = "fp32" if (cfg.precision == "fp16" and device.type != "cuda") else cfg.precision
+    return autocast_dtype(resolve_precision(precision, device=device, amp=cfg.amp))
+
+
 def run_folder_checkpoints(folder: Path) -> list[Path]:
     """The checkpoints of a training run folder (``<run>/checkpoints/<name>``), best first; empty for other folders."""
     if not (folder / "checkpoints").is_dir():
@@ -120,10 +129,11 @@ def run(args: argparse.Namespace) -> dict:
     if len(dataset) == 0:
         raise SystemExit(f"the {args.split} split of the {cfg.dataset} data under {root} is empty (0 samples): there "
                          "is nothing to evaluate. Check --data-root and --split.")
+    workers = resolve_num_workers(cfg.num_workers, device=env.device)
     loader = evaluation_loader(dataset, batch_size=per_rank_batch(cfg.batch_size, env.world_size, cfg.grad_accumulation),
-                               rank=env.rank, world_size=env.world_size, num_workers=cfg.num_workers)
+                               rank=env.rank, world_size=env.world_size, num_workers=workers)
     options = {"device": env.device, "progress": cfg.progress and env.is_main, "description": f"eval {args.split}",
-               "autocast_dtype": torch.bfloat16 if (cfg.amp and env.device.type == "cuda") else None}
+               "autocast_dtype": evaluation_dtype(cfg, env.device)}
     results = {args.split: evaluate(model, loader, at_original_size=args.original_size, **options)}
     if args.text_masked:
         results[f"{args.split}/text_masked"] = evaluate(model, loader, blank_text=True, tokenizer=tokenizer,

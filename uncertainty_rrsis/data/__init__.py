@@ -15,7 +15,7 @@ the reference model, timm or transformers: pass a tokenizer object in.
 
 from ._check import CheckReport, SampleProblem, check_dataset
 from ._common import ReferringDataset
-from ._errors import DatasetError, DatasetLayoutError, SampleError
+from ._errors import DatasetError, DatasetLayoutError, EmptySplitError, SampleError
 from ._io import image_to_rgb, read_image
 from ._text import tokenize
 from .collate import collate
@@ -58,6 +58,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "DatasetError",
+    "EmptySplitError",
     "DatasetLayoutError",
     "SampleError",
 ]

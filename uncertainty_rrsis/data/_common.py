@@ -35,7 +35,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ._errors import DatasetError, DatasetLayoutError, SampleError
+from ._errors import DatasetError, DatasetLayoutError, EmptySplitError, SampleError
 from ._io import mask_value_range, read_image
 from ._text import tokenize
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
@@ -213,7 +213,7 @@ class ReferringDataset(Dataset):
         self.verify_images = bool(verify_images)
         records = self._build_records()
         if not records:
-            raise DatasetError(
+            raise EmptySplitError(
                 f"{self.name} {split} under {self.root} has no samples: {self._empty_split_detail()}"
             )
         ids = _unique_ids([r.id for r in records])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["DatasetError", "DatasetLayoutError", "SampleError"]
+__all__ = ["DatasetError", "DatasetLayoutError", "EmptySplitError", "SampleError"]
 
 
 class DatasetError(ValueError):
@@ -18,3 +18,7 @@ class DatasetLayoutError(DatasetError, FileNotFoundError):
 
 class SampleError(DatasetError):
     """One sample cannot be read: missing or corrupt image/mask, size mismatch, empty sentence."""
+
+
+class EmptySplitError(DatasetError):
+    """A split lists no sample at all (its split file or annotations hold none for it)."""

@@ -3,7 +3,7 @@
 One home per concern:
 
 - :mod:`.config` -- :class:`TrainConfig` (training settings), its CLI and config files, and the
-  one precedence order: command-line flags > config file > preset recipe > preset defaults;
+  one precedence order: command-line flags > config files > preset recipe > preset defaults;
 - :mod:`.setup` -- what a run needs: the model config, the tokenizer, the datasets (through the
   registry of :mod:`uncertainty_rrsis.data`), the synthetic data, seeds, the environment;
 - :mod:`.trainer` -- the :class:`Trainer` that fits: steps, accumulation, resume, signals,
@@ -23,7 +23,10 @@ from .config import (
     RESUME_MAY_CHANGE,
     RESUME_MAY_CHANGE_MODEL,
     TrainConfig,
+    PRECISIONS,
+    SELECT_METRICS,
     build_arg_parser,
+    config_files,
     config_from_args,
     load_config_file,
     merge_settings,
@@ -33,6 +36,7 @@ from .distributed import (
     EpochSampler,
     ShardedSampler,
     broadcast_from_main,
+    broadcast_state,
     cleanup_distributed,
     init_distributed,
     main_guard,
@@ -57,11 +61,14 @@ from .run_folder import RunFolderError, RunLock
 from .run_log import RunLog
 from .schedule import poly_schedule
 from .setup import (
+    autocast_dtype,
     build_dataset,
     build_model_config,
     environment_info,
     load_tokenizer,
     prepare_data_root,
+    resolve_num_workers,
+    resolve_precision,
     seed_everything,
 )
 from .signals import StopOnSignal
@@ -70,10 +77,11 @@ from .trainer import PRETRAINED_BACKBONE_PRESETS, SettingsError, Trainer, check_
 __all__ = [
     # settings
     "TrainConfig", "PRESET_RECIPES", "DEFAULT_RECIPE", "MODEL_SHORTCUTS", "build_arg_parser", "config_from_args",
-    "load_config_file", "merge_settings", "RESUME_MAY_CHANGE", "RESUME_MAY_CHANGE_MODEL",
+    "load_config_file", "merge_settings", "config_files", "RESUME_MAY_CHANGE", "RESUME_MAY_CHANGE_MODEL",
+    "PRECISIONS", "SELECT_METRICS",
     # setup
     "build_model_config", "load_tokenizer", "prepare_data_root", "build_dataset", "seed_everything",
-    "environment_info",
+    "environment_info", "resolve_precision", "autocast_dtype", "resolve_num_workers",
     # fitting
     "Trainer", "SettingsError", "check_vision_weights", "PRETRAINED_BACKBONE_PRESETS", "StopOnSignal", "RunLog", "poly_schedule",
     # the run folder
@@ -84,5 +92,5 @@ __all__ = [
     # checkpoints and processes
     "save_checkpoint", "load_trainer_state", "find_checkpoint", "atomic_write_text",
     "DistEnv", "EpochSampler", "ShardedSampler", "init_distributed", "cleanup_distributed", "main_guard",
-    "per_rank_batch", "broadcast_from_main",
+    "per_rank_batch", "broadcast_from_main", "broadcast_state",
 ]

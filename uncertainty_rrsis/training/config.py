@@ -13,7 +13,8 @@ Two homes, one per kind of setting:
 One precedence order, the same from Python and from the command line, highest first:
 
 1. command-line flags (from Python: the keywords given to ``TrainConfig``);
-2. the config file (``--config run.yaml``, or a run folder's ``config.json``);
+2. the config files (``--config run.yaml``, or a run folder's ``config.json``; with several files,
+   ``--config a.yaml b.yaml``, a later file wins over an earlier one);
 3. the preset's training recipe (:data:`PRESET_RECIPES`);
 4. the preset's defaults (the model preset itself, :data:`DEFAULT_RECIPE`, the field defaults).
 
@@ -47,8 +48,11 @@ __all__ = [
     "RESUME_MAY_CHANGE_MODEL",
     "build_arg_parser",
     "config_from_args",
+    "config_files",
     "load_config_file",
     "merge_settings",
+    "PRECISIONS",
+    "SELECT_METRICS",
 ]
 
 
@@ -120,6 +124,12 @@ MODEL_SHORTCUTS: dict[str, _Shortcut] = {
     "vision_lr_multiplier": _Shortcut(("vision", "lr_multiplier"), float,
                                       "learning-rate multiplier of the vision backbone"),
 }
+
+#: The values of ``--precision``: ``auto`` is bf16 autocast on CUDA and float32 on the CPU.
+PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
+
+#: The validation metrics that ``--select-metric`` can choose the best checkpoint by.
+SELECT_METRICS: tuple[str, ...] = ("mIoU", "oIoU")
 
 # Keys of a run folder's config.json that describe one invocation, not the run: dropped on load.
 _INVOCATION_KEYS = ("resume", "overwrite", "resume_with_changes")
@@ -236,7 +246,8 @@ class TrainConfig:
     synthetic_val: int = _opt(300, "synthetic: validation samples")
     synthetic_test: int = _opt(600, "synthetic: test samples")
     synthetic_seed: int = _opt(0, "synthetic: generator seed")
-    num_workers: int = _opt(0, "DataLoader worker processes per rank")
+    num_workers: int | str = _opt("auto", "DataLoader worker processes per rank: a number, or auto (0 on the CPU; "
+                                  "min(8, CPUs per rank - 1) on CUDA)", parse="workers", metavar="N|auto")
     # model
     preset: str = _opt("tiny", "model preset: tiny (CPU) or paper (ConvNeXt-B + BERT-base); also picks the "
                        "training recipe")
@@ -263,7 +274,10 @@ class TrainConfig:
     unc_target_blur: int | None = _opt(None, "z = Blur(e) in L_unc: odd Gaussian kernel size (none: z = e)")
     unc_pixel_weighting: bool = _opt(True, "the pixel weighting of L_unc (Eq. 8); false weighs every pixel 1")
     lambda_risk: float = _opt(1.0, "weight of the risk head's loss (model setting risk_head, beyond the paper)")
-    amp: bool = _opt(True, "bf16 autocast on CUDA (ignored on CPU)")
+    precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on the CPU), bf16 (autocast), fp16 (autocast with "
+                          "a gradient scaler; CUDA only) or fp32", choices=PRECISIONS)
+    amp: bool = _opt(True, "deprecated, use --precision: --amp false is --precision fp32; with --precision auto, "
+                     "true gives bf16 autocast on CUDA")
     seed: int = _opt(0, "random seed")
     device: str = _opt("auto", "auto, cuda or cpu")
     compile: bool = _opt(False, "torch.compile the model")
@@ -277,6 +291,8 @@ class TrainConfig:
                                      "differ from the run's (each change is recorded in log.jsonl)")
     checkpoint_every: int = _opt(UNSET, "write the resumable checkpoint every N optimizer steps")
     eval_every: int = _opt(0, "evaluate on val every N steps (0: once per epoch)")
+    select_metric: str = _opt("mIoU", "the val metric that chooses the best checkpoint: mIoU or oIoU (LAVT and "
+                              "RMSIN select on oIoU)", choices=SELECT_METRICS)
     log_every: int = _opt(10, "append to log.jsonl every N optimizer steps")
     panels: int = _opt(UNSET, "test samples drawn as PNG panels at the end")
     progress: bool = _opt(True, "show progress bars (rank 0)")
@@ -387,6 +403,19 @@ class TrainConfig:
         if self.resume_with_changes and not self.resume:
             raise ValueError("--resume-with-changes goes with --resume: it accepts changed settings when continuing "
                              f"the run in {self.output_dir}; add --resume")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"--select-metric must be one of {', '.join(SELECT_METRICS)}; got {self.select_metric!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+        if not self.amp:
+            if self.precision in ("bf16", "fp16"):
+                raise ValueError(f"--amp false and --precision {self.precision} contradict each other: --amp false "
+                                 "means --precision fp32. --amp is deprecated: give --precision alone")
+            warnings.warn("--amp false is deprecated and will be removed in a later release: use --precision fp32 "
+                          "(the same setting)", FutureWarning, stacklevel=2)
+        if not (self.num_workers == "auto" or (isinstance(self.num_workers, int) and not isinstance(
+                self.num_workers, bool) and self.num_workers >= 0)):
+            raise ValueError(f"--num-workers must be a number >= 0 or auto; got {self.num_workers!r}")
 
 
 # The deprecated keywords in the order __post_init__ receives them.
@@ -474,6 +503,15 @@ def _settings_from_run_config(data: Mapping[str, Any], path: Path) -> dict[str, 
 # ---------------------------------------------------------------------------------------------- CLI
 
 
+def _workers(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of worker processes or auto; got {text!r}") from None
+
+
 def _bool(text: str) -> bool:
     lowered = text.lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -504,20 +542,28 @@ def build_arg_parser(description: str | None = None) -> argparse.ArgumentParser:
     from ..data import list_datasets
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None,
-                        help="YAML / TOML / JSON file of options, or a run folder's config.json (flags win over it)")
+    parser.add_argument("--config", nargs="+", action="extend", default=None, metavar="FILE",
+                        help="YAML / TOML / JSON files of options, or a run folder's config.json; with several files "
+                             "(--config a.yaml b.yaml, or the flag repeated) a later file wins over an earlier one, "
+                             "and flags win over every file")
     for f in fields(TrainConfig):
         annotation = str(f.type)
         base = next((t for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str), ("dict", dict))
                      if annotation.startswith(name)), str)
         parse = _PARSERS[base] if "None" not in annotation else _optional(_PARSERS[base])
+        if f.metadata.get("parse") == "workers":
+            parse = _workers
         default = _recipe_default(f.name) if f.default is UNSET else f.default
         extra: dict[str, Any] = {"nargs": "?", "const": True} if base is bool else {}
         if f.name == "dataset":
             extra["choices"] = list_datasets()
+        elif "choices" in f.metadata:
+            extra["choices"] = list(f.metadata["choices"])
+        metavar = f.metadata.get("metavar") or ("BOOL" if base is bool else base.__name__.upper())
+        if "choices" in f.metadata:
+            metavar = "{" + ",".join(f.metadata["choices"]) + "}"
         parser.add_argument("--" + f.name.replace("_", "-"), type=parse, default=argparse.SUPPRESS,
-                            metavar="BOOL" if base is bool else base.__name__.upper(),
-                            help=f"{f.metadata['help']} (default: {default})", **extra)
+                            metavar=metavar, help=f"{f.metadata['help']} (default: {default})", **extra)
     group = parser.add_argument_group(
         "model settings",
         "shortcuts for fields of the model config (CroBIMUConfig): each writes into the --model overrides\n"
@@ -531,10 +577,17 @@ def build_arg_parser(description: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def config_files(args: argparse.Namespace) -> list[str]:
+    """The config files of parsed flags (``--config``), in the order given: a later file wins."""
+    files = getattr(args, "config", None) or []
+    return [str(files)] if isinstance(files, (str, Path)) else [str(f) for f in files]
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of parsed flags: flags > config file > preset recipe > preset defaults."""
+    """The :class:`TrainConfig` of parsed flags: flags > config files (a later one wins over an earlier
+    one) > preset recipe > preset defaults."""
     flags = {k: v for k, v in vars(args).items() if k != "config"}
-    from_file = load_config_file(args.config) if getattr(args, "config", None) else {}
-    config = TrainConfig.from_dict(merge_settings(from_file, flags))
+    layers = [load_config_file(path) for path in config_files(args)]
+    config = TrainConfig.from_dict(merge_settings(*layers, flags))
     config.validate()
     return config

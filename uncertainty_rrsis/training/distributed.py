@@ -7,6 +7,7 @@ process is a world of one and nothing is initialised.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,7 @@ __all__ = [
     "EpochSampler",
     "per_rank_batch",
     "broadcast_from_main",
+    "broadcast_state",
 ]
 
 _T = TypeVar("_T")
@@ -129,6 +131,111 @@ def broadcast_from_main(env: DistEnv, obj: _T) -> _T:
     box = [obj if env.is_main else None]
     dist.broadcast_object_list(box, src=0, device=env.device if env.device.type == "cuda" else None)
     return box[0]  # type: ignore[return-value]
+
+
+class _Slot:
+    """Stands for the ``index``-th tensor of a state while its skeleton travels without the tensors."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __reduce__(self):
+        return (_Slot, (self.index,))
+
+
+def _strip(obj, tensors: list[torch.Tensor]):
+    """``obj`` with every tensor replaced by a :class:`_Slot` (the tensors appended to ``tensors``)."""
+    if isinstance(obj, torch.Tensor):
+        tensors.append(obj)
+        return _Slot(len(tensors) - 1)
+    if isinstance(obj, dict):
+        return type(obj)((key, _strip(value, tensors)) for key, value in obj.items())
+    if isinstance(obj, list):
+        return [_strip(value, tensors) for value in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(_strip(value, tensors) for value in obj)
+    return obj
+
+
+def _fill(obj, tensors: Sequence[torch.Tensor]):
+    """The inverse of :func:`_strip`."""
+    if isinstance(obj, _Slot):
+        return tensors[obj.index]
+    if isinstance(obj, dict):
+        return type(obj)((key, _fill(value, tensors)) for key, value in obj.items())
+    if isinstance(obj, list):
+        return [_fill(value, tensors) for value in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(_fill(value, tensors) for value in obj)
+    return obj
+
+
+def broadcast_state(env: DistEnv, obj: _T, *, chunk_bytes: int = 1 << 28) -> _T:
+    """``obj`` of rank 0 on every rank, for states that hold tensors (weights, optimizer states).
+
+    Only rank 0 needs ``obj`` (the others pass anything, e.g. None): so a checkpoint is read from
+    disk on rank 0 alone, and nodes without a shared file system resume from it. The structure
+    (dicts, lists, tuples, numbers, strings) travels in one ``broadcast_object_list``; the tensors
+    travel packed by dtype into buffers of at most ``chunk_bytes`` through ``broadcast`` (on the
+    GPU with NCCL, on the CPU with gloo), not pickled. Every rank gets CPU tensors with rank 0's
+    dtypes, shapes and values (rank 0 keeps its own objects). Every rank must call it.
+    """
+    if not (env.distributed and dist.is_initialized()):
+        return obj
+    tensors: list[torch.Tensor] = []
+    box: list = [None]
+    if env.is_main:
+        skeleton = _strip(obj, tensors)
+        box = [(skeleton, [(t.dtype, tuple(t.shape)) for t in tensors])]
+    object_device = env.device if env.device.type == "cuda" else None
+    dist.broadcast_object_list(box, src=0, device=object_device)
+    skeleton, meta = box[0]
+    wire_device = env.device if env.backend == "nccl" else torch.device("cpu")
+    received: list[torch.Tensor | None] = list(tensors) if env.is_main else [None] * len(meta)
+    for dtype, indices in _chunks(meta, chunk_bytes):
+        wire = torch.uint8 if dtype == torch.bool else dtype  # gloo and NCCL both carry bytes
+        sizes = [math.prod(meta[i][1]) for i in indices]
+        if env.is_main:
+            buffer = torch.cat([tensors[i].detach().reshape(-1).to(device=wire_device, dtype=wire) for i in indices])
+        else:
+            buffer = torch.empty(sum(sizes), dtype=wire, device=wire_device)
+        dist.broadcast(buffer, src=0)
+        if env.is_main:
+            continue
+        offset = 0
+        for i, size in zip(indices, sizes, strict=True):
+            piece = buffer[offset:offset + size].reshape(meta[i][1])
+            # each tensor owns its memory: a copy off the GPU or into another dtype, else a clone
+            copied = wire_device.type != "cpu" or wire != dtype
+            received[i] = piece.to(device="cpu", dtype=dtype) if copied else piece.clone()
+            offset += size
+    return _fill(skeleton, received) if not env.is_main else obj  # type: ignore[arg-type]
+
+
+def _chunks(meta: Sequence[tuple[torch.dtype, tuple[int, ...]]], chunk_bytes: int
+            ) -> list[tuple[torch.dtype, list[int]]]:
+    """Group tensor indices by dtype into buffers of at most ``chunk_bytes`` (a larger tensor alone);
+    the same plan on every rank, from the metadata alone."""
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, (dtype, _) in enumerate(meta):
+        by_dtype.setdefault(dtype, []).append(i)
+    plan: list[tuple[torch.dtype, list[int]]] = []
+    for dtype, indices in by_dtype.items():
+        itemsize = torch.empty((), dtype=dtype).element_size()
+        current: list[int] = []
+        used = 0
+        for i in indices:
+            size = math.prod(meta[i][1]) * itemsize
+            if current and used + size > chunk_bytes:
+                plan.append((dtype, current))
+                current, used = [], 0
+            current.append(i)
+            used += size
+        if current:
+            plan.append((dtype, current))
+    return plan
 
 
 def per_rank_batch(total: int, world_size: int, accumulation: int = 1) -> int:

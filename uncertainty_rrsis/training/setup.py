@@ -12,6 +12,7 @@ and ``examples/evaluate.py`` both build their runs from them::
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import random
 from pathlib import Path
@@ -31,6 +32,9 @@ __all__ = [
     "build_dataset",
     "seed_everything",
     "environment_info",
+    "resolve_precision",
+    "autocast_dtype",
+    "resolve_num_workers",
 ]
 
 
@@ -135,3 +139,72 @@ def environment_info() -> dict[str, Any]:
         with contextlib.suppress(ImportError):
             info[name] = __import__(name).__version__
     return info
+
+
+def resolve_precision(precision: str, *, device: torch.device | str, amp: bool = True) -> str:
+    """The numeric precision a run trains in: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
+
+    ``precision`` is ``--precision``: ``"auto"`` is bf16 autocast on CUDA and fp32 on the CPU;
+    ``"bf16"`` and ``"fp16"`` run the forward under autocast with that dtype (fp16 also scales the
+    loss with a gradient scaler); ``"fp32"`` uses no autocast. ``amp`` is the deprecated ``--amp``:
+    ``False`` is ``"fp32"`` (it contradicts an explicit ``"bf16"`` or ``"fp16"``).
+
+    Raises:
+        ValueError: ``"fp16"`` on a device other than CUDA (the gradient scaler and fp16 autocast
+            are CUDA features here), a contradiction with ``amp``, or an unknown value.
+    """
+    device = torch.device(device)
+    if precision not in ("auto", "bf16", "fp16", "fp32"):
+        raise ValueError(f"--precision must be one of auto, bf16, fp16, fp32; got {precision!r}")
+    if not amp:
+        if precision in ("bf16", "fp16"):
+            raise ValueError(f"--amp false and --precision {precision} contradict each other: --amp false means "
+                             "--precision fp32. --amp is deprecated: give --precision alone")
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError(f"--precision fp16 needs a CUDA device (fp16 autocast with a gradient scaler); this run "
+                         f"uses {device}. Use --precision fp32 (or auto, the same on the CPU), or bf16 for "
+                         "bfloat16 autocast on the CPU")
+    return precision
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision (:func:`resolve_precision`); None for fp32."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def resolve_num_workers(value: int | str, *, device: torch.device | str, cpus: int | None = None,
+                        local_world_size: int | None = None) -> int:
+    """DataLoader worker processes per rank for ``--num-workers``.
+
+    A number is used as given. ``"auto"`` is 0 on the CPU (the main process loads the data, which
+    suits a laptop whose cores already run the model) and ``min(8, CPUs per rank - 1)`` on CUDA,
+    where the CPUs per rank are the CPUs this process may run on (its affinity: what SLURM's
+    ``--cpus-per-task`` or a container grants) divided by the ranks on this node
+    (``LOCAL_WORLD_SIZE``, set by ``torchrun``; 1 without it).
+
+    Args:
+        value: an integer >= 0 or ``"auto"``.
+        device: the device the rank trains on.
+        cpus: the CPUs available to this process (default: its affinity, or ``os.cpu_count()``).
+        local_world_size: ranks on this node (default: ``LOCAL_WORLD_SIZE`` or 1).
+    """
+    if value != "auto":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"--num-workers must be a number >= 0 or auto; got {value!r}")
+        return value
+    if torch.device(device).type != "cuda":
+        return 0
+    if cpus is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            cpus = os.cpu_count() or 1
+    if local_world_size is None:
+        try:
+            local_world_size = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+        except ValueError:
+            local_world_size = 1
+    return max(0, min(8, cpus // local_world_size - 1))

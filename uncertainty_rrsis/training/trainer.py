@@ -7,7 +7,7 @@ atomic checkpoints, validates periodically and evaluates the best checkpoint at 
     <output_dir>/config.json            the TrainConfig, the model config and the environment
     <output_dir>/log.jsonl              losses, learning rate, samples/s, eval results
     <output_dir>/checkpoints/last/      resumable (weights + optimizer/scheduler/RNG + position)
-    <output_dir>/checkpoints/best/      best val mIoU (never chosen on test)
+    <output_dir>/checkpoints/best/      best val mIoU or oIoU (--select-metric; never chosen on test)
     <output_dir>/checkpoints/final/     the weights at the end of training
     <output_dir>/metrics.json           final metrics with protocol, seed and versions
     <output_dir>/panels/*.png           image / GT / prediction / U^p / M panels
@@ -16,6 +16,9 @@ atomic checkpoints, validates periodically and evaluates the best checkpoint at 
 A run folder belongs to one run (see :mod:`.run_folder`): ``fit`` takes the folder's lock before it
 writes anything and refuses a folder that holds another run, unless ``resume`` (whose settings
 must match the run's, unless ``resume_with_changes``) or ``overwrite`` (which starts clean).
+
+Only rank 0 reads and writes the run folder: a resume and the final evaluation read the
+checkpoints on rank 0 and broadcast them, so nodes without a shared file system train together.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..data import DatasetError, collate
+from ..data import DatasetError, EmptySplitError, collate
 from ..losses import OnlineErrorLoss, RiskGuidedLoss
 from . import evaluation
 from .checkpoint import (
@@ -50,6 +54,7 @@ from .distributed import (
     DistEnv,
     EpochSampler,
     broadcast_from_main,
+    broadcast_state,
     init_distributed,
     per_rank_batch,
 )
@@ -64,11 +69,14 @@ from .run_folder import (
 from .run_log import RunLog
 from .schedule import poly_schedule
 from .setup import (
+    autocast_dtype,
     build_dataset,
     build_model_config,
     environment_info,
     load_tokenizer,
     prepare_data_root,
+    resolve_num_workers,
+    resolve_precision,
     seed_everything,
 )
 from .signals import StopOnSignal
@@ -135,6 +143,16 @@ class Trainer:
         self.env = env or init_distributed(device=config.device)
         self.device = self.env.device
         self.out = Path(config.output_dir)
+        try:
+            #: the precision of the run: "bf16", "fp16" or "fp32" (--precision, resolved for the device)
+            self.precision = resolve_precision(config.precision, device=self.device, amp=config.amp)
+        except ValueError as err:
+            raise SettingsError(str(err)) from None
+        self.autocast_dtype = autocast_dtype(self.precision)
+        #: fp16's gradient scaler (None in bf16 and fp32); its state is part of the resumable checkpoint
+        self.scaler: Any = torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
+        #: DataLoader workers per rank (--num-workers, "auto" resolved for the device)
+        self.num_workers = resolve_num_workers(config.num_workers, device=self.device)
         seed_everything(config.seed)
         self.model_config = model_config if model_config is not None else build_model_config(config)
         check_vision_weights(config, self.model_config)
@@ -164,12 +182,13 @@ class Trainer:
             ),
         )
         self.per_rank_batch = per_rank_batch(config.batch_size, self.env.world_size, config.grad_accumulation)
-        self.autocast_dtype = torch.bfloat16 if (config.amp and self.device.type == "cuda") else None
         self.log = RunLog(self.out, is_main=self.env.is_main)
         self.step = 0
         self.epoch = 0
         self.batches_done = 0
+        #: the best validation score so far, by ``config.select_metric``, and the step it was reached at
         self.best: float | None = None
+        self.best_step: int | None = None
         self._accepted_changes: dict[str, tuple[Any, Any]] = {}
 
     # ------------------------------------------------------------------------------ data
@@ -182,9 +201,10 @@ class Trainer:
         return self.datasets[key]
 
     def _has_split(self, split: str) -> bool:
+        """Whether ``split`` exists and holds samples (a missing or empty split: False; a broken one raises)."""
         try:
             return len(self.dataset(split)) > 0
-        except FileNotFoundError:
+        except (FileNotFoundError, EmptySplitError):
             return False
 
     def _batches(self, sampler: EpochSampler) -> Iterator[dict[str, Any]]:
@@ -192,20 +212,27 @@ class Trainer:
         # creating it mid-epoch after a resume does not shift the dropout masks of the model.
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.epoch * 7919 + self.env.rank)
         loader = DataLoader(self.dataset("train"), batch_size=self.per_rank_batch, sampler=sampler,
-                            collate_fn=collate, num_workers=self.cfg.num_workers, drop_last=True,
+                            collate_fn=collate, num_workers=self.num_workers, drop_last=True,
                             persistent_workers=False, generator=generator)
         yield from loader
 
     # ------------------------------------------------------------------------------ checkpoints
     def _info(self) -> dict[str, Any]:
-        return {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done, "best_val_mIoU": self.best,
-                "train_config": self.cfg.to_dict(), "model_config": self.model_config.to_dict(),
-                "world_size": self.env.world_size}
+        return {"step": self.step, "epoch": self.epoch, "batches_done": self.batches_done,
+                "best_val": self.best, "best_metric": self.cfg.select_metric, "best_step": self.best_step,
+                "precision": self.precision, "train_config": self.cfg.to_dict(),
+                "model_config": self.model_config.to_dict(), "world_size": self.env.world_size}
 
     def save(self, name: str, optimizer, scheduler) -> None:
-        """Write ``checkpoints/<name>`` atomically (rank 0)."""
+        """Write ``checkpoints/<name>`` atomically (rank 0).
+
+        The resumable state holds the optimizer, the scheduler, fp16's gradient scaler and rank 0's
+        RNG states (every rank seeds alike and draws alike, so rank 0's states are every rank's).
+        """
         if self.env.is_main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
+            if self.scaler is not None:
+                state["scaler"] = self.scaler.state_dict()
             save_checkpoint(self.out / "checkpoints" / name, model=_Saver(self.model, self.tokenizer),
                             trainer_state=state, info=self._info())
         self.env.barrier()
@@ -213,10 +240,16 @@ class Trainer:
     def load_weights(self, folder: str | Path) -> None:
         """Load ``folder/model.safetensors`` (a checkpoint of this model) strictly into the model.
 
+        Reads the file on this rank (see :meth:`_read_on_main` for rank 0 alone).
+
         Raises:
             ValueError: the file is truncated or corrupt, or its tensors do not fit the model (the
                 message names the file, counts the keys and shows a few).
         """
+        self.model.load_state_dict(self._read_weights(folder), strict=True)
+
+    def _read_weights(self, folder: str | Path) -> dict[str, torch.Tensor]:
+        """The state dict in ``folder/model.safetensors``, checked against the model (see :meth:`load_weights`)."""
         from ..models import LoadReport, load_state_file, strip_wrapper_prefixes
 
         path = Path(folder) / "model.safetensors"
@@ -231,36 +264,80 @@ class Trainer:
                 f"the weights in {path} do not fit the model of this run's settings:\n{report.summary(limit=3)}\n"
                 "Likely cause: the checkpoint was written with other model settings (see its config.json)."
             )
-        self.model.load_state_dict(state, strict=True)
+        return state
 
-    def _resume(self, optimizer, scheduler) -> bool:
+    def _read_on_main(self, read: Any, what: str) -> Any:
+        """``read()`` on rank 0 alone, its result (tensors included) on every rank.
+
+        Only rank 0 needs the run folder: the other ranks receive what it read
+        (:func:`~uncertainty_rrsis.training.broadcast_state`), so nodes without a shared file
+        system resume and evaluate from rank 0's checkpoints. An error on rank 0 is raised there
+        and, as a :class:`RunFolderError` naming it, on every other rank.
+        """
+        result: Any = None
+        failure: BaseException | None = None
+        if self.env.is_main:
+            try:
+                result = read()
+            except Exception as err:  # noqa: BLE001 - every rank must hear of it, or they wait for rank 0
+                failure = err
+        message = broadcast_from_main(self.env, None if failure is None else f"{type(failure).__name__}: {failure}")
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise RunFolderError(f"rank 0 could not read {what}, so rank {self.env.rank} stops too: {message}")
+        return broadcast_state(self.env, result)
+
+    def _read_resume_state(self) -> dict[str, Any] | None:
+        """Rank 0: the resumable checkpoint's weights, trainer state and progress, or None without one."""
         folder = find_checkpoint(self.out / "checkpoints" / "last")
         if folder is None:
+            return None
+        try:
+            weights = self._read_weights(folder)
+            state, info = load_trainer_state(folder)
+        except (ValueError, OSError) as err:
+            raise RunFolderError(f"cannot resume the run in {self.out} from {folder}: {err}\n"
+                                 f"{self._way_out(folder)}") from err
+        return {"folder": str(folder), "weights": weights, "state": state, "info": info}
+
+    def _resume(self, optimizer, scheduler) -> bool:
+        loaded = self._read_on_main(self._read_resume_state, f"the resumable checkpoint of {self.out}")
+        if loaded is None:
             self.log.print(f"--resume: no checkpoint under {self.out / 'checkpoints' / 'last'}; starting from scratch")
             if self._accepted_changes:
                 self.log.write({"event": "resumed", "step": 0, "from": None, "time": time.time(),
                                 "changes": {name: list(pair) for name, pair in self._accepted_changes.items()}},
                                step=0)
             return False
-        try:
-            self.load_weights(folder)
-            state, info = load_trainer_state(folder)
-        except (ValueError, OSError) as err:
-            raise RunFolderError(f"cannot resume the run in {self.out} from {folder}: {err}\n"
-                                 f"{self._way_out(folder)}") from err
+        folder, state, info = Path(loaded["folder"]), loaded["state"], loaded["info"]
+        self.model.load_state_dict(loaded["weights"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
         if self.cfg.resume_with_changes:
             self._apply_optimizer_settings(optimizer, scheduler)
         set_rng_state(state["rng"])
         self.step, self.epoch, self.batches_done = info["step"], info["epoch"], info["batches_done"]
-        self.best = info.get("best_val_mIoU")
+        self._restore_best(info)
         self.log.print(f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batches_done})")
         record: dict[str, Any] = {"event": "resumed", "step": self.step, "from": str(folder), "time": time.time()}
         if self._accepted_changes:
             record["changes"] = {name: list(pair) for name, pair in self._accepted_changes.items()}
         self.log.write(record, step=self.step)
         return True
+
+    def _restore_best(self, info: Mapping[str, Any]) -> None:
+        """The best score so far from a checkpoint's progress; forgotten when it was chosen by another metric."""
+        metric = info.get("best_metric", "mIoU")  # checkpoints of older versions chose by mIoU
+        best = info.get("best_val", info.get("best_val_mIoU"))
+        if best is not None and metric != self.cfg.select_metric:
+            self.log.print(f"the run's best checkpoint was chosen by val {metric}; this run chooses by val "
+                           f"{self.cfg.select_metric}, so the next validation sets the best checkpoint")
+            best = None
+        self.best = best
+        self.best_step = info.get("best_step") if best is not None else None
 
     def _way_out(self, broken: Path) -> str:
         """What to do when the resumable checkpoint ``broken`` cannot be read."""
@@ -297,6 +374,13 @@ class Trainer:
         self.env.barrier()
 
     # ------------------------------------------------------------------------------ training
+    def optimizer_and_schedule(self, total: int) -> tuple[torch.optim.Optimizer, Any]:
+        """AdamW over the model's parameter groups and the per-iteration polynomial schedule of ``total`` steps."""
+        cfg = self.cfg
+        optimizer = torch.optim.AdamW(self.model.param_groups(cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = poly_schedule(optimizer, total_steps=total, power=cfg.poly_power, warmup_steps=cfg.lr_warmup_steps)
+        return optimizer, scheduler
+
     def total_steps(self, sampler: EpochSampler) -> int:
         """Optimizer steps of the run: ``epochs`` x steps per epoch, capped by ``max_steps``."""
         per_epoch = sampler.batches_per_epoch // self.cfg.grad_accumulation
@@ -455,11 +539,10 @@ class Trainer:
             self.log.open_tensorboard()
         sampler = EpochSampler(len(train_set), batch_size=self.per_rank_batch, seed=cfg.seed,
                                rank=self.env.rank, world_size=self.env.world_size)
-        optimizer = torch.optim.AdamW(self.model.param_groups(cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
         total = self.total_steps(sampler)
         if cfg.unc_warmup_fraction is not None:  # a warm-up given as a share of this run
             self.criterion.uncertainty_loss.warmup_steps = round(cfg.unc_warmup_fraction * total)
-        scheduler = poly_schedule(optimizer, total_steps=total, power=cfg.poly_power, warmup_steps=cfg.lr_warmup_steps)
+        optimizer, scheduler = self.optimizer_and_schedule(total)
         if cfg.resume:
             self._resume(optimizer, scheduler)
         steps_per_epoch = sampler.batches_per_epoch // cfg.grad_accumulation
@@ -467,7 +550,8 @@ class Trainer:
         self.log.print(f"training {self.model_config.variant} on "
                        f"{cfg.dataset} ({len(train_set)} samples) for {total} steps; batch {cfg.batch_size} total = "
                        f"{self.per_rank_batch} per rank x {self.env.world_size} ranks x {cfg.grad_accumulation} "
-                       f"accumulation; device {self.device}")
+                       f"accumulation; device {self.device}, precision {self.precision}, {self.num_workers} loader "
+                       f"worker(s) per rank; best checkpoint by val {cfg.select_metric}")
         bar = None
         if cfg.progress and self.env.is_main:
             from tqdm.auto import tqdm
@@ -532,7 +616,17 @@ class Trainer:
                 self.batches_done = 0
 
     def _optimizer_step(self, micro: list[dict[str, Any]], optimizer, scheduler) -> dict[str, float]:
+        """One optimizer step over the micro-batches ``micro``; returns the loss parts (and ``grad_norm``).
+
+        The loss is checked before the step: a non-finite loss (or, without a gradient scaler, a
+        non-finite gradient norm) on any rank, agreed on with one ``all_reduce``, raises
+        ``FloatingPointError`` on every rank and no rank steps. With fp16's gradient scaler the loss
+        is scaled, the gradients are unscaled before clipping, and a step whose gradients hold inf or
+        NaN is skipped by the scaler (which then lowers its scale): that is the normal course of
+        fp16 training, not an error. The scheduler advances either way.
+        """
         cfg = self.cfg
+        scaler = self.scaler
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for i, batch in enumerate(micro):
@@ -542,23 +636,54 @@ class Trainer:
                 out = evaluation.forward_batch(self.net, batch, device=self.device, autocast_dtype=self.autocast_dtype)
                 target = batch["mask"].to(self.device, non_blocking=True)
                 loss = self.criterion(out, target, step=self.step)
-                (loss.total / len(micro)).backward()
+                part = loss.total / len(micro)
+                (scaler.scale(part) if scaler is not None else part).backward()
             for k, v in loss.as_floats().items():
                 sums[k] = sums.get(k, 0.0) + v / len(micro)
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip (and report) the true gradients
         if cfg.grad_clip:
             sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip))
-        optimizer.step()
-        scheduler.step()
-        if not all(math.isfinite(v) for v in sums.values()):
-            raise FloatingPointError(f"non-finite loss at step {self.step}: {sums}")
+        checked = {k: v for k, v in sums.items() if scaler is None or k != "grad_norm"}
+        self._check_finite(checked, sums)
+        if scaler is not None:
+            scaler.step(optimizer)  # skipped when the unscaled gradients hold inf / NaN
+            scaler.update()
+            with warnings.catch_warnings():  # a step the scaler skipped still counts in the schedule
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before",
+                                        category=UserWarning)
+                scheduler.step()
+        else:
+            optimizer.step()
+            scheduler.step()
         return sums
+
+    def _check_finite(self, checked: Mapping[str, float], parts: Mapping[str, float]) -> None:
+        """Raise ``FloatingPointError`` on every rank when a value of ``checked`` is not finite on any rank."""
+        bad = not all(math.isfinite(v) for v in checked.values())
+        ranks = [self.env.rank] if bad else []
+        if self.env.distributed and dist.is_initialized():
+            flags = torch.zeros(self.env.world_size, device=self.device)
+            flags[self.env.rank] = float(bad)
+            dist.all_reduce(flags)  # one collective: every rank learns which ranks saw a non-finite loss
+            ranks = [r for r, flag in enumerate(flags.tolist()) if flag > 0]
+        if not ranks:
+            return
+        where = f" on rank(s) {ranks}" if self.env.distributed else ""
+        shown = ", ".join(f"{k}={v:.6g}" for k, v in parts.items())
+        own = " (this rank's parts, which are finite)" if self.env.rank not in ranks else ""
+        raise FloatingPointError(
+            f"non-finite loss at optimizer step {self.step + 1}{where}: {shown}{own}. The step was not applied: the "
+            f"model holds the weights after step {self.step}. Resume from the last checkpoint with a lower --lr, "
+            "gradient clipping (--grad-clip), or --precision fp32."
+        )
 
     def _validate(self, optimizer, scheduler) -> None:
         metrics = self.evaluate("val", uncertainty=False, progress=False)
         self.log.write({"step": self.step, **{f"val/{k}": v for k, v in metrics.items()}}, step=self.step)
-        score = metrics["mIoU"]
+        score = metrics[self.cfg.select_metric]
         if self.best is None or score > self.best:
-            self.best = score
+            self.best, self.best_step = score, self.step
             self.save("best", optimizer, scheduler)
         self.net.train()
 
@@ -572,7 +697,7 @@ class Trainer:
         """
         loader = evaluation.evaluation_loader(self.dataset(split, return_orig_mask=at_original_size),
                                               batch_size=self.per_rank_batch, rank=self.env.rank,
-                                              world_size=self.env.world_size, num_workers=self.cfg.num_workers)
+                                              world_size=self.env.world_size, num_workers=self.num_workers)
         show = self.cfg.progress if progress is None else progress
         return evaluation.evaluate(self.net, loader, device=self.device, uncertainty=uncertainty,
                                    at_original_size=at_original_size, blank_text=blank_text, tokenizer=self.tokenizer,
@@ -582,15 +707,30 @@ class Trainer:
     def final_evaluation(self) -> dict[str, Any]:
         """Evaluate the best checkpoint (or the final weights without val) on ``cfg.eval_splits``.
 
-        Each split is evaluated as is and with every sentence blanked (``<split>/text_masked``);
-        rank 0 prints the tables, writes ``metrics.json`` and draws the panels.
+        The best checkpoint is the one with the highest val score by ``cfg.select_metric``; rank 0
+        reads it and broadcasts its weights. Each split is evaluated as is and with every sentence
+        blanked (``<split>/text_masked``); rank 0 prints the tables, writes ``metrics.json`` (whose
+        ``checkpoint`` and ``selection`` say which checkpoint and which metric chose it) and draws
+        the panels.
         """
-        # only a best checkpoint this run (or the run it resumes) chose: never one left by another run
-        best = find_checkpoint(self.out / "checkpoints" / "best") if self.best is not None else None
+        metric = self.cfg.select_metric
+        best: dict[str, Any] | None = None
+        if self.best is not None:  # only a best checkpoint this run (or the run it resumes) chose: never another run's
+
+            def read() -> dict[str, Any] | None:
+                folder = find_checkpoint(self.out / "checkpoints" / "best")
+                return None if folder is None else {"folder": str(folder), "weights": self._read_weights(folder)}
+
+            best = self._read_on_main(read, f"the best checkpoint of {self.out}")
         source = "final"
+        selection: dict[str, Any] = {"metric": None, "split": None,
+                                     "note": "no best checkpoint on val (no val split): the final weights"}
         if best is not None:
-            self.load_weights(best)
-            source = "best (val mIoU)"
+            self.model.load_state_dict(best["weights"], strict=True)
+            source = f"best (val {metric})"
+            selection = {"metric": metric, "split": "val", "value": self.best, "step": self.best_step}
+            self.log.print(f"evaluating the best checkpoint by val {metric}: {100 * self.best:.2f}"
+                           + (f" at step {self.best_step}" if self.best_step is not None else ""))
         results: dict[str, Any] = {}
         for split in _splits(self.cfg.eval_splits):
             results[split] = self.evaluate(split)
@@ -600,6 +740,8 @@ class Trainer:
         if self.env.is_main:
             report = evaluation.final_report(results, checkpoint=source, image_size=self.image_size,
                                              seed=self.cfg.seed, steps=self.step, train_config=self.cfg.to_dict())
+            report["selection"] = selection
+            report["precision"] = self.precision
             evaluation.write_metrics(self.out / "metrics.json", report)
             first = next(iter(results), None)
             if first is not None and self.cfg.panels > 0:
