@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -38,6 +38,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 __all__ = [
+    "bootstrap_median_ci",
+    "queued_throughput",
     "environment",
     "load_average",
     "peak_memory",
@@ -79,6 +81,39 @@ def summarize(times_s: list[float]) -> dict[str, float]:
         "max_ms": xs[-1] * ms,
         "n": n,
     }
+
+
+def bootstrap_median_ci(values: Sequence[float], *, level: float = 0.95, resamples: int = 2000,
+                        seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of the median of ``values`` (seeded, reproducible)."""
+    xs = list(values)
+    if len(xs) < 2:
+        return (xs[0], xs[0]) if xs else (float("nan"), float("nan"))
+    g = torch.Generator().manual_seed(seed)
+    data = torch.tensor(xs, dtype=torch.float64)
+    idx = torch.randint(0, len(xs), (resamples, len(xs)), generator=g)
+    medians = data[idx].median(dim=1).values.sort().values
+    lo = medians[int((1 - level) / 2 * (resamples - 1))].item()
+    hi = medians[int((1 + level) / 2 * (resamples - 1))].item()
+    return lo, hi
+
+
+def queued_throughput(fn: Callable[[], Any], device: torch.device, *, items_per_call: int, calls: int,
+                      warmup: int = 2) -> dict[str, float]:
+    """Steady-state throughput: ``calls`` calls queued back to back, one synchronisation at the end.
+
+    Unlike ``items_per_call / latency`` (a synchronisation around every call), the device never
+    waits for the host between calls here, which is how a serving loop runs.
+    """
+    for _ in range(max(warmup, 0)):
+        fn()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    sync(device)
+    seconds = time.perf_counter() - t0
+    return {"items_per_s": items_per_call * calls / seconds, "calls": calls, "seconds": seconds}
 
 
 def _time_once(fn: Callable[[], Any], device: torch.device) -> float:

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from benchmarks._measure import bootstrap_median_ci
+
 __all__ = ["render_markdown", "targets"]
 
 TARGETS = {"latency": 0.05, "memory": 0.05, "flops": 0.05, "params": 0.02}
@@ -61,8 +63,9 @@ def _find(records: Iterable[dict[str, Any]], **match: Any) -> dict[str, Any] | N
 
 
 def paired_ratio(rec: dict[str, Any], base: dict[str, Any] | None) -> dict[str, float] | None:
-    """Median and p25/p75 of the per-round ratios ``t_rec[i] / t_base[i]`` (the two were timed interleaved,
-    round i of one right after round i of the other, so slow load drifts cancel)."""
+    """Median, p25/p75 and a bootstrap 95 % interval of the median of the per-round ratios
+    ``t_rec[i] / t_base[i]`` (the two were timed interleaved, round i of one right after round i of
+    the other, so slow load drifts cancel)."""
     if not base or rec is base:
         return None
     a, b = rec["latency"].get("times_ms"), base["latency"].get("times_ms")
@@ -77,14 +80,15 @@ def paired_ratio(rec: dict[str, Any], base: dict[str, Any] | None) -> dict[str, 
         hi = min(lo + 1, n - 1)
         return rs[lo] + (rs[hi] - rs[lo]) * (pos - lo)
 
-    return {"median": q(0.5), "p25": q(0.25), "p75": q(0.75), "n": n}
+    lo, hi = bootstrap_median_ci(rs)
+    return {"median": q(0.5), "p25": q(0.25), "p75": q(0.75), "ci95_low": lo, "ci95_high": hi, "n": n}
 
 
 def _paired(rec: dict[str, Any], base: dict[str, Any] | None) -> str:
     pr = paired_ratio(rec, base)
     if pr is None:
         return "—"
-    return f"{pr['median']:.3f} ({pr['p25']:.3f}–{pr['p75']:.3f})"
+    return f"{pr['median']:.3f} (95 % CI {pr['ci95_low']:.3f}–{pr['ci95_high']:.3f}, n={pr['n']})"
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -170,12 +174,13 @@ def _targets_md(run: dict[str, Any]) -> str:
     for t in items:
         unit = {"latency": "ms", "memory": "MiB", "flops": "GFLOPs/img", "params": ""}[t["metric"]]
         pr = t.get("paired")
-        paired = f"{pr['median']:.3f} ({pr['p25']:.3f}–{pr['p75']:.3f})" if pr else "—"
+        paired = f"{pr['median']:.3f} ({pr['ci95_low']:.3f}–{pr['ci95_high']:.3f}, n={pr['n']})" if pr else "—"
         rows.append([t["metric"], t["mode"], f"{_f(t['base'])} {unit}".strip(), f"{_f(t['full'])} {unit}".strip(),
                      _ratio(t["full"], t["base"]), paired, f"<= {t['target']:.2f}"])
     return (f"\n## Full vs Base ({s['main_dtype']}, batch {s['main_batch']}, {s['main_size']}px)\n\n"
             "`Full/Base`: ratio of the medians (memory, FLOPs, parameters: of the values). `Paired`: median "
-            "(p25–p75) of the per-round ratios Full[i]/Base[i] of the interleaved timing. `Goal`: the ratio "
+            "of the per-round ratios Full[i]/Base[i] of the interleaved timing, with a bootstrap 95 % interval "
+            "of that median and the number of rounds. `Goal`: the ratio "
             "the modules are meant to stay within.\n\n"
             + _table(["Metric", "Mode", "Base", "Full", "Full/Base", "Paired", "Goal"], rows))
 
@@ -320,8 +325,17 @@ def _batch_md(run: dict[str, Any]) -> str:
     if not sec or not sec["records"]:
         return ""
     s = run["settings"]
-    return (f"\n## Batch size (Base vs Full, {s['main_dtype']}, {s['main_size']}px)\n\n"
-            + _table(["Batch", "Mode", *_PAIR_HEADER], _pair_rows(sec["records"], "batch")))
+    out = (f"\n## Batch size (Base vs Full, {s['main_dtype']}, {s['main_size']}px)\n\n"
+           + _table(["Batch", "Mode", *_PAIR_HEADER], _pair_rows(sec["records"], "batch")))
+    queued = [r for r in sec["records"] if isinstance(r.get("throughput_queued"), dict)
+              and "items_per_s" in r["throughput_queued"]]
+    if queued:
+        out += ("\nSteady-state throughput: calls queued back to back, one synchronisation at the end "
+                "(a serving loop), not batch / per-call latency.\n\n"
+                + _table(["Variant", "Batch", "Images/s (queued)", "Calls"],
+                         [[r["variant"], str(r["batch"]), _f(r["throughput_queued"]["items_per_s"], 1),
+                           str(r["throughput_queued"]["calls"])] for r in queued]))
+    return out
 
 
 def _channels_last_md(run: dict[str, Any]) -> str:
@@ -357,25 +371,29 @@ def _compile_md(run: dict[str, Any]) -> str:
             rows.append([r["variant"], r.get("backend", ""), str(r.get("fullgraph", "n/a")),
                          str(r.get("graph_breaks", "n/a")), r["error"][:200], "", "", ""])
             continue
-        rows.append([r["variant"], r["backend"], "yes" if r["fullgraph"] else "no", str(r["graph_breaks"]),
-                     _f(r["compile_s"], 1), _f(r["eager"]["median_ms"]), _f(r["compiled"]["median_ms"]),
-                     f"{r['speedup']:.2f}x"])
+        rows.append([r["variant"], r.get("compile_mode") or "default", r["backend"], "yes" if r["fullgraph"] else "no",
+                     str(r["graph_breaks"]), _f(r["compile_s"], 1), _f(r["eager"]["median_ms"]),
+                     _f(r["compiled"]["median_ms"]), f"{r['speedup']:.2f}x"])
     out = ["\n## torch.compile (inference)\n\n",
            "`compile s`: wall time of the first compiled call (tracing, compilation and one run).\n\n",
-           _table(["Variant", "Backend", "fullgraph=True", "Graph breaks", "Compile s", "Eager ms", "Compiled ms",
-                   "Speed-up"], rows)]
-    timed = {r["variant"]: r for r in sec["records"] if "speedup" in r}
-    if "Full" in timed and "Base" in timed:
+           _table(["Variant", "Mode", "Backend", "fullgraph=True", "Graph breaks", "Compile s", "Eager ms",
+                   "Compiled ms", "Speed-up"], rows)]
+    modes = sorted({r.get("compile_mode") or "default" for r in sec["records"]})
+    for mode in modes:
+        timed = {r["variant"]: r for r in sec["records"] if "speedup" in r and (r.get("compile_mode") or "default") == mode}
+        if "Full" not in timed or "Base" not in timed:
+            continue
         full, base = timed["Full"], timed["Base"]
         together = sec.get("timed_together", False)
         lines = []
         for kind in ("eager", "compiled"):
             pr = paired_ratio({"latency": full[kind]}, {"latency": base[kind]}) if together else None
-            paired = f", paired {pr['median']:.3f} (p25–p75 {pr['p25']:.3f}–{pr['p75']:.3f})" if pr else ""
+            paired = (f", paired {pr['median']:.3f} (95 % CI {pr['ci95_low']:.3f}–{pr['ci95_high']:.3f}, n={pr['n']})"
+                      if pr else "")
             lines.append(f"- Full/Base {kind}: {_ratio(full[kind]['median_ms'], base[kind]['median_ms'])}{paired}\n")
         how = ("all four timed interleaved, round by round" if together else
                "each variant timed interleaved with its own compiled version, Full and Base one after the other")
-        out.append(f"\nFull vs Base ({how}):\n\n" + "".join(lines))
+        out.append(f"\nFull vs Base, compile mode {mode} ({how}):\n\n" + "".join(lines))
     reasons = [(r["variant"], x.strip().splitlines()[0] if x.strip() else x)
                for r in sec["records"] for x in r.get("break_reasons", [])]
     if reasons:
@@ -409,10 +427,27 @@ def _syncs_md(run: dict[str, Any]) -> str:
             + _table(header, rows))
 
 
+def _decoders_md(run: dict[str, Any]) -> str:
+    sec = run.get("sections", {}).get("decoders")
+    if not sec or not sec["records"]:
+        return ""
+    rows = []
+    for mode in ("infer", "train"):
+        recs = {r["variant"]: r for r in sec["records"] if r["mode"] == mode}
+        if "Base" in recs and "Full" in recs:
+            base, full = recs["Base"], recs["Full"]
+            rows.append([full["decoder"], mode, _f(base["latency"]["median_ms"]), _f(full["latency"]["median_ms"]),
+                         _ratio(full["latency"]["median_ms"], base["latency"]["median_ms"]), _paired(full, base),
+                         _ratio(full["params"]["total"], base["params"]["total"])])
+    return ("\n## A second decoder: Base vs Full\n\n"
+            "The LAVT-style decoder of `examples/wrap_your_decoder.py` at Swin-B widths, 768-wide text.\n\n"
+            + _table(["Decoder", "Mode", "Base ms", "Full ms", "Full/Base", "Paired", "Params ×Base"], rows))
+
+
 def render_markdown(run: dict[str, Any]) -> str:
     """All tables of a run as one Markdown document."""
     parts = [_header(run), _targets_md(run), _rows_md(run), _modules_md(run), _sweep_md(run), _batch_md(run),
-             _channels_last_md(run), _compile_md(run), _syncs_md(run)]
+             _channels_last_md(run), _compile_md(run), _decoders_md(run), _syncs_md(run)]
     return "".join(p for p in parts if p)
 
 

@@ -65,6 +65,7 @@ from benchmarks._measure import (
     git_commit,
     load_average,
     peak_memory,
+    queued_throughput,
     sync,
     tensor_bytes,
     time_interleaved,
@@ -79,7 +80,7 @@ VARIANTS: dict[str, tuple[bool, bool]] = {  # name -> (use_fusion, use_refinemen
     "+UDLR": (False, True),
     "Full": (True, True),
 }
-SECTIONS = ("syncs", "modules", "rows", "sweep", "batch", "channels_last", "compile")
+SECTIONS = ("syncs", "modules", "rows", "sweep", "batch", "channels_last", "compile", "decoders")
 MODULES = ("RUS", "UGF", "UDLR", "OnlineErrorLoss")
 MODULE_PATHS = {  # FlopCounterMode names of the parts of CroBIMU
     "vision": "CroBIMU.vision",
@@ -250,6 +251,7 @@ class Runner:
             "train_variants": a.train_variants,
             "warmup": a.warmup,
             "repeats": a.repeats,
+            "min_repeats": a.min_repeats,
             "train_repeats": a.train_repeats,
             "module_repeats": a.module_repeats,
             "max_seconds_per_measurement": a.max_seconds,
@@ -412,7 +414,7 @@ class Runner:
         try:
             repeats = a.repeats if mode == "infer" else a.train_repeats
             timing = time_interleaved(fns, self.device, warmup=a.warmup, repeats=repeats, max_seconds=a.max_seconds,
-                                      log=log)
+                                      min_repeats=min(a.min_repeats, repeats), log=log)
             for v in variants:
                 rec = {"variant": v, **base, "latency": timing[v],
                        "throughput_img_s": batch / (timing[v]["median_ms"] / 1e3)}
@@ -625,9 +627,31 @@ class Runner:
                     self.run["skipped"].append(f"batch {batch} {mode}")
                     continue
                 variants = pair if mode == "infer" else [v for v in pair if v in a.train_variants]
-                records += self.measure_models(variants, mode=mode, dtype=a.dtype[0], batch=batch,
+                measured = self.measure_models(variants, mode=mode, dtype=a.dtype[0], batch=batch,
                                                size=a.main_size, flops=False)
+                if mode == "infer":
+                    self.add_queued_throughput(measured, batch)
+                records += measured
         return {"records": records}
+
+    def add_queued_throughput(self, records: list[dict[str, Any]], batch: int) -> None:
+        """Steady-state images/s of the inference records: calls queued back to back, one sync at the end."""
+        a = self.args
+        x = self.inputs(batch, a.main_size)
+        for rec in records:
+            if "error" in rec:
+                continue
+            fn = self.infer_fn(self.model(rec["variant"]).eval(), x, rec["dtype"])
+            calls = max(3, min(a.queued_calls, int(a.queued_seconds * 1e3 / max(rec["latency"]["median_ms"], 1e-3))))
+            try:
+                rec["throughput_queued"] = queued_throughput(fn, self.device, items_per_call=batch, calls=calls,
+                                                             warmup=2)
+                log(f"  {rec['variant']} batch {batch}: {rec['throughput_queued']['items_per_s']:.1f} images/s queued "
+                    f"({calls} calls)")
+            except Exception as err:  # noqa: BLE001 - record OOM and other failures, keep going
+                rec["throughput_queued"] = {"error": _short_error(err, 200)}
+        del x
+        self.free()
 
     def section_channels_last(self) -> dict[str, Any]:
         a = self.args
@@ -674,9 +698,16 @@ class Runner:
         return {"records": records}
 
     def section_compile(self) -> dict[str, Any]:
-        """Compile Full, then Base (``fullgraph=True``; a graph break is explained and the model compiled
-        without it), then time eager and compiled Full and Base in one interleaved table, so that the
-        compiled Full/Base ratio comes with a paired spread."""
+        """For every ``--compile-mode`` (e.g. default and ``reduce-overhead``, which captures CUDA
+        graphs): compile Full, then Base (``fullgraph=True``; a graph break is explained and the model
+        compiled without it), then time eager and compiled Full and Base in one interleaved table, so
+        that the compiled Full/Base ratio comes with a paired spread."""
+        records: list[dict[str, Any]] = []
+        for mode in self.args.compile_mode:
+            records += self._compile_one_mode(None if mode == "default" else mode)
+        return {"records": records, "timed_together": True}
+
+    def _compile_one_mode(self, compile_mode: str | None) -> list[dict[str, Any]]:
         import torch._dynamo
 
         a = self.args
@@ -692,9 +723,9 @@ class Runner:
             model = self.model(v).eval()
             x = x or self.inputs(batch, size)  # the same inputs for every variant
             rec: dict[str, Any] = {"variant": v, "mode": "infer", "dtype": dtype, "batch": batch, "image_size": size,
-                                   "backend": a.compile_backend, "compile_mode": a.compile_mode}
+                                   "backend": a.compile_backend, "compile_mode": compile_mode or "default"}
             try:
-                compiled_model = torch.compile(model, fullgraph=True, backend=a.compile_backend, mode=a.compile_mode)
+                compiled_model = torch.compile(model, fullgraph=True, backend=a.compile_backend, mode=compile_mode)
                 compiled = self.infer_fn(compiled_model, x, dtype)
                 t0 = time.perf_counter()
                 try:
@@ -713,7 +744,7 @@ class Runner:
                     rec["break_reasons"] = [_sanitize(str(getattr(r, "reason", r)))[:400]
                                             for r in explained.break_reasons[:10]]
                     compiled_model = torch.compile(model, fullgraph=False, backend=a.compile_backend,
-                                                   mode=a.compile_mode)
+                                                   mode=compile_mode)
                     compiled = self.infer_fn(compiled_model, x, dtype)
                     t0 = time.perf_counter()
                     compiled()
@@ -734,7 +765,8 @@ class Runner:
         if fns:
             log(f"  timing {', '.join(fns)} interleaved")
             timing = time_interleaved(fns, self.device, warmup=a.warmup, repeats=a.repeats,
-                                      max_seconds=a.max_seconds * 2 if a.max_seconds else None, log=log)
+                                      max_seconds=a.max_seconds * 2 if a.max_seconds else None,
+                                      min_repeats=min(a.min_repeats, a.repeats), log=log)
             for rec in records:
                 v = rec["variant"]
                 if f"{v} eager" not in timing:
@@ -746,7 +778,66 @@ class Runner:
         del fns, x
         torch._dynamo.reset()
         self.free()
-        return {"records": records, "timed_together": True}
+        return records
+
+    def section_decoders(self) -> dict[str, Any]:
+        """Base vs Full around a second decoder: the LAVT / RMSIN-style ``SimpleDecoding`` of
+        ``examples/wrap_your_decoder.py`` at Swin-B widths (128, 256, 512, 1024), BERT-base-wide text
+        (768, 20 tokens), the main batch and size; inference and training step timed interleaved."""
+        import importlib.util
+
+        from uncertainty_rrsis import RiskGuidedLoss
+
+        a = self.args
+        spec = importlib.util.spec_from_file_location(
+            "wrap_your_decoder", Path(__file__).resolve().parents[1] / "examples" / "wrap_your_decoder.py")
+        example = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(example)
+        widths, batch, size = (128, 256, 512, 1024), a.main_batch, a.main_size
+        g = torch.Generator().manual_seed(0)
+        features = [torch.randn(batch, c, size // st, size // st, generator=g).to(self.device)
+                    for c, st in zip(widths, (4, 8, 16, 32))]
+        text = torch.randn(batch, 20, 768, generator=g).to(self.device)
+        pad = (torch.arange(20) >= REAL_TOKENS).expand(batch, 20).to(self.device)
+        target = (torch.rand(batch, size, size, generator=g) > 0.7).to(self.device)
+        models = {}
+        for name, full in (("Base", False), ("Full", True)):
+            torch.manual_seed(0)
+            models[name] = example.wrap_simple_decoding(1024, 768, use_fusion=full, use_refinement=full).to(self.device)
+        records = []
+        for mode in ("infer", "train"):
+            fns = {}
+            for name, model in models.items():
+                if mode == "infer":
+                    def fn(model=model):
+                        model.eval()
+                        with torch.no_grad(), autocast(self.device, a.dtype[0]):
+                            return model(features, text, pad)
+                else:
+                    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+                    loss_fn = RiskGuidedLoss()
+
+                    def fn(model=model, opt=opt, loss_fn=loss_fn):
+                        model.train()
+                        with autocast(self.device, a.dtype[0]):
+                            loss = loss_fn(model(features, text, pad), target).total
+                        loss.backward()
+                        opt.step()
+                        model.zero_grad(set_to_none=True)
+                fns[name] = fn
+            repeats = a.repeats if mode == "infer" else a.train_repeats
+            timing = time_interleaved(fns, self.device, warmup=a.warmup, repeats=repeats, max_seconds=a.max_seconds,
+                                      min_repeats=min(a.min_repeats, repeats), log=log)
+            for name in fns:
+                params = sum(p.numel() for p in models[name].parameters())
+                records.append({"variant": name, "decoder": "SimpleDecoding (LAVT-style)", "mode": mode,
+                                "dtype": a.dtype[0], "batch": batch, "image_size": size, "latency": timing[name],
+                                "params": {"total": params}})
+            log(f"  SimpleDecoding {mode}: Base {timing['Base']['median_ms']:.2f} ms, Full "
+                f"{timing['Full']['median_ms']:.2f} ms")
+        del models, features, text, target
+        self.free()
+        return {"records": records}
 
     # -- driver -----------------------------------------------------------------------------------
 
@@ -807,7 +898,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help=f"any of {','.join(SECTIONS)} (default: modules,rows,sweep,batch + the flags below)")
     p.add_argument("--compile", action="store_true", help="add the torch.compile section")
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: graph-break check only)")
-    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default, reduce-overhead, ...)")
+    p.add_argument("--compile-mode", type=_names, default=["default"],
+                   help="comma list of torch.compile modes, each timed (default, reduce-overhead, max-autotune)")
     p.add_argument("--compile-min-seconds", type=float, default=90.0,
                    help="compile a variant only when this much time budget is left")
     p.add_argument("--channels-last", action="store_true", help="add the channels_last section")
@@ -820,6 +912,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds for the whole run; sections start only with --min-section-seconds left")
     p.add_argument("--min-section-seconds", type=float, default=60.0)
+    p.add_argument("--min-repeats", type=int, default=None,
+                   help="timed rounds per table that --max-seconds never cuts below (default 30 on cuda, 3 on cpu)")
+    p.add_argument("--queued-calls", type=int, default=50, help="calls queued for the steady-state throughput")
+    p.add_argument("--queued-seconds", type=float, default=10.0, help="time cap of one steady-state measurement")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (cpu)")
     p.add_argument("--quick", action="store_true",
                    help="1 warm-up, 3 repeats, main size and batch only: a check that everything runs")
@@ -855,6 +951,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args.repeats = args.repeats if args.repeats is not None else (3 if args.quick else 30 if cuda else 10)
     args.module_repeats = args.module_repeats or 2 * args.repeats
     args.train_repeats = args.train_repeats or args.repeats
+    if args.min_repeats is None:
+        args.min_repeats = 30 if cuda and not args.quick else 3
     if args.max_seconds is None and cuda and not args.quick:
         args.max_seconds = 4.0
     if args.train_variants is None:

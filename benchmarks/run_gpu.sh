@@ -9,13 +9,16 @@
 # downloads nothing (random-init encoders), installs nothing. Sections, in priority order; <tag>.json and
 # <tag>.md are rewritten as each one finishes (a time-out keeps what finished):
 #   1 syncs          host-device synchronisations of Base and Full (set_sync_debug_mode), seconds
-#   2 rows           Base, +UGF, +UDLR, Full: bf16 autocast, batch 8, 480 px, inference + training step
-#   3 compile        torch.compile (inductor) of Full, then Base: fullgraph=True?, compile time; then eager
-#                    and compiled Full and Base timed interleaved (compiled Full/Base with a paired spread)
-#   4 channels_last  Base vs Full with channels_last model and input
-#   5 modules        RUS / UGF / UDLR / OnlineErrorLoss alone, bf16 and fp32, batch 8, 320-800 px
-#   6 sweep          Base vs Full inference at 320 / 640 / 800 px (480 comes from the rows)
-#   7 batch          Base vs Full at batch 1 and 32 (inference + training step; OOM is recorded)
+#   2 rows           Base, +UGF, +UDLR, Full: bf16 autocast, batch 8, 480 px, inference + training step,
+#                    at least 30 interleaved rounds each (paired ratio with a bootstrap 95 % interval)
+#   3 compile        torch.compile (inductor) of Full, then Base, in the default mode and in reduce-overhead
+#                    (CUDA graphs): fullgraph=True?, compile time; eager and compiled timed interleaved
+#   4 batch          Base vs Full at batch 32: latency, and steady-state throughput (calls queued back to
+#                    back, one synchronisation at the end); training step (OOM is recorded)
+#   5 decoders       Base vs Full around the LAVT-style decoder of examples/wrap_your_decoder.py
+#   6 channels_last  Base vs Full with channels_last model and input
+#   7 modules        RUS / UGF / UDLR / OnlineErrorLoss alone, bf16 and fp32, batch 8, 320-800 px
+#   8 sweep          Base vs Full inference at 320 / 640 / 800 px (480 comes from the rows)
 # A section starts only with >= 60 s of the budget left; a compile only with >= 100 s left.
 set -euo pipefail
 
@@ -29,21 +32,22 @@ HARD_LIMIT=$((BUDGET + 40))       # hard stop: SIGINT, then SIGKILL 10 s later
 
 echo "[$(date +%T)] run_gpu.sh: budget ${BUDGET} s, results in ${OUT:-benchmarks/results}"
 if [[ "${BENCH_SMOKE:-0}" == "1" ]]; then
-  ARGS=(--device cpu --preset micro --threads 1 --dtype fp32,bf16 --batch-sizes 2,1,4 --main-batch 2
-        --image-sizes 64,96 --main-size 64 --warmup 1 --repeats 2 --compile-backend eager
-        --compile-min-seconds 5 --min-section-seconds 5 --tag gpu_smoke)
+  ARGS=(--device cpu --preset micro --threads 1 --dtype fp32,bf16 --batch-sizes 2,4 --main-batch 2
+        --image-sizes 64,96 --main-size 64 --warmup 1 --repeats 2 --min-repeats 2 --compile-backend eager
+        --compile-mode default,reduce-overhead --compile-min-seconds 5 --min-section-seconds 5 --tag gpu_smoke)
 else
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   "$PY" -c "import torch, timm, transformers, einops; assert torch.cuda.is_available(), 'no CUDA device'; \
 print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name(0), '| timm', timm.__version__, \
 '| transformers', transformers.__version__, '| einops', einops.__version__)"
-  ARGS=(--device cuda --dtype bf16,fp32 --batch-sizes 8,1,32 --main-batch 8 --image-sizes 480,320,640,800
-        --main-size 480 --warmup 5 --repeats 30 --max-seconds 4 --compile-min-seconds 100 --tag gpu)
+  ARGS=(--device cuda --dtype bf16,fp32 --batch-sizes 8,32 --main-batch 8 --image-sizes 480,320,640,800
+        --main-size 480 --warmup 5 --repeats 30 --min-repeats 30 --max-seconds 4 --compile-min-seconds 100
+        --compile-mode default,reduce-overhead --tag gpu)
 fi
 
 status=0
 timeout --signal=INT --kill-after=10 "$HARD_LIMIT" \
-  "$PY" -m benchmarks.latency "${ARGS[@]}" --sections syncs,rows,compile,channels_last,modules,sweep,batch \
+  "$PY" -m benchmarks.latency "${ARGS[@]}" --sections syncs,rows,compile,batch,decoders,channels_last,modules,sweep \
   --time-budget "$BUDGET" "$@" || status=$?
 if [[ $status -ne 0 ]]; then
   echo "[$(date +%T)] benchmark exited with status $status; the sections finished before that are saved."
