@@ -173,6 +173,25 @@ def _summary(rows: list[dict[str, Any]], method: str, held_out: int) -> dict[str
             "windows_mean": float(np.mean(windows))}
 
 
+def paired(result: dict[str, Any], method: str, *, reference: str = "single", draws: int = 2000) -> dict[str, Any]:
+    """The per-scene IoU difference of ``method`` and ``reference``: mean, 95 % bootstrap interval (scenes
+    drawn with replacement, ``numpy`` seed 0), scenes better / worse by more than one IoU point."""
+    diff = np.array([r["methods"][method]["iou"] - r["methods"][reference]["iou"] for r in result["scenes"]])
+    rng = np.random.default_rng(0)
+    means = [float(diff[rng.integers(0, len(diff), len(diff))].mean()) for _ in range(draws)]
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high),
+            "better": int((diff > 0.01).sum()), "worse": int((diff < -0.01).sum())}
+
+
+def _paired_text(result: dict[str, Any], method: str) -> str:
+    if method == "single" or "single" not in result["summary"]:
+        return "—"
+    d = paired(result, method)
+    return (f"{100 * d['mean']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], "
+            f"{d['better']} / {d['worse']}")
+
+
 def _pct(block: dict[str, Any]) -> str:
     return "—" if not block["count"] else f"{100 * block['mIoU']:.1f}"
 
@@ -185,9 +204,9 @@ def _markdown(result: dict[str, Any]) -> str:
              f"{s['scene_size'] // s['grid']} px), seed {s['seed']}; model: {s['model_label']} (input "
              f"{s['image_size']} px); {s['threads']} torch thread(s); load average {result['load_average']}.", "",
              f"| method | mIoU | oIoU | Pr@0.5 | mIoU small | mIoU scenes < {s['held_out_from']} | mIoU scenes >= "
-             f"{s['held_out_from']} | s / scene (median) | windows / scene | peak tensors MiB "
-             "| peak RSS increase MiB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             f"{s['held_out_from']} | vs single: mIoU difference [95 % interval], scenes better / worse "
+             "| s / scene (median) | windows / scene | peak tensors MiB | peak RSS increase MiB |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for method, summ in result["summary"].items():
         mem = result["memory"].get(method, {})
         small = summ["small"]
@@ -197,6 +216,7 @@ def _markdown(result: dict[str, Any]) -> str:
         lines.append(
             f"| {method} | {100 * summ['all']['mIoU']:.1f} | {100 * summ['all']['oIoU']:.1f} | "
             f"{100 * summ['all']['Pr@0.5']:.1f} | {small_text} | {_pct(summ['tuning'])} | {_pct(summ['held_out'])} | "
+            f"{_paired_text(result, method)} | "
             f"{summ['seconds_median']:.2f} | {summ['windows_mean']:.1f} | {mem.get('peak_delta_mib', 0):.0f} | "
             f"{rss_text} |")
     lines += ["", "Per scene (IoU in %):", "",
@@ -210,8 +230,9 @@ def _markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint folder (with tokenizer/)")
-    parser.add_argument("--model-label", required=True, help="what the checkpoint is, for the results")
+    parser.add_argument("--checkpoint", help="a checkpoint folder (with tokenizer/)")
+    parser.add_argument("--model-label", help="what the checkpoint is, for the results")
+    parser.add_argument("--from-json", type=Path, help="only write the Markdown of an earlier run's JSON")
     parser.add_argument("--scenes", type=int, default=24)
     parser.add_argument("--scene-size", type=int, default=2048)
     parser.add_argument("--grid", type=int, default=4)
@@ -228,6 +249,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ROOT / "benchmarks" / "results")))
     parser.add_argument("--tag", default="large_scenes")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        result = json.loads(args.from_json.read_text(encoding="utf-8"))
+        args.from_json.with_suffix(".md").write_text(_markdown(result) + "\n", encoding="utf-8")
+        return result
+    if not args.checkpoint or not args.model_label:
+        parser.error("--checkpoint and --model-label are required (unless --from-json)")
     torch.set_num_threads(args.threads)
     shown = list(argv if argv is not None else sys.argv[1:])
     shown[shown.index("--checkpoint") + 1] = "CKPT"  # a path of this machine: keep it out of the results
