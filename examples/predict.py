@@ -26,8 +26,8 @@ file name and of the sentence, and the first 10 hex digits of the SHA-256 of the
 path and the exact sentence. Two images of the same name in different folders, sentences that
 differ only in case or punctuation, and sentences in any script therefore get files of their own,
 and the same pair gets the same names in every run. ``predictions.json`` and ``predictions.csv``
-list every pair with its files, the mask's area (pixels and share of the valid pixels) and the
-mean uncertainty; a pair given twice is predicted once. With ``--keep-going`` an image that cannot
+list every pair with its files, the mask's area (pixels and share of the valid pixels), the
+mean uncertainty and, for rasters, the stretch that was applied; a pair given twice is predicted once. With ``--keep-going`` an image that cannot
 be read is reported in its rows' ``error`` column and the others go on (exit status 1 at the end).
 
 Examples::
@@ -57,8 +57,8 @@ from uncertainty_rrsis.inference import ReferringPrediction, ReferringSegmenter
 from uncertainty_rrsis.scenes import COMBINE_MODES, SceneSegmenter
 
 COLUMNS = ["image", "sentence", "mask", "uncertainty", "panel", "width", "height", "mask_pixels", "mask_share",
-           "mean_uncertainty", "mean_uncertainty_in_mask", "mean_uncertainty_outside", "georeferenced", "mode",
-           "windows", "error"]
+           "mean_uncertainty", "mean_uncertainty_in_mask", "mean_uncertainty_outside", "georeferenced", "stretch",
+           "mode", "windows", "error"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
@@ -148,6 +148,11 @@ def _progress(total: int, enabled: bool) -> Any:
 def _row(image: str, sentence: str, pred: ReferringPrediction, paths: dict[str, Path]) -> dict[str, Any]:
     height, width = pred.mask.shape
     details = pred.details or {}
+    stretch = None
+    if pred.raster is not None:  # what became 0 and 255 in each channel: the stretch can be repeated exactly
+        info = pred.raster
+        ranges = "; ".join(f"band {b}: {lo:g} to {hi:g}" for b, (lo, hi) in zip(info.bands, info.ranges or []))
+        stretch = f"{info.stretch} (bands {','.join(map(str, info.bands))}{'; ' + ranges if ranges else ''})"
     return {"image": str(image), "sentence": sentence, "mask": str(paths["mask"]),
             "uncertainty": str(paths["uncertainty"]) if "uncertainty" in paths else None,
             "panel": str(paths["panel"]), "width": int(width), "height": int(height),
@@ -155,7 +160,7 @@ def _row(image: str, sentence: str, pred: ReferringPrediction, paths: dict[str, 
             "mean_uncertainty": pred.mean_uncertainty(),
             "mean_uncertainty_in_mask": pred.mean_uncertainty(pred.mask),
             "mean_uncertainty_outside": pred.mean_uncertainty(~pred.mask),
-            "georeferenced": bool(pred.raster is not None and pred.raster.crs),
+            "georeferenced": bool(pred.raster is not None and pred.raster.crs), "stretch": stretch,
             "mode": details.get("mode", "single"), "windows": details.get("windows", 0), "error": None}
 
 

@@ -64,6 +64,7 @@ def test_a_folder_with_one_sentence(checkpoint, tmp_path, capsys):
         assert row["mask_share"] == pytest.approx(mask.mean())
         assert 0.0 <= row["mean_uncertainty"] <= 1.0 and row["mode"] == "single" and row["error"] is None
         assert Path(row["uncertainty"]).is_file() and Path(row["panel"]).is_file() and not row["georeferenced"]
+        assert row["stretch"] is None
     with (out / "predictions.csv").open(encoding="utf-8", newline="") as fh:
         table = list(csv.DictReader(fh))
     assert [r["mask_pixels"] for r in table] == [str(r["mask_pixels"]) for r in rows]
@@ -148,6 +149,8 @@ def test_geotiffs_and_coarse_to_fine(checkpoint, tmp_path):
     row = rows[0]
     assert row["mode"] == "coarse-to-fine" and row["georeferenced"] and (row["width"], row["height"]) == (210, 150)
     assert row["mask"].endswith("_mask.tif") and row["uncertainty"].endswith("_uncertainty.tif")
+    low, high = np.percentile(data[2], [2, 98])
+    assert row["stretch"].startswith(f"percentile:2,98 (bands 3,2,1; band 3: {low:g} to {high:g}; band 2: ")
     with rasterio.open(row["mask"]) as mask, rasterio.open(scene) as src:
         assert mask.crs == src.crs and mask.transform == src.transform and mask.shape == src.shape
         assert int((mask.read(1) == 255).sum()) == row["mask_pixels"]
