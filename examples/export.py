@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"exported {', '.join(outputs)} to {path} ({path.stat().st_size / 2**20:.1f} MB) in "
           f"{time.perf_counter() - start:.0f} s")
     axes = input_axes(path)
-    print(f"input axes: images {axes['images']}, input_ids {axes['input_ids']}, attention_mask {axes['attention_mask']}")
+    print("input axes: " + ", ".join(f"{name} {shape}" for name, shape in axes.items()))
     sizes: list[int | None] = [None]
     if args.dynamic_size:
         if all(isinstance(v, int) for v in axes["images"][2:]):

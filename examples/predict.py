@@ -27,8 +27,9 @@ path and the exact sentence. Two images of the same name in different folders, s
 differ only in case or punctuation, and sentences in any script therefore get files of their own,
 and the same pair gets the same names in every run. ``predictions.json`` and ``predictions.csv``
 list every pair with its files, the mask's area (pixels and share of the valid pixels), the
-mean uncertainty and, for rasters, the stretch that was applied; a pair given twice is predicted once. With ``--keep-going`` an image that cannot
-be read is reported in its rows' ``error`` column and the others go on (exit status 1 at the end).
+mean uncertainty and, for rasters, the stretch that was applied; a pair given twice is predicted
+once. With ``--keep-going`` an image that cannot be read is reported in its rows' ``error`` column
+and the others go on (exit status 1 at the end).
 
 Examples::
 
@@ -151,7 +152,8 @@ def _row(image: str, sentence: str, pred: ReferringPrediction, paths: dict[str, 
     stretch = None
     if pred.raster is not None:  # what became 0 and 255 in each channel: the stretch can be repeated exactly
         info = pred.raster
-        ranges = "; ".join(f"band {b}: {lo:g} to {hi:g}" for b, (lo, hi) in zip(info.bands, info.ranges or []))
+        pairs = zip(info.bands, info.ranges or [], strict=False)  # no ranges: 8-bit data taken as it is
+        ranges = "; ".join(f"band {b}: {lo:g} to {hi:g}" for b, (lo, hi) in pairs)
         stretch = f"{info.stretch} (bands {','.join(map(str, info.bands))}{'; ' + ranges if ranges else ''})"
     return {"image": str(image), "sentence": sentence, "mask": str(paths["mask"]),
             "uncertainty": str(paths["uncertainty"]) if "uncertainty" in paths else None,
