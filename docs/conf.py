@@ -94,7 +94,8 @@ html_theme_options = {"navigation_with_keys": True}
 CORE_PAGES = ["quickstart", "conventions", "api", "paper_in_code"]
 # Guides, in reading order; each enters the "Guides" toctree only when its file exists. Any other
 # top-level page not listed here is appended after them, alphabetically.
-GUIDE_PAGES = ["wrap_your_decoder", "reference_model", "datasets", "training", "performance", "architecture"]
+GUIDE_PAGES = ["wrap_your_decoder", "reference_model", "datasets", "training", "scenes", "performance",
+               "architecture"]
 
 # Sub-packages documented on the API page only when they import cleanly at build time.
 OPTIONAL_API = [
@@ -102,6 +103,8 @@ OPTIONAL_API = [
     ("uncertainty_rrsis.data", "Datasets"),
     ("uncertainty_rrsis.metrics", "Metrics"),
     ("uncertainty_rrsis.inference", "Inference"),
+    ("uncertainty_rrsis.scenes", "Large scenes"),
+    ("uncertainty_rrsis.geo", "GeoTIFF input and output"),
     ("uncertainty_rrsis.viz", "Visualisation"),
     ("uncertainty_rrsis.training", "Training utilities"),
 ]

@@ -56,7 +56,7 @@ def violations(path: Path, package_root: Path) -> list[str]:
             found.setdefault("the base layer imports only the base layer", name)
         if layer in LOW and inner[0] in ("models", "data", "training", "metrics", "viz", "inference"):
             found.setdefault("modules, losses and the wrapper stay below models/ and data/", name)
-        if layer in ("data", "metrics", "viz") and inner[0] in ("models", "training", "inference"):
+        if layer in ("data", "metrics", "viz", "geo") and inner[0] in ("models", "training", "inference", "scenes"):
             found.setdefault("data/, metrics and viz never import the model or training", name)
         if inner[0] != layer and inner[0] not in BASE and len(inner) > 1 and inner[1].startswith("_") \
                 and not inner[1].startswith("__"):

@@ -15,7 +15,12 @@ sigmoid), and UDLR's refinement mask ``M``::
     result.save("out/harbour")   # out/harbour_mask.png, _uncertainty.png, _panel.png
 
 Images are read strictly (:func:`uncertainty_rrsis.data.read_image`): a truncated or damaged
-file, a 16-bit picture or NaN / infinite pixels are errors that name the image. A large JPEG
+file, a 16-bit picture or NaN / infinite pixels are errors that name the image. GeoTIFFs, and any
+file when ``bands``, ``window`` or ``stretch`` is given, are read with rasterio
+(:func:`uncertainty_rrsis.geo.read_raster`, extra ``geo``): band selection, a stated stretch of
+16-bit or float data to 8 bits, nodata; their predictions are saved as GeoTIFFs on the input's
+grid. For scenes much larger than the model's input, see
+:class:`uncertainty_rrsis.scenes.SceneSegmenter` (coarse to fine). A large JPEG
 (at least four times the model's input side in both dimensions) is decoded at a reduced scale
 (libjpeg's 1/2, 1/4 or 1/8 DCT scaling, keeping at least twice the input side) and then
 resized to the input side exactly as in training; pass ``reduce_large_images=False`` to decode
@@ -27,6 +32,7 @@ Axis legend
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,11 +45,43 @@ from PIL import Image
 
 from ._ops import resize_logits
 from .data import ResizeNormalize, image_to_rgb, read_image, tokenize
+from .geo import (
+    GeoreferenceWarning,
+    RasterInfo,
+    Stretch,
+    is_geotiff,
+    parse_bands,
+    parse_window,
+    read_raster,
+    require_rasterio,
+    write_geotiff,
+)
 from .viz import heat_colormap, render_panel
 
-__all__ = ["ReferringPrediction", "ReferringSegmenter"]
+__all__ = ["LoadedImage", "ReferringPrediction", "ReferringSegmenter"]
 
-ImageLike = str | Path | Image.Image | np.ndarray
+
+@dataclass(frozen=True)
+class LoadedImage:
+    """An image as :meth:`ReferringSegmenter.load` read it; pass it back as an image to predict on.
+
+    Attributes:
+        picture: the 8-bit RGB picture the model input is made from (smaller than ``size`` for a
+            large JPEG decoded at a reduced scale).
+        size: the image's own ``(H, W)``: the size of every map of the prediction.
+        raster: where a raster came from (CRS, geotransform, bands, stretch); None for pictures.
+        valid: (H, W) bool, False at nodata pixels of a raster; None when every pixel is valid.
+        name: how errors and progress name it (the path, or ``"image <i>"``).
+    """
+
+    picture: Image.Image
+    size: tuple[int, int]
+    raster: RasterInfo | None = None
+    valid: np.ndarray | None = None
+    name: str = "image"
+
+
+ImageLike = str | Path | Image.Image | np.ndarray | LoadedImage
 
 #: Default side of a panel tile: panels of larger images are drawn at this size.
 PANEL_TILE = 1024
@@ -64,7 +102,12 @@ class ReferringPrediction:
         uncertainty: (H, W) float32 in [0, 1], ``U^p = sigmoid(U)``: where the model expects its
             mask to be wrong; None for a model without the scorer (the Base row).
         refine_mask: (H, W) float32 in [0, 1], UDLR's soft mask ``M`` (where the refinement head
-            acted); None without UDLR.
+            acted); None without UDLR (and for scenes segmented coarse to fine).
+        valid: (H, W) bool, False at the nodata pixels of a raster (there the mask is False and the
+            probability 0); None when every pixel is valid.
+        raster: the input raster's :class:`~uncertainty_rrsis.geo.RasterInfo` (CRS, geotransform):
+            :meth:`save` then writes GeoTIFFs on its grid; None for pictures.
+        details: how a scene was segmented coarse to fine (windows, region, ...); None otherwise.
     """
 
     sentence: str
@@ -73,6 +116,31 @@ class ReferringPrediction:
     probability: torch.Tensor
     uncertainty: torch.Tensor | None
     refine_mask: torch.Tensor | None
+    valid: torch.Tensor | None = None
+    raster: RasterInfo | None = None
+    details: dict[str, Any] | None = None
+
+    @property
+    def mask_pixels(self) -> int:
+        """Pixels of the mask."""
+        return int(self.mask.sum())
+
+    @property
+    def mask_fraction(self) -> float:
+        """The mask's share of the valid pixels (of all pixels when there is no nodata)."""
+        total = int(self.valid.sum()) if self.valid is not None else self.mask.numel()
+        return self.mask_pixels / total if total else 0.0
+
+    def mean_uncertainty(self, where: torch.Tensor | None = None) -> float | None:
+        """Mean ``U^p`` over the valid pixels (and ``where``, an (H, W) bool, when given); None without an
+        uncertainty map or when no pixel is selected."""
+        if self.uncertainty is None:
+            return None
+        select = self.valid
+        if where is not None:
+            select = where if select is None else select & where
+        values = self.uncertainty if select is None else self.uncertainty[select]
+        return float(values.double().mean()) if values.numel() else None
 
     def panel(self, *, tile_size: int | None = None) -> Image.Image:
         """The picture of :func:`uncertainty_rrsis.viz.render_panel`: image, prediction, ``U^p``, ``M``.
@@ -100,11 +168,24 @@ class ReferringPrediction:
                             uncertainty_prob=shrink(self.uncertainty), refine_mask=shrink(self.refine_mask),
                             tile_size=side)
 
-    def save(self, prefix: str | Path) -> dict[str, Path]:
-        """Write ``<prefix>_mask.png`` (0 / 255), ``<prefix>_uncertainty.png`` (heat map, when there is
-        an uncertainty map) and ``<prefix>_panel.png``; returns the paths by kind."""
+    def save(self, prefix: str | Path, *, geotiff: bool | None = None) -> dict[str, Path]:
+        """Write the mask, the uncertainty map (when there is one) and ``<prefix>_panel.png``; returns the
+        paths by kind (``mask``, ``uncertainty``, ``panel``).
+
+        As pictures (the default for pictures): ``<prefix>_mask.png`` (0 / 255) and
+        ``<prefix>_uncertainty.png`` (heat map). As GeoTIFFs (``geotiff=True``; the default for
+        rasters), with the CRS, geotransform and size of the input (extra ``geo``):
+        ``<prefix>_mask.tif`` (uint8 0 / 255, nodata pixels 0 and marked in the file's internal
+        mask) and ``<prefix>_uncertainty.tif`` (float32 ``U^p`` in [0, 1], nodata NaN). An input
+        without a CRS gives files without georeferencing and a
+        :class:`~uncertainty_rrsis.geo.GeoreferenceWarning`.
+        """
         prefix = Path(prefix)
         prefix.parent.mkdir(parents=True, exist_ok=True)
+        if geotiff is None:
+            geotiff = self.raster is not None
+        if geotiff:
+            return self._save_geotiff(prefix)
         paths = {"mask": prefix.with_name(prefix.name + "_mask.png")}
         Image.fromarray(self.mask.numpy().astype(np.uint8) * 255).save(paths["mask"])
         if self.uncertainty is not None:
@@ -114,6 +195,24 @@ class ReferringPrediction:
             for row in range(0, values.shape[0], _HEAT_ROWS):  # in bands: the colour map works in float64
                 heat[row : row + _HEAT_ROWS] = heat_colormap(values[row : row + _HEAT_ROWS])
             Image.fromarray(heat).save(paths["uncertainty"])
+        paths["panel"] = prefix.with_name(prefix.name + "_panel.png")
+        self.panel().save(paths["panel"])
+        return paths
+
+    def _save_geotiff(self, prefix: Path) -> dict[str, Path]:
+        require_rasterio(f"writing the GeoTIFF outputs {prefix}_*.tif")
+        valid = None if self.valid is None else self.valid.numpy()
+        paths = {"mask": prefix.with_name(prefix.name + "_mask.tif")}
+        what = f"image of {self.sentence!r}"
+        write_geotiff(paths["mask"], self.mask.numpy().astype(np.uint8) * 255, self.raster, valid=valid, what=what)
+        if self.uncertainty is not None:
+            paths["uncertainty"] = prefix.with_name(prefix.name + "_uncertainty.tif")
+            values = self.uncertainty.numpy().astype(np.float32, copy=valid is not None)
+            if valid is not None:
+                values[~valid] = np.nan
+            with warnings.catch_warnings():  # one warning per prediction is enough
+                warnings.simplefilter("ignore", GeoreferenceWarning)
+                write_geotiff(paths["uncertainty"], values, self.raster, nodata=float("nan"), what=what)
         paths["panel"] = prefix.with_name(prefix.name + "_panel.png")
         self.panel().save(paths["panel"])
         return paths
@@ -135,6 +234,11 @@ class ReferringSegmenter:
             dimensions) at a reduced scale, keeping at least twice the input side, before the
             training resize (module docstring). The model's input then differs from that of a full
             decode by a few grey levels at most; images of ordinary size are not affected.
+        bands, window, stretch: how to read rasters (:func:`uncertainty_rrsis.geo.read_raster`):
+            1-based bands (``"3,2,1"``), a pixel window ``(col_off, row_off, width, height)`` and a
+            :class:`~uncertainty_rrsis.geo.Stretch` (``"percentile:2,98"``, ``"minmax:0,3000"``).
+            GeoTIFFs are always read this way; with any of the three given, every file is (extra
+            ``geo``).
     """
 
     def __init__(
@@ -148,6 +252,9 @@ class ReferringSegmenter:
         amp: bool = False,
         resize_backend: str = "pil",
         reduce_large_images: bool = True,
+        bands: Sequence[int] | str | None = None,
+        window: Sequence[int] | str | None = None,
+        stretch: Stretch | str | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -162,6 +269,9 @@ class ReferringSegmenter:
         self.amp = bool(amp)
         self.transform = ResizeNormalize(image_size=self.image_size, backend=resize_backend)
         self.reduce_large_images = bool(reduce_large_images)
+        self.bands = parse_bands(bands)
+        self.window = parse_window(window)
+        self.stretch = None if stretch is None else Stretch.parse(stretch)
 
     @classmethod
     def from_pretrained(
@@ -190,23 +300,54 @@ class ReferringSegmenter:
         model = CroBIMU.from_pretrained(directory, device=device)
         return cls(model, tokenizer, device=device, **kwargs)
 
-    def _image(self, image: ImageLike, index: int) -> tuple[Image.Image, tuple[int, int]]:
-        """The RGB picture the model input is made from, and the image's own (H, W)."""
+    @property
+    def reads_rasters(self) -> bool:
+        """True when ``bands``, ``window`` or ``stretch`` was given: every file is read with rasterio."""
+        return self.bands is not None or self.window is not None or self.stretch is not None
+
+    def load(self, image: ImageLike, *, index: int = 0, reduce: bool | None = None) -> LoadedImage:
+        """Read an image the way predictions do (pass the result back as an image).
+
+        Args:
+            image: a path, a PIL image, an (H, W, 3) uint8 array or a :class:`LoadedImage`
+                (returned as is).
+            index: its position in a call, for messages about images given in memory.
+            reduce: decode a large JPEG at a reduced scale (default: ``reduce_large_images``).
+
+        Raises:
+            ValueError: the file is missing, unreadable or empty, a band or window is out of
+                range, the pixels cannot be used (16-bit without a stretch, NaN, ...): the
+                message names the file.
+            ImportError: a GeoTIFF (or raster options) without rasterio; the message names the
+                ``geo`` extra.
+        """
+        if isinstance(image, LoadedImage):
+            return image
         if isinstance(image, (str, Path)):
+            path = Path(image)
+            if self.reads_rasters or is_geotiff(path):
+                if not path.is_file():
+                    raise FileNotFoundError(f"image file not found: {path}")
+                what = "a GeoTIFF" if is_geotiff(path) else "a raster read with bands, window or stretch"
+                require_rasterio(f"{path} is {what}; reading it")
+                raster = read_raster(path, bands=self.bands, window=self.window, stretch=self.stretch)
+                size = (raster.info.height, raster.info.width)
+                return LoadedImage(Image.fromarray(raster.rgb), size, raster.info, raster.valid, str(path))
+            reduce = self.reduce_large_images if reduce is None else reduce
             side = 2 * self.image_size
-            picture = read_image(Path(image), layout="any image file PIL can read (PNG, JPEG, TIFF, ...)",
-                                 min_size=(side, side) if self.reduce_large_images else None)
+            picture = read_image(path, layout="any image file PIL can read (PNG, JPEG, TIFF, ...)",
+                                 min_size=(side, side) if reduce else None)
             width, height = picture.info.get("full_size", picture.size)
-            return picture, (height, width)
+            return LoadedImage(picture, (height, width), name=str(path))
         if isinstance(image, Image.Image):
             picture = image_to_rgb(image, source=f"image {index}")
-            return picture, (picture.height, picture.width)
+            return LoadedImage(picture, (picture.height, picture.width), name=f"image {index}")
         if isinstance(image, np.ndarray):
             if image.dtype.kind == "f" and not np.isfinite(image).all():
                 raise ValueError(f"image {index} holds NaN or infinite values; give an (H, W, 3) uint8 picture")
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ValueError(f"image {index}: an array must be (H, W, 3) uint8; got {image.shape} {image.dtype}")
-            return Image.fromarray(image), (image.shape[0], image.shape[1])
+            return LoadedImage(Image.fromarray(image), (image.shape[0], image.shape[1]), name=f"image {index}")
         raise TypeError(f"image {index}: expected a path, a PIL image or an (H, W, 3) uint8 array; "
                         f"got {type(image).__name__}")
 
@@ -225,45 +366,77 @@ class ReferringSegmenter:
         if len(images) != len(sentences):
             raise ValueError(f"got {len(images)} images and {len(sentences)} sentences; give one image for all "
                              "sentences or one image per sentence")
-        for i, sentence in enumerate(sentences):
-            if not isinstance(sentence, str) or not sentence.strip():
-                raise ValueError(f"sentence {i} is empty; a referring expression is needed")
-        loaded: dict[int, tuple[Image.Image, tuple[int, int]]] = {}
+        check_sentences(sentences, images)
+        loaded: dict[int, LoadedImage] = {}
         for i, image in enumerate(images):  # the same object given for several sentences is read once
             if id(image) not in loaded:
-                loaded[id(image)] = self._image(image, i)
+                loaded[id(image)] = self.load(image, index=i)
         results: list[ReferringPrediction] = []
         for start in range(0, len(sentences), self.batch_size):
             stop = min(start + self.batch_size, len(sentences))
-            pil = [loaded[id(images[i])] for i in range(start, stop)]
-            results += self._batch(pil, sentences[start:stop])
+            results += self._batch([loaded[id(images[i])] for i in range(start, stop)], sentences[start:stop])
         return results[0] if single else results
 
-    def _batch(self, images: list[tuple[Image.Image, tuple[int, int]]], sentences: list[str]
-               ) -> list[ReferringPrediction]:
-        x = torch.stack([self.transform.normalize(self.transform.resize_image(im)) for im, _ in images])
+    def tokens(self, sentences: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids and padding masks (True = padding) of ``sentences``, (B, L) each, on the device."""
         tokens = [tokenize(self.tokenizer, s, max_tokens=self.max_tokens) for s in sentences]
         ids = torch.stack([t[0] for t in tokens]).to(self.device)
         pad = torch.stack([t[1] for t in tokens]).to(self.device)
+        return ids, pad
+
+    @torch.no_grad()
+    def logits(
+        self, pixels: torch.Tensor, tokens: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The model on normalised pixels: final logits, uncertainty logits and UDLR's mask, all
+        (B, 1, h, w) float32 at the pixels' size (the latter two None when the model has no such map).
+
+        Args:
+            pixels: (B, 3, h, w), normalised as :attr:`transform` does.
+            tokens: from :meth:`tokens`, (B, L) each or (1, L) each (one sentence for every image).
+        """
+        ids, pad = tokens
+        if ids.shape[0] != pixels.shape[0]:
+            ids, pad = ids.expand(pixels.shape[0], -1), pad.expand(pixels.shape[0], -1)
         use_amp = self.amp and self.device.type == "cuda"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out = self.model(x.to(self.device), ids, text_padding_mask=pad)
-        side = (self.image_size, self.image_size)
+            out = self.model(pixels.to(self.device), ids, text_padding_mask=pad)
+        side = (int(pixels.shape[-2]), int(pixels.shape[-1]))
         unc = None if out.uncertainty is None else self.model.to_image_size(out.uncertainty.float(), side)
         ref = None if out.refine_mask is None else self.model.to_image_size(out.refine_mask.float(), side)
+        return out.logits.float(), unc, ref
+
+    def _batch(self, images: list[LoadedImage], sentences: list[str]) -> list[ReferringPrediction]:
+        x = torch.stack([self.transform.normalize(self.transform.resize_image(im.picture)) for im in images])
+        logits_s, unc, ref = self.logits(x, self.tokens(sentences))
         results = []
-        for b, ((image, size), sentence) in enumerate(zip(images, sentences, strict=True)):
-            logits = _at_size(out.logits[b : b + 1], size)  # (h, w)
+        for b, (image, sentence) in enumerate(zip(images, sentences, strict=True)):
+            logits = _at_size(logits_s[b : b + 1], image.size)  # (h, w)
+            valid = None if image.valid is None else torch.from_numpy(image.valid)
+            if valid is not None:
+                logits.masked_fill_(~valid, -torch.inf)  # nodata: mask 0, probability 0
             mask = logits > 0
             results.append(ReferringPrediction(  # in place: one full-size float map per kind
                 sentence=sentence,
-                image=np.asarray(image, dtype=np.uint8),
+                image=np.asarray(image.picture, dtype=np.uint8),
                 mask=mask,
                 probability=logits.sigmoid_(),
-                uncertainty=None if unc is None else _at_size(unc[b : b + 1], size).sigmoid_(),
-                refine_mask=None if ref is None else _at_size(ref[b : b + 1], size).clamp_(0, 1),
+                uncertainty=None if unc is None else _at_size(unc[b : b + 1], image.size).sigmoid_(),
+                refine_mask=None if ref is None else _at_size(ref[b : b + 1], image.size).clamp_(0, 1),
+                valid=valid,
+                raster=image.raster,
             ))
         return results
+
+
+def check_sentences(sentences: Sequence[Any], images: Sequence[Any] | None = None) -> None:
+    """Raise a ``ValueError`` for an empty sentence (or one that is not a string), naming its image."""
+    for i, sentence in enumerate(sentences):
+        if not isinstance(sentence, str) or not sentence.strip():
+            image = images[i] if images is not None and i < len(images) else None
+            name = image.name if isinstance(image, LoadedImage) else image if isinstance(image, (str, Path)) else None
+            where = f" (image {name})" if name is not None else ""
+            raise ValueError(f"sentence {i} is empty{where}; a referring expression is needed")
 
 
 def _at_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

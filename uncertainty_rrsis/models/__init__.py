@@ -14,6 +14,7 @@ Quick start (offline, random vision weights, pretrained all-MiniLM-L6-v2 text en
 """
 
 from ._checkpoint import LoadReport, load_state_file, strip_wrapper_prefixes
+from .card import model_card, write_model_card
 from .config import CroBIMUConfig, DecoderConfig, ModelConfig, TextConfig, VisionConfig
 from .crobim_u import CroBIMU
 from .decoder import MaskDecoder
@@ -42,4 +43,6 @@ __all__ = [
     "LoadReport",
     "load_state_file",
     "strip_wrapper_prefixes",
+    "model_card",
+    "write_model_card",
 ]

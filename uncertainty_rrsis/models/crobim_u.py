@@ -15,6 +15,7 @@ Axis legend
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from ._checkpoint import (
     strip_wrapper_prefixes,
     write_json,
 )
+from .card import write_model_card
 from .config import CroBIMUConfig
 from .decoder import MaskDecoder
 from .presets import get_preset
@@ -306,11 +308,22 @@ class CroBIMU(nn.Module):
         """The state dict with ``module.`` / ``_orig_mod.`` prefixes removed."""
         return strip_wrapper_prefixes(self.state_dict())
 
-    def save_pretrained(self, directory: str | Path, *, tokenizer: Any | None = None) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` (and ``tokenizer/`` when given).
+    def save_pretrained(
+        self, directory: str | Path, *, tokenizer: Any | None = None, card: Mapping[str, Any] | None = None
+    ) -> Path:
+        """Write ``model.safetensors``, ``config.json``, the model card ``README.md`` (and ``tokenizer/``
+        when given).
 
         Call it on the model itself, or on a DDP- / ``torch.compile``-wrapped one (the
         wrappers forward the call; keys are stripped of ``module.`` / ``_orig_mod.``).
+
+        Args:
+            directory: the checkpoint folder (created when missing).
+            tokenizer: the Hugging Face tokenizer, saved under ``tokenizer/``.
+            card: what the model card says about the training data, the recipe and the metrics
+                (:mod:`uncertainty_rrsis.models.card`). Without it, a folder
+                ``<run>/checkpoints/<name>`` takes them from the run's ``config.json`` and
+                ``metrics.json`` when present. :meth:`from_pretrained` ignores the card.
 
         Returns:
             The directory.
@@ -325,6 +338,7 @@ class CroBIMU(nn.Module):
         )
         if tokenizer is not None:
             tokenizer.save_pretrained(str(directory / "tokenizer"))
+        write_model_card(directory, card=card, parameters=self.num_parameters())
         return directory
 
     @staticmethod

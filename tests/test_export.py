@@ -1,0 +1,53 @@
+"""examples/export.py: the full model's inference path in ONNX, with a dynamic batch, matches PyTorch."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("timm")
+pytest.importorskip("transformers")
+
+from uncertainty_rrsis.models import CroBIMU  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TOLERANCE = 1e-4  # largest absolute difference of logits and uncertainty logits, fp32 on the CPU
+
+
+@pytest.mark.slow
+@pytest.mark.onnx
+def test_onnx_export_matches_pytorch(tmp_path, tiny_config, tiny_tokenizer, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    ort = pytest.importorskip("onnxruntime")
+    spec = importlib.util.spec_from_file_location("export_example", ROOT / "examples" / "export.py")
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    torch.manual_seed(0)
+    model = CroBIMU(tiny_config).eval()
+    with torch.no_grad():  # move the zero-initialised branches away from zero
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    checkpoint = model.save_pretrained(tmp_path / "ckpt", tokenizer=tiny_tokenizer)
+    onnx_file = tmp_path / "model.onnx"
+    worst = export.main([str(checkpoint), "--output", str(onnx_file), "--batch", "2", "--check-batch", "3",
+                         "--tolerance", str(TOLERANCE)])
+    printed = capsys.readouterr().out
+    assert re.search(r"batch 3, 64 x 64: max abs difference logits \S+, uncertainty \S+", printed), printed
+    assert set(worst) == {"logits", "uncertainty"} and max(worst.values()) < TOLERANCE
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["images", "input_ids", "attention_mask"]
+    for batch in (1, 5):  # the batch axis is dynamic
+        images, ids, mask = export.example_inputs(model, batch, seed=batch)
+        logits, uncertainty = session.run(None, {"images": images.numpy(), "input_ids": ids.numpy(),
+                                                 "attention_mask": mask.numpy()})
+        with torch.no_grad():
+            out = model(images, ids, mask)
+        expected_u = model.to_image_size(out.uncertainty, (64, 64))
+        assert logits.shape == (batch, 1, 64, 64) and uncertainty.shape == (batch, 1, 64, 64)
+        assert float((torch.from_numpy(logits) - out.logits).abs().max()) < TOLERANCE
+        assert float((torch.from_numpy(uncertainty) - expected_u).abs().max()) < TOLERANCE
