@@ -30,6 +30,19 @@ from .config import TextConfig
 
 __all__ = ["TextEncoder", "minilm_path", "resolve_text_source", "MINILM_ID"]
 
+
+def _transformers_major() -> int:
+    try:
+        import transformers
+
+        return int(str(transformers.__version__).split(".")[0])
+    except (ImportError, ValueError):
+        return 0
+
+
+#: transformers 5 takes a prepared 4-D attention mask as it is (no host read of a 2-D mask).
+_PREPARED_4D_MASKS = _transformers_major() >= 5
+
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
 
@@ -296,11 +309,31 @@ class TextEncoder(nn.Module):
             self._check(input_ids, attention_mask, text_padding_mask)
         if text_padding_mask is None:
             text_padding_mask = self.padding_mask(input_ids, attention_mask)  # the one conversion
-        hf_mask = keep_from_padding(text_padding_mask).to(torch.long)
         grad = contextlib.nullcontext() if not self.freeze else torch.no_grad()
         with grad:
-            hidden = self.backbone(input_ids=input_ids, attention_mask=hf_mask).last_hidden_state
+            mask = self.encoder_mask(text_padding_mask)
+            hidden = self.backbone(input_ids=input_ids, attention_mask=mask).last_hidden_state
         return self.proj(hidden), text_padding_mask
+
+    def encoder_mask(self, text_padding_mask: torch.Tensor) -> torch.Tensor:
+        """The attention mask handed to the transformers encoder.
+
+        With transformers 5 or later, a prepared additive mask of shape (B, 1, L, L) (0 for a token,
+        the dtype's minimum for padding), which the encoder uses as it is: the 2-D keep-mask would make
+        it read the mask on the host (``padding_mask.all()``) to decide whether it can drop it, a
+        device synchronisation in every forward on a GPU. Older versions get the 2-D keep-mask
+        (1 = token). Both give the same hidden states.
+
+        Shapes:
+            text_padding_mask: (B, L) bool, True = padding -> (B, 1, L, L) float or (B, L) long
+        """
+        keep = keep_from_padding(text_padding_mask)
+        if not _PREPARED_4D_MASKS:
+            return keep.to(torch.long)
+        dtype = next(self.backbone.parameters()).dtype
+        additive = torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
+        length = keep.shape[1]
+        return additive[:, None, None, :].expand(-1, 1, length, length)
 
     def extra_repr(self) -> str:
         return (
