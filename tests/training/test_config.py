@@ -297,3 +297,23 @@ def test_warmup_fraction_is_a_share_of_the_run(tiny_bert_dir, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     unc = {r["step"]: r["loss/unc"] for r in log if "loss/unc" in r}
     assert all(unc[s] == 0 for s in (1, 2, 3, 4)) and all(unc[s] > 0 for s in (6, 7, 8))
+
+
+@pytest.mark.slow
+def test_a_run_logs_where_its_time_went(tiny_bert_dir, tmp_path, capsys):
+    import json
+
+    from helpers.tiny import tiny_train_config
+
+    from uncertainty_rrsis.training import Trainer
+
+    Trainer(tiny_train_config(tmp_path, tiny_bert_dir, panels=0)).fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    times = [r for r in records if r.get("event") == "time"]
+    assert len(times) == 1
+    phases = times[0]
+    for phase in ("data preparation", "loading", "steps", "validation", "checkpoints", "final evaluation"):
+        assert phases[f"time/{phase}"] >= 0, phase
+    assert phases["time/steps"] > 0 and phases["time/total"] >= sum(
+        v for k, v in phases.items() if k.startswith("time/") and k != "time/total") - 0.1
+    assert "time: " in capsys.readouterr().out

@@ -92,6 +92,38 @@ class _StopRequested(Exception):
 PRETRAINED_BACKBONE_PRESETS = ("paper",)
 
 
+class PhaseTimes:
+    """Wall seconds spent per phase of a run, for the time breakdown in ``log.jsonl`` and on the console."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - t0)
+
+    def record(self) -> dict[str, float]:
+        """``{"time/<phase>": seconds, ..., "time/total": seconds since the trainer was built}``."""
+        out = {f"time/{k}": round(v, 2) for k, v in self.seconds.items()}
+        out["time/total"] = round(time.perf_counter() - self.started, 2)
+        return out
+
+    def summary(self) -> str:
+        total = time.perf_counter() - self.started
+        other = max(total - sum(self.seconds.values()), 0.0)
+        items = [*self.seconds.items(), ("other (model, tokenizer, logging)", other)]
+        parts = ", ".join(f"{k} {v:.0f} s ({100 * v / total:.0f} %)" for k, v in items)
+        return f"time: {total:.0f} s in all: {parts}"
+
+
 class SettingsError(ValueError):
     """Settings that would run but not do what the user wants (the message says what to pass)."""
 
@@ -154,12 +186,15 @@ class Trainer:
         #: DataLoader workers per rank (--num-workers, "auto" resolved for the device)
         self.num_workers = resolve_num_workers(config.num_workers, device=self.device)
         seed_everything(config.seed)
+        #: wall seconds per phase (setup, synthetic data, loading, steps, validation, checkpoints, final evaluation)
+        self.times = PhaseTimes()
         self.model_config = model_config if model_config is not None else build_model_config(config)
         check_vision_weights(config, self.model_config)
         self.image_size = self.model_config.image_size
         self.tokenizer = load_tokenizer(self.model_config.text.name)
         self.datasets: dict[str, Any] = {}
-        self._data_root = prepare_data_root(config, image_size=self.image_size, env=self.env)
+        with self.times("data preparation"):
+            self._data_root = prepare_data_root(config, image_size=self.image_size, env=self.env)
         self.model = CroBIMU(self.model_config).to(self.device)
         if config.sync_bn and self.env.distributed:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -570,9 +605,14 @@ class Trainer:
                 raise SystemExit(143) from None
         if bar is not None:
             bar.close()
-        self.save("last", optimizer, scheduler)
-        self._save_final()
-        return self.final_evaluation()
+        with self.times("checkpoints"):
+            self.save("last", optimizer, scheduler)
+            self._save_final()
+        with self.times("final evaluation"):
+            results = self.final_evaluation()
+        self.log.write({"event": "time", "step": self.step, **self.times.record()}, step=self.step)
+        self.log.print(self.times.summary())
+        return results
 
     def _train(self, sampler: EpochSampler, optimizer, scheduler, *, total: int, eval_every: int, has_val: bool,
                bar: Any, stop: StopOnSignal) -> None:
@@ -583,12 +623,16 @@ class Trainer:
         while self.step < total:
             sampler.set_position(self.epoch, self.batches_done)
             micro: list[dict[str, Any]] = []
+            waiting = time.perf_counter()
             for batch in self._batches(sampler):
+                self.times.add("loading", time.perf_counter() - waiting)
                 micro.append(batch)
                 self.batches_done += 1
                 if len(micro) < cfg.grad_accumulation:
+                    waiting = time.perf_counter()
                     continue
-                parts = self._optimizer_step(micro, optimizer, scheduler)
+                with self.times("steps"):
+                    parts = self._optimizer_step(micro, optimizer, scheduler)
                 window_n += sum(b["image"].shape[0] for b in micro) * self.env.world_size
                 micro = []
                 self.step += 1
@@ -604,13 +648,16 @@ class Trainer:
                                    step=self.step)
                     window_t, window_n = time.perf_counter(), 0
                 if has_val and (self.step % eval_every == 0 or self.step == total):
-                    self._validate(optimizer, scheduler)
+                    with self.times("validation"):
+                        self._validate(optimizer, scheduler)
                 if self.step % cfg.checkpoint_every == 0 and self.step != total:
-                    self.save("last", optimizer, scheduler)
+                    with self.times("checkpoints"):
+                        self.save("last", optimizer, scheduler)
                 if stop.requested(self.env):
                     raise _StopRequested
                 if self.step >= total:
                     break
+                waiting = time.perf_counter()
             else:
                 self.epoch += 1
                 self.batches_done = 0
