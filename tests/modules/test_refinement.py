@@ -161,3 +161,13 @@ F4, C, U = torch.randn(2, 4, 3, 3), torch.randn(2, 1, 6, 6), torch.randn(2, 1, 2
 def test_bad_input_messages(args, match):
     with pytest.raises(ValueError, match=match):
         UncertaintyDrivenRefinement(4)(*args)
+
+
+def test_the_split_first_convolution_equals_the_convolution_of_the_concatenation():
+    torch.manual_seed(0)
+    udlr = UncertaintyDrivenRefinement(12, hidden_dim=8).double()
+    with torch.no_grad():
+        udlr.head[-1].weight.normal_()
+    feature, coarse, prob = (torch.randn(2, c, 9, 7, dtype=torch.float64) for c in (12, 1, 1))
+    expected = udlr.head(torch.cat([feature, coarse, prob], dim=1))
+    torch.testing.assert_close(udlr._head(feature, coarse, prob), expected, rtol=1e-12, atol=1e-12)

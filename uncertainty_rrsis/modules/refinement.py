@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .._checks import check_channels, check_rank, check_same_batch, checks_enabled
@@ -116,8 +117,13 @@ class UncertaintyDrivenRefinement(nn.Module):
         ``coarse_logits``, of shape ``(B, 1, *size)``, are needed only when ``mask_source`` reads the
         margin.
         """
+        return self._mask_from(resize_logits(uncertainty, size), coarse_logits)
+
+    def _mask_from(self, logits: torch.Tensor, coarse_logits: torch.Tensor | None) -> torch.Tensor:
+        """``M`` from the uncertainty logits already at the target size (no gradient, float32 inside)."""
+        dtype = logits.dtype
         with torch.no_grad():
-            logits = resize_logits(uncertainty, size)
+            logits = logits.detach()
             if logits.dtype in (torch.float16, torch.bfloat16):
                 logits = logits.float()
             prob = torch.sigmoid(logits)
@@ -132,7 +138,7 @@ class UncertaintyDrivenRefinement(nn.Module):
             if self.blur_kernel_size is not None:
                 prob = gaussian_blur(prob, self.blur_taps)
             mask = torch.sigmoid((prob - self.tau) / self.temperature)
-        return mask.to(uncertainty.dtype).detach()
+        return mask.to(dtype).detach()
 
     def _check(self, mask_feature, coarse_logits, uncertainty) -> None:
         owner = type(self).__name__
@@ -167,10 +173,20 @@ class UncertaintyDrivenRefinement(nn.Module):
             self._check(mask_feature, coarse_logits, uncertainty)
         size = coarse_logits.shape[-2:]
         feature = resize_logits(mask_feature, size)
-        prob = torch.sigmoid(resize_logits(uncertainty, size))  # U^p
-        mask = self.soft_mask(uncertainty, size, coarse_logits)  # M, no gradient
-        delta = self.head(torch.cat([feature, coarse_logits.to(feature.dtype), prob.to(feature.dtype)], dim=1))
+        logits_u = resize_logits(uncertainty, size)  # resized once: for U^p and for M
+        prob = torch.sigmoid(logits_u)  # U^p
+        mask = self._mask_from(logits_u, coarse_logits)  # M, no gradient
+        delta = self._head(feature, coarse_logits.to(feature.dtype), prob.to(feature.dtype))
         return coarse_logits + mask.to(delta.dtype) * delta, mask
+
+    def _head(self, feature: torch.Tensor, coarse: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+        """``R([F ; P_fg ; U^p])`` (Eq. 15) without building the concatenation: the first convolution is
+        applied to ``F`` and to ``[P_fg ; U^p]`` with the two slices of its weight and summed, which
+        equals the convolution of the concatenation and spares a copy of the wide feature ``F``."""
+        first = self.head[0]
+        hidden = F.conv2d(feature, first.weight[:, : self.feature_dim], first.bias, padding=1)
+        hidden = hidden + F.conv2d(torch.cat([coarse, prob], dim=1), first.weight[:, self.feature_dim :], padding=1)
+        return self.head[1:](hidden)
 
     def extra_repr(self) -> str:
         return (
