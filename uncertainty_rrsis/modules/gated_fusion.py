@@ -206,7 +206,7 @@ class UncertaintyGatedFusion(nn.Module):
         if valid is not None:  # a sentence of padding only injects nothing
             delta = delta * rearrange(valid, "b 1 1 1 -> b 1 1").to(delta.dtype)
         g = self._gate(u)  # Eq. 11
-        return self.norm(v + g.to(delta.dtype) * delta)  # Eq. 12
+        return self.norm(torch.addcmul(v, g.to(delta.dtype), delta))  # Eq. 12: LN(V + g * dV), one fused op
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, text_dim={self.text_dim}, num_heads={self.num_heads}"
