@@ -1,8 +1,11 @@
 """Evaluate a CroBIM-U checkpoint with the field's protocol.
 
-Prints oIoU / mIoU / Pr@0.5-0.9, the per-tag breakdown when the samples carry tags (synthetic),
-and the uncertainty metrics (AUROC / AUPRC of U^p for error pixels, errors caught in the top
-5/10/20 % most uncertain pixels); writes ``<output_dir>/eval_<split>.json`` and panels.
+Prints oIoU / mIoU / Pr@0.5-0.9; the uncertainty metrics next to their free baselines (error
+pixels: AUROC / AUPRC / errors caught in the 10 % most uncertain pixels for U^p, for the margin of
+the model's own logits and for that margin averaged over U's grid; failed samples (IoU < 0.5):
+AUROC / AUPRC / AURC of the mean U^p over the predicted mask, over the image, and of the mean
+margin); and, when the samples carry tags (synthetic), mIoU and failure detection per tag. Writes
+``<output_dir>/eval_<split>.json`` and panels.
 Works as a plain process or under ``torchrun`` (each sample counted once across ranks).
 
 Examples::

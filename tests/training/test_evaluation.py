@@ -162,6 +162,15 @@ def test_format_metrics_and_breakdown():
     assert "failed samples (IoU < 0.5): 25.0 % of 8" in lines
     assert [line for line in lines if "predicted mask" in line][0].split()[-3] == "0.600"
     assert format_breakdown(metrics) == "  thin=true                    mIoU  50.00  oIoU  40.00  n=3"
+    # with failure detection per tag: the share of failures and both detectors' AUROC, "-" where undefined
+    tagged = dict(metrics, breakdown={**metrics["breakdown"], "tiny=true": {"mIoU": 0.1, "oIoU": 0.2, "count": 2}},
+                  unc_breakdown={"thin=true": {"failure/rate": 0.5, "failure/u_mask/AUROC": 0.25,
+                                               "failure/margin/AUROC": 0.875},
+                                 "tiny=true": {"failure/rate": 1.0, "failure/u_mask/AUROC": float("nan")}})
+    thin, tiny = format_breakdown(tagged).splitlines()
+    assert thin.startswith("  thin=true") and thin.split()[-9:] == [
+        "failed", "50.0", "%", "fail", "AUROC", "U^p", "0.250", "margin", "0.875"]
+    assert tiny.split()[-7:] == ["%", "fail", "AUROC", "U^p", "-", "margin", "-"] and "100.0" in tiny
 
 
 def test_final_report_states_how_the_numbers_were_measured():

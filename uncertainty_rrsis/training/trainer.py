@@ -783,6 +783,8 @@ class Trainer:
             results[split] = self.evaluate(split)
             results[f"{split}/text_masked"] = self.evaluate(split, blank_text=True, uncertainty=False)
             self.log.print(evaluation.format_metrics(results[split], title=f"{split} ({source} checkpoint)"))
+            if results[split].get("breakdown"):
+                self.log.print(f"{split} per tag:\n" + evaluation.format_breakdown(results[split]))
             self.log.print(evaluation.text_cost(split, results[split], results[f"{split}/text_masked"]))
         if self.env.is_main:
             report = evaluation.final_report(results, checkpoint=source, image_size=self.image_size,
