@@ -94,7 +94,7 @@ html_theme_options = {"navigation_with_keys": True}
 CORE_PAGES = ["quickstart", "conventions", "api", "paper_in_code"]
 # Guides, in reading order; each enters the "Guides" toctree only when its file exists. Any other
 # top-level page not listed here is appended after them, alphabetically.
-GUIDE_PAGES = ["wrap_your_decoder", "reference_model", "datasets", "training", "scenes", "performance",
+GUIDE_PAGES = ["wrap_your_decoder", "reference_model", "datasets", "training", "uncertainty", "scenes", "performance",
                "architecture"]
 
 # Sub-packages documented on the API page only when they import cleanly at build time.

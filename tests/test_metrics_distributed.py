@@ -65,7 +65,7 @@ def test_two_process_sync_matches_single_process(tmp_path):
     for key, value in seg.compute_breakdown().items():
         assert got["parts"][key] == pytest.approx(value, abs=1e-12)
     single = unq.compute()
-    assert single["failure/count"] == N_SAMPLES and "margin_pooled/AUROC" in single
+    assert single["failure/count"] == N_SAMPLES and "margin_pooled/AUROC" in single and "outcome/FP/u_mean" in single
     for key, value in single.items():
         both_nan = math.isnan(value) and math.isnan(got["unq"][key])
         assert both_nan or math.isclose(got["unq"][key], value, abs_tol=1e-12), key

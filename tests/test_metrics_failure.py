@@ -127,3 +127,37 @@ def test_the_pooled_margin_is_pooled_to_the_given_grid():
     assert full["margin_pooled/AUROC"] == full["margin/AUROC"]  # a 32 x 32 grid pools nothing
     assert pooled["margin_pooled/AUROC"] != pooled["margin/AUROC"]
     assert pooled["margin/AUROC"] == full["margin/AUROC"] and pooled["AUROC"] == full["AUROC"]
+
+
+def test_outcome_means_tell_a_score_that_knows_the_errors_from_one_that_knows_the_objects():
+    # a 4 x 4 image: target = left half; prediction = top half -> TP top-left, FP top-right,
+    # FN bottom-left, TN bottom-right (4 pixels each)
+    target = torch.zeros(1, 4, 4, dtype=torch.bool)
+    target[0, :, :2] = True
+    logits = torch.full((1, 1, 4, 4), -3.0)
+    logits[0, 0, :2] = 1.0
+    objects = torch.full((1, 1, 4, 4), -4.0)  # high on the prediction and the target: "where objects are"
+    objects[0, 0, :2] = 2.0
+    objects[0, 0, :, :2] = 2.0
+    m = UncertaintyQualityMetrics()
+    m.update_from_batch(objects, logits, {"mask": target})
+    out = m.compute()
+    hi, lo = torch.sigmoid(torch.tensor(2.0)).item(), torch.sigmoid(torch.tensor(-4.0)).item()
+    assert out["outcome/TP/u_mean"] == pytest.approx(hi) and out["outcome/FP/u_mean"] == pytest.approx(hi)
+    assert out["outcome/FN/u_mean"] == pytest.approx(hi) and out["outcome/TN/u_mean"] == pytest.approx(lo)
+    margin = margin_uncertainty(logits)[0, 0]
+    assert out["outcome/TP/margin_mean"] == pytest.approx(float(margin[0, 0]))
+    assert out["outcome/TN/margin_mean"] == pytest.approx(float(margin[3, 3]))
+    assert all(out[f"outcome/{k}/share"] == pytest.approx(0.25) for k in ("TP", "FP", "FN", "TN"))
+    # a score high exactly on the errors (FP and FN) separates them from TP
+    errors = torch.full((1, 1, 4, 4), -4.0)
+    errors[0, 0, :2, 2:] = 2.0
+    errors[0, 0, 2:, :2] = 2.0
+    e = UncertaintyQualityMetrics()
+    e.update_from_batch(errors, logits, {"mask": target})
+    res = e.compute()
+    assert res["outcome/FP/u_mean"] - res["outcome/TP/u_mean"] == pytest.approx(hi - lo)
+    # the plain update feeds no outcome (it has no prediction)
+    plain = UncertaintyQualityMetrics()
+    plain.update(torch.rand(1, 4, 4), torch.rand(1, 4, 4) > 0.5)
+    assert not any(k.startswith("outcome/") for k in plain.compute())

@@ -457,8 +457,14 @@ class UncertaintyQualityMetrics:
     ``failure/rate`` and ``failure/count`` describe the split. :meth:`compute_breakdown` gives
     the sample metrics per tag group (``dense=true``, ``query=relation``, ...).
 
-    Also ``error_rate`` and ``pixels``. Sums of histograms synchronise over DDP with one
-    ``all_reduce``, the per-sample rows with one ``all_gather_object``.
+    **Pixels by outcome.** ``outcome/<TP|FP|FN|TN>/u_mean`` and ``/margin_mean``: the mean
+    ``U^p`` and the mean margin over the true-positive, false-positive, false-negative and
+    true-negative pixels of the final prediction, and ``/share``, each cell's share of the
+    pixels. A score that knows where the prediction is wrong is higher on FP than on TP pixels;
+    one that only knows where objects are is high on both.
+
+    Also ``error_rate`` and ``pixels``. Sums of histograms (and of the outcome cells) synchronise
+    over DDP with one ``all_reduce``, the per-sample rows with one ``all_gather_object``.
 
     Args:
         bins: histogram resolution.
@@ -468,6 +474,7 @@ class UncertaintyQualityMetrics:
     """
 
     _PIXEL_SCORES = ("", "margin", "margin_pooled")
+    _OUTCOMES = ("TP", "FP", "FN", "TN")
 
     def __init__(
         self,
@@ -488,6 +495,8 @@ class UncertaintyQualityMetrics:
     def reset(self) -> None:
         """Forget everything accumulated."""
         self._hist = torch.zeros(len(self._PIXEL_SCORES), 2, self.bins, dtype=torch.float64, device=self.device)
+        # per outcome (TP, FP, FN, TN): sum of U^p, sum of the margin, pixel count
+        self._cells = torch.zeros(len(self._OUTCOMES), 3, dtype=torch.float64, device=self.device)
         self._baselines = False
         self._samples: list[tuple[float, ...]] = []  # (iou, u_mask, u_image, margin, risk or NaN)
         self._tags: list[Mapping[str, Any]] = []
@@ -582,6 +591,10 @@ class UncertaintyQualityMetrics:
         self._add(1, margin[:, 0].reshape(-1), error.reshape(-1))
         self._add(2, pooled[:, 0].reshape(-1), error.reshape(-1))
         self._baselines = True
+        outcome = torch.where(pred, torch.where(target, 0, 1), torch.where(target, 2, 3)).reshape(-1)  # TP FP FN TN
+        values = torch.stack([prob.reshape(-1).double(), margin[:, 0].reshape(-1).double(),
+                              torch.ones_like(prob.reshape(-1), dtype=torch.float64)], dim=1)  # (N, 3)
+        self._cells.index_add_(0, outcome, values)
         _, _, iou = per_sample_iou(pred, target)
         flat_pred = pred.reshape(pred.shape[0], -1).to(torch.float64)
         covered = flat_pred.sum(1)
@@ -603,7 +616,10 @@ class UncertaintyQualityMetrics:
             raise RuntimeError("metrics were already synced; call reset() to start again")
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size(group) > 1:
-            dist.all_reduce(self._hist, op=dist.ReduceOp.SUM, group=group)
+            packed = torch.cat([self._hist.reshape(-1), self._cells.reshape(-1)])
+            dist.all_reduce(packed, op=dist.ReduceOp.SUM, group=group)
+            self._hist = packed[: self._hist.numel()].view_as(self._hist).clone()
+            self._cells = packed[self._hist.numel():].view_as(self._cells).clone()
             gathered: list[Any] = [None] * dist.get_world_size(group)
             dist.all_gather_object(gathered, (self._samples, self._tags, self._baselines), group=group)
             self._samples = [row for part in gathered for row in part[0]]
@@ -652,6 +668,12 @@ class UncertaintyQualityMetrics:
         total = n_err + n_ok
         out["error_rate"] = n_err / total if total > 0 else 0.0
         out["pixels"] = int(total)
+        cells = self._cells.cpu()
+        if self._baselines and float(cells[:, 2].sum()) > 0:
+            for name, (u_sum, m_sum, count) in zip(self._OUTCOMES, cells.tolist(), strict=True):
+                out[f"outcome/{name}/u_mean"] = u_sum / count if count > 0 else math.nan
+                out[f"outcome/{name}/margin_mean"] = m_sum / count if count > 0 else math.nan
+                out[f"outcome/{name}/share"] = count / float(cells[:, 2].sum())
         out.update(self._sample_metrics(self._samples))
         return out
 

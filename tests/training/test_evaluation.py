@@ -161,6 +161,13 @@ def test_format_metrics_and_breakdown():
     assert any(line.split()[-3:] == ["0.900", "-", "-"] for line in lines if "margin of P" in line)
     assert "failed samples (IoU < 0.5): 25.0 % of 8" in lines
     assert [line for line in lines if "predicted mask" in line][0].split()[-3] == "0.600"
+    cells = {f"unc/outcome/{k}/{v}": x for k, x in zip(("TP", "FP", "FN", "TN"), (0.9, 0.8, 0.7, 0.1))
+             for v in ("u_mean", "margin_mean")}
+    lines = format_metrics({**full, **cells, "unc/outcome/FN/margin_mean": float("nan")}).splitlines()
+    header = [line for line in lines if "mean over the pixels" in line][0]
+    assert header.split()[-4:] == ["TP", "FP", "FN", "TN"]
+    u_row, m_row = lines[lines.index(header) + 1], lines[lines.index(header) + 2]
+    assert u_row.split()[-4:] == ["0.900", "0.800", "0.700", "0.100"] and m_row.split()[-2:] == ["-", "0.100"]
     assert format_breakdown(metrics) == "  thin=true                    mIoU  50.00  oIoU  40.00  n=3"
     # with failure detection per tag: the share of failures and both detectors' AUROC, "-" where undefined
     tagged = dict(metrics, breakdown={**metrics["breakdown"], "tiny=true": {"mIoU": 0.1, "oIoU": 0.2, "count": 2}},

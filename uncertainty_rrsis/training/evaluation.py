@@ -248,6 +248,13 @@ def format_uncertainty(metrics: Mapping[str, Any]) -> str:
     for prefix, name in (("", "U^p (RUS)"), ("margin/", "margin of P"), ("margin_pooled/", "margin on U's grid")):
         if f"unc/{prefix}AUROC" in metrics:
             lines.append(row(name, [f"unc/{prefix}{k}" for k in ("AUROC", "AUPRC", "caught@10%")]))
+    if "unc/outcome/TP/u_mean" in metrics:
+        outcomes = ("TP", "FP", "FN", "TN")
+        lines += [f"  {'mean over the pixels that are':<36s}" + "".join(f"{k:>8s}" for k in outcomes)]
+        for key, name in (("u_mean", "U^p"), ("margin_mean", "margin of P")):
+            cells = [metrics.get(f"unc/outcome/{k}/{key}") for k in outcomes]
+            lines.append(f"  {name:<36s}" + "".join(f"{'-':>8s}" if c is None or c != c else f"{c:8.3f}"
+                                                      for c in cells))
     if "unc/failure/count" in metrics:
         lines += [f"failed samples (IoU < 0.5): {100 * metrics['unc/failure/rate']:.1f} % of "
                   f"{int(metrics['unc/failure/count'])}",
