@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> str:
         results: dict[str, list[dict[str, Any]]] = {}
         for variant in args.variants:
             results[variant] = [heldout_eval(args, train_one(args, variant, seed, out)) for seed in args.seeds]
-        tags = ["dense=true", "dense=false", "query=relation", "query=position", "query=colour", "query=size",
-                "tiny=true", "thin=true"]
+        tags = ["dense=true", "dense=false", "query=category", "query=colour", "query=position", "query=size",
+                "query=on_road", "tiny=true", "thin=true"]
         head = (f"Held-out synthetic test split (generator seed {args.heldout_seed}, {args.heldout_test} samples), "
                 f"best-on-val checkpoint; reference budget {args.max_steps} steps x batch {args.batch_size}; "
                 f"seeds {args.seeds}; mean ± std over the seeds. px = error pixels; fail = failed samples "
