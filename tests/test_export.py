@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +12,8 @@ pytest.importorskip("transformers")
 
 from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.examples import load_example
+
 TOLERANCE = 1e-4  # largest absolute difference of logits and uncertainty logits, fp32 on the CPU
 
 
@@ -24,9 +23,7 @@ def test_onnx_export_matches_pytorch(tmp_path, tiny_config, tiny_tokenizer, caps
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
-    spec = importlib.util.spec_from_file_location("export_example", ROOT / "examples" / "export.py")
-    export = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(export)
+    export = load_example("export")
     torch.manual_seed(0)
     model = CroBIMU(tiny_config).eval()
     with torch.no_grad():  # move the zero-initialised branches away from zero

@@ -4,7 +4,6 @@ uncertainty, GeoTIFFs in and out, coarse to fine, and errors that name the file 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,14 +17,12 @@ pytest.importorskip("transformers")
 
 from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.examples import load_example
+
 
 
 def _predict_module():
-    spec = importlib.util.spec_from_file_location("predict_example", ROOT / "examples" / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("predict")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ lists them in predictions.json and predictions.csv."""
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,16 +17,14 @@ pytest.importorskip("transformers")
 
 from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers.examples import load_example
+
 SENTENCES = ["The white ship", "the white ship", "the white ship.", "港口里的白色船", "das Schiff über der Brücke",
              "the white ship"]  # the last repeats the second exactly
 
 
 def _predict_module():
-    spec = importlib.util.spec_from_file_location("predict_example", ROOT / "examples" / "predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_example("predict")
 
 
 @pytest.fixture(scope="module")

@@ -5,5 +5,6 @@ pytest settings of ``pyproject.toml``):
 - ``helpers.tiny``: the one tiny reference-model setting (random BERT, small ConvNeXt);
 - ``helpers.datasets``: dataset folders in each benchmark's exact on-disk format, generated or
   laid out from the genuine sample annotations beside the repository;
-- ``helpers.reference``: slow, obviously-correct references (a Gaussian blur by hand).
+- ``helpers.reference``: slow, obviously-correct references (a Gaussian blur by hand);
+- ``helpers.examples``: the scripts of ``examples/`` imported as modules (``load_example``).
 """
