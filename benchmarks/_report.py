@@ -13,7 +13,20 @@ from typing import Any
 
 from benchmarks._measure import bootstrap_median_ci
 
-__all__ = ["render_markdown", "targets"]
+__all__ = ["render_markdown", "targets", "write_result"]
+
+def write_result(folder: Path, tag: str, result: dict[str, Any], markdown: str) -> Path:
+    """Write one benchmark run as ``<folder>/<tag>.json`` and ``<folder>/<tag>.md``, each atomically
+    (a temporary file renamed into place), so a run cut short never leaves half a file. Returns the
+    JSON's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in ((f"{tag}.json", json.dumps(result, indent=1, default=str) + "\n"),
+                       (f"{tag}.md", markdown if markdown.endswith("\n") else markdown + "\n")):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(folder / name)
+    return folder / f"{tag}.json"
+
 
 TARGETS = {"latency": 0.05, "memory": 0.05, "flops": 0.05, "params": 0.02}
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from benchmarks._measure import git_commit
+from benchmarks._report import write_result
 from uncertainty_rrsis.training import TrainConfig, Trainer, environment_info
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
@@ -64,8 +65,7 @@ def main() -> dict:
     # evaluation of the same weights again must give the same numbers (deterministic bf16 eval)
     again = straight.evaluate("test", progress=False)
     report["eval_repeatable"] = {k: again[k] == results["test"][k] for k in ("oIoU", "mIoU", "count")}
-    (out / "cuda_training_check.json").write_text(json.dumps(report, indent=2, default=str))
-    (out / "cuda_training_check.md").write_text(render_markdown(report))
+    write_result(out, "cuda_training_check", report, render_markdown(report))
     print(json.dumps({k: v for k, v in report.items() if k != "environment"}, indent=2, default=str))
     return report
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import subprocess
 import sys
@@ -37,6 +36,7 @@ import torch
 from PIL import Image
 
 from benchmarks._measure import environment
+from benchmarks._report import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model of the tests and the picture generator
@@ -185,9 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result["detection"] = detection(args.trials)
     if "predict" in sections:
         result["predict"] = predict(args.side, args.image_size, args.repo.resolve(), args.label)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (args.out / f"{args.tag}.md").write_text(_markdown(result) + "\n", encoding="utf-8")
+    write_result(args.out, args.tag, result, _markdown(result))
     print(_markdown(result))
     return result
 

@@ -53,6 +53,7 @@ import torch
 from PIL import Image
 
 from benchmarks._measure import environment, load_average, peak_memory
+from benchmarks._report import write_result
 from uncertainty_rrsis.data import synthetic
 from uncertainty_rrsis.data._synth_draw import BACKGROUNDS, texture
 from uncertainty_rrsis.inference import LoadedImage, ReferringSegmenter
@@ -297,9 +298,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               flush=True)
     result["load_average"]["end"] = load_average()
     result["summary"] = {name: _summary(result["scenes"], name, args.held_out_from) for name in methods}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.tag}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    (args.out / f"{args.tag}.md").write_text(_markdown(result) + "\n", encoding="utf-8")
+    write_result(args.out, args.tag, result, _markdown(result))
     print(_markdown(result))
     return result
 

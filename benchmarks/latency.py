@@ -274,17 +274,13 @@ class Runner:
     def write(self, section: str, payload: dict[str, Any]) -> None:
         """Add a finished section (stamped with the commit it measured) and rewrite ``<tag>.json`` /
         ``<tag>.md`` atomically, so that a run cut short keeps every section that finished."""
-        from benchmarks._report import render_markdown
+        from benchmarks._report import render_markdown, write_result
 
         payload = {**payload, "git_commit": git_commit(), "finished": _now(), "load_average_end": load_average()}
         self.run["sections"][section] = payload
         self.run["load_average_end"] = load_average()
         self.run["elapsed_s"] = round(self.deadline.elapsed(), 1)
-        for name, text in ((f"{self.args.tag}.json", json.dumps(self.run, indent=1, default=str) + "\n"),
-                           (f"{self.args.tag}.md", render_markdown(self.run))):
-            tmp = self.out / f".{name}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(self.out / name)
+        write_result(self.out, self.args.tag, self.run, render_markdown(self.run))
         log(f"section {section!r} written to {self.args.tag}.json; {self.deadline.elapsed():.0f} s elapsed")
 
     # -- models -----------------------------------------------------------------------------

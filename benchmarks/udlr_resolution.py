@@ -15,14 +15,21 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmarks._flops import FLOP_CONVENTION, count_flops
-from benchmarks._measure import environment, git_commit, load_average, peak_memory, tensor_bytes, time_interleaved
+from benchmarks._measure import (
+    environment,
+    git_commit,
+    load_average,
+    peak_memory,
+    tensor_bytes,
+    time_interleaved,
+)
+from benchmarks._report import write_result
 from benchmarks.latency import MODULE_PATHS, build_config
 from uncertainty_rrsis import RiskGuidedLoss
 
@@ -176,9 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "udlr_resolution.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    (args.out / "udlr_resolution.md").write_text(render_markdown(result))
+    write_result(args.out, "udlr_resolution", result, render_markdown(result))
     print(render_markdown(result))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 
 from benchmarks._flops import FLOP_CONVENTION, count_flops
 from benchmarks._measure import environment
+from benchmarks._report import write_result
 from uncertainty_rrsis import RiskGuidedLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     result = run()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "wrapper_overhead.json").write_text(json.dumps(result, indent=1) + "\n")
-    (args.out / "wrapper_overhead.md").write_text(render_markdown(result))
+    write_result(args.out, "wrapper_overhead", result, render_markdown(result))
     print(f"wrote {args.out / 'wrapper_overhead.json'} and .md")
 
 

@@ -20,11 +20,6 @@ from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 from helpers.examples import load_example
 
 
-
-def _predict_module():
-    return load_example("predict")
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
     torch.manual_seed(0)
@@ -42,7 +37,7 @@ def _picture(path: Path, height: int, width: int, seed: int) -> Path:
 
 
 def test_a_folder_with_one_sentence(checkpoint, tmp_path, capsys):
-    predict = _predict_module()
+    predict = load_example("predict")
     folder = tmp_path / "scenes"
     _picture(folder / "b.png", 30, 40, 0)
     _picture(folder / "a.JPG", 36, 28, 1)
@@ -70,7 +65,7 @@ def test_a_folder_with_one_sentence(checkpoint, tmp_path, capsys):
 
 
 def test_pairs_from_csv_and_jsonl(checkpoint, tmp_path):
-    predict = _predict_module()
+    predict = load_example("predict")
     a = _picture(tmp_path / "data" / "a.png", 30, 40, 0)
     b = _picture(tmp_path / "data" / "b.png", 32, 32, 1)
     pairs = tmp_path / "data" / "pairs.csv"
@@ -95,7 +90,7 @@ def test_pairs_from_csv_and_jsonl(checkpoint, tmp_path):
 
 
 def test_bad_pair_lists_and_images_are_named(checkpoint, tmp_path):
-    predict = _predict_module()
+    predict = load_example("predict")
     _picture(tmp_path / "a.png", 20, 20, 0)
     no_column = tmp_path / "no_column.csv"
     no_column.write_text("image,text\na.png,the car\n", encoding="utf-8")
@@ -133,7 +128,7 @@ def test_geotiffs_and_coarse_to_fine(checkpoint, tmp_path):
     rasterio = pytest.importorskip("rasterio")
     from affine import Affine
 
-    predict = _predict_module()
+    predict = load_example("predict")
     data = (np.random.default_rng(0).random((4, 150, 210)) * 4000).astype(np.uint16)
     scene = tmp_path / "scene.tif"
     with rasterio.open(scene, "w", driver="GTiff", width=210, height=150, count=4, dtype="uint16", crs="EPSG:4326",

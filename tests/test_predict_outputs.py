@@ -23,10 +23,6 @@ SENTENCES = ["The white ship", "the white ship", "the white ship.", "港口里�
              "the white ship"]  # the last repeats the second exactly
 
 
-def _predict_module():
-    return load_example("predict")
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
     torch.manual_seed(0)
@@ -35,7 +31,7 @@ def checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
 
 
 def test_output_names_are_unique_and_stable(tmp_path):
-    predict = _predict_module()
+    predict = load_example("predict")
     a, b = tmp_path / "a" / "scene.png", tmp_path / "b" / "scene.png"
     stems = {predict.output_stem(image, s) for image in (a, b) for s in SENTENCES[:5]}
     assert len(stems) == 10
@@ -48,7 +44,7 @@ def test_output_names_are_unique_and_stable(tmp_path):
 
 
 def test_every_pair_gets_its_own_files_and_a_row(checkpoint, tmp_path, monkeypatch, capsys):
-    predict = _predict_module()
+    predict = load_example("predict")
     images = []
     for k, folder in enumerate(("a", "b")):  # the same file name in two folders, different pictures
         path = tmp_path / folder / "scene.png"

@@ -275,19 +275,19 @@ def format_breakdown(metrics: Mapping[str, Any]) -> str:
     samples (IoU < 0.5) and the AUROC with which the mean ``U^p`` over the predicted mask and the
     mean margin detect them ("-" where a group has only failures or none).
     """
+
+    def auroc(values: Mapping[str, Any], score: str) -> str:
+        value = values.get(f"failure/{score}/AUROC")
+        return "  -  " if value is None or value != value else f"{value:.3f}"
+
     lines = []
     unc = metrics.get("unc_breakdown", {})
     for group, values in sorted(metrics.get("breakdown", {}).items()):
         line = f"  {group:28s} mIoU {100 * values['mIoU']:6.2f}  oIoU {100 * values['oIoU']:6.2f}  n={int(values['count'])}"
         if group in unc:
             u = unc[group]
-
-            def auroc(key: str, u: Mapping[str, Any] = u) -> str:
-                value = u.get(f"failure/{key}/AUROC")
-                return "  -  " if value is None or value != value else f"{value:.3f}"
-
-            line = (f"{line:70s} failed {100 * u['failure/rate']:5.1f} %  fail AUROC U^p {auroc('u_mask')}"
-                    f"  margin {auroc('margin')}")
+            line = (f"{line:70s} failed {100 * u['failure/rate']:5.1f} %  fail AUROC U^p {auroc(u, 'u_mask')}"
+                    f"  margin {auroc(u, 'margin')}")
         lines.append(line)
     return "\n".join(lines)
 
