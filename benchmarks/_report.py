@@ -374,8 +374,8 @@ def _channels_last_md(run: dict[str, Any]) -> str:
             + _table(["Variant", "Mode", "Contiguous ms", "channels_last ms", "CL/contiguous", "Full/Base (CL)"], rows))
 
 
-def _compile_md(run: dict[str, Any]) -> str:
-    sec = run.get("sections", {}).get("compile")
+def _compile_md(run: dict[str, Any], key: str = "compile") -> str:
+    sec = run.get("sections", {}).get(key)
     if not sec or not sec["records"]:
         return ""
     rows = []
@@ -384,13 +384,20 @@ def _compile_md(run: dict[str, Any]) -> str:
             rows.append([r["variant"], r.get("backend", ""), str(r.get("fullgraph", "n/a")),
                          str(r.get("graph_breaks", "n/a")), r["error"][:200], "", "", ""])
             continue
+        queued = r.get("throughput_queued", {})
         rows.append([r["variant"], r.get("compile_mode") or "default", r["backend"], "yes" if r["fullgraph"] else "no",
                      str(r["graph_breaks"]), _f(r["compile_s"], 1), _f(r["eager"]["median_ms"]),
-                     _f(r["compiled"]["median_ms"]), f"{r['speedup']:.2f}x"])
-    out = ["\n## torch.compile (inference)\n\n",
-           "`compile s`: wall time of the first compiled call (tracing, compilation and one run).\n\n",
+                     _f(r["compiled"]["median_ms"]), f"{r['speedup']:.2f}x",
+                     _f(queued.get("eager", {}).get("items_per_s"), 1),
+                     _f(queued.get("compiled", {}).get("items_per_s"), 1)])
+    first = sec["records"][0]
+    title = "torch.compile with CUDA graphs" if key == "cudagraphs" else "torch.compile"
+    out = [f"\n## {title} (inference, {first['dtype']}, batch {first['batch']}, {first['image_size']}px)"
+           + (" (cut short)" if sec.get("partial") else "") + "\n\n",
+           "`compile s`: wall time of the first compiled call (tracing, compilation and one run); static shapes. "
+           "`images/s queued`: steady state, calls queued back to back with one synchronisation at the end.\n\n",
            _table(["Variant", "Mode", "Backend", "fullgraph=True", "Graph breaks", "Compile s", "Eager ms",
-                   "Compiled ms", "Speed-up"], rows)]
+                   "Compiled ms", "Speed-up", "Eager images/s queued", "Compiled images/s queued"], rows)]
     modes = sorted({r.get("compile_mode") or "default" for r in sec["records"]})
     for mode in modes:
         timed = {r["variant"]: r for r in sec["records"] if "speedup" in r and (r.get("compile_mode") or "default") == mode}
@@ -415,6 +422,33 @@ def _compile_md(run: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def _training_md(run: dict[str, Any]) -> str:
+    sec = run.get("sections", {}).get("training")
+    if not sec or not sec["records"]:
+        return ""
+    rows = []
+    for r in sec["records"]:
+        if "error" in r:
+            rows.append([r["variant"], r["kind"], str(r["batch"]), r["error"][:200]] + [""] * 6)
+            continue
+        big = r.get("largest_batch", {})
+        rows.append([r["variant"], r["kind"], str(r["batch"]), _f(r["throughput_queued"]["items_per_s"], 1),
+                     _f(r["first_step_s"], 1), _f(r["peak_delta_mib"], 0), str(big.get("predicted") or "—"),
+                     str(big.get("fits") or "—"), str(big.get("fails") or "—"), str(len(big.get("tried", [])))])
+    first = sec["records"][0]
+    limit = sec.get("memory_limit_mib")
+    return (f"\n## Training throughput and the largest batch ({first['dtype']}, {first['image_size']}px)"
+            + (" (cut short)" if sec.get("partial") else "") + "\n\n"
+            "One step: forward, RiskGuidedLoss, backward, AdamW. `images/s`: steps queued back to back, one "
+            "synchronisation at the end. `first step s`: the first call (compiled: tracing and compilation). "
+            "`peak MiB`: above the weights, gradients and AdamW state included. Largest batch in the memory free "
+            + (f"({_f(limit, 0)} MiB)" if limit else "(none given: no search)")
+            + ": predicted from the peaks at this batch and half of it (linear in the batch), then searched "
+            "within a bracket; `fits`: the largest batch whose step ran, `fails`: the smallest that did not.\n\n"
+            + _table(["Variant", "Kind", "Batch", "images/s", "First step s", "Peak MiB", "Largest predicted",
+                      "Fits", "Fails", "Steps tried"], rows))
+
+
 def _syncs_md(run: dict[str, Any]) -> str:
     sec = run.get("sections", {}).get("syncs")
     if not sec or not sec["records"]:
@@ -425,19 +459,26 @@ def _syncs_md(run: dict[str, Any]) -> str:
         return "; ".join(f"{h.get('op', 'sync')} at `{h['where']}`" + (f" ×{h['count']}" if h["count"] > 1 else "")
                          for h in hits) or "none"
 
+    launches = {(r["variant"], r["mode"]): r["launches"]["total"] for r in sec["records"] if "launches" in r}
     rows = []
     for r in sec["records"]:
         row = [r["variant"], r["mode"], str(sum(h["count"] for h in r["sync_prone_ops"])), where(r["sync_prone_ops"])]
         if cuda:
             row += [str(sum(h["count"] for h in r.get("cuda_syncs", []))), where(r.get("cuda_syncs", []))]
+        if launches:
+            n, base = launches.get((r["variant"], r["mode"])), launches.get(("Base", r["mode"]))
+            row += [f"{n:,}" if n is not None else "—", _ratio(n, base) if n is not None and base else "—"]
         rows.append(row)
-    header = ["Variant", "Mode", "Sync-prone ops", "Where"] + (["CUDA syncs", "Where (CUDA)"] if cuda else [])
+    header = (["Variant", "Mode", "Sync-prone ops", "Where"] + (["CUDA syncs", "Where (CUDA)"] if cuda else [])
+              + (["Ops launched", "Launches ×Base"] if launches else []))
     return ("\n## Host-device synchronisations (one inference, one training step)\n\n"
             "Sync-prone ops: ATen ops that block the host when their tensors are on a GPU (`.item()`, "
             "data-dependent sizes, tensors built from host data), counted with a dispatch mode on any device "
             "(training: forward, loss and backward). "
-            + ("CUDA syncs: what `torch.cuda.set_sync_debug_mode(\"warn\")` reported.\n\n" if cuda else "\n\n")
-            + _table(header, rows))
+            + ("CUDA syncs: what `torch.cuda.set_sync_debug_mode(\"warn\")` reported. " if cuda else "")
+            + ("Ops launched: ATen ops that do device work (views, aliases and bare allocations not counted); "
+               "in eager mode each launches at least one kernel." if launches else "")
+            + "\n\n" + _table(header, rows))
 
 
 def _decoders_md(run: dict[str, Any]) -> str:
@@ -460,7 +501,7 @@ def _decoders_md(run: dict[str, Any]) -> str:
 def render_markdown(run: dict[str, Any]) -> str:
     """All tables of a run as one Markdown document."""
     parts = [_header(run), _targets_md(run), _rows_md(run), _modules_md(run), _sweep_md(run), _batch_md(run),
-             _channels_last_md(run), _compile_md(run), _decoders_md(run), _syncs_md(run)]
+             _channels_last_md(run), _compile_md(run), _compile_md(run, "cudagraphs"), _training_md(run), _decoders_md(run), _syncs_md(run)]
     return "".join(p for p in parts if p)
 
 

@@ -9,6 +9,9 @@ queued so far, and the overlap is lost. Two tools:
   op which synchronises a CUDA stream when its tensors live on a GPU, with the Python line that
   called it. On a CPU run it finds the same places a CUDA run would (a tensor built from Python
   data with ``torch.tensor`` is a blocking host-to-device copy on CUDA, ``aten.lift_fresh`` here).
+* :func:`count_launches` (any device): how many ATen ops of one call do work on the device (views,
+  aliases and bare allocations excluded). In eager mode each is at least one kernel launch; when a
+  GPU is launch-bound (small batches, small ops), time follows this count more than FLOPs.
 * :func:`cuda_syncs` (CUDA only): ``torch.cuda.set_sync_debug_mode("warn")`` around the call,
   the warnings collected with their Python location: the synchronisations that really happened.
 """
@@ -26,7 +29,7 @@ from typing import Any
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["SYNC_PRONE_OPS", "SyncProneOps", "count_sync_prone", "cuda_syncs"]
+__all__ = ["SYNC_PRONE_OPS", "SyncProneOps", "count_launches", "count_sync_prone", "cuda_syncs"]
 
 #: ATen ops that block the host on a CUDA tensor: reading a value (``_local_scalar_dense`` is
 #: ``.item()`` / ``bool()`` / ``int()``), data-dependent output sizes, tensors made from host data.
@@ -83,6 +86,38 @@ def count_sync_prone(fn: Callable[[], Any]) -> list[dict[str, Any]]:
     with SyncProneOps() as probe:
         fn()
     return probe.summary()
+
+
+#: ATen ops that allocate without running a kernel, or only change metadata.
+_NO_KERNEL = frozenset({"empty", "empty_like", "empty_strided", "lift_fresh", "_local_scalar_dense", "is_same_size",
+                        "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "resize_"})
+
+
+def _is_view(func) -> bool:
+    """A view (or alias) op: its output aliases an input and nothing is written."""
+    returns = func._schema.returns
+    return bool(returns) and all(r.alias_info is not None and not r.alias_info.is_write for r in returns)
+
+
+class _Launches(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name not in _NO_KERNEL and not _is_view(func):
+            self.ops[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_launches(fn: Callable[[], Any], *, top: int = 0) -> dict[str, Any]:
+    """Run ``fn`` once; the number of ATen ops that do device work (``total``), and the ``top`` most
+    frequent as ``{"op": n}`` (``by_op``). Views, aliases, bare allocations and host reads are not counted;
+    in-place ops are. On CUDA each counted op launches at least one kernel (a few launch more)."""
+    with _Launches() as probe:
+        fn()
+    return {"total": sum(probe.ops.values()), "by_op": dict(probe.ops.most_common(top)) if top else {}}
 
 
 def cuda_syncs(fn: Callable[[], Any]) -> list[dict[str, Any]]:

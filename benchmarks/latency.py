@@ -12,7 +12,8 @@ run's ``<out>/<tag>.json`` and ``<out>/<tag>.md``):
 ``syncs``
     Host-device synchronisations of one inference and one training step of Base and Full: the
     ATen ops that block the host on a GPU, with the line that called them (any device), and on
-    CUDA the synchronisations ``torch.cuda.set_sync_debug_mode`` reports (``benchmarks/_syncs.py``).
+    CUDA the synchronisations ``torch.cuda.set_sync_debug_mode`` reports (``benchmarks/_syncs.py``);
+    and the ops that launch device work (kernel launches in eager mode), Full vs Base.
 ``modules``
     RUS, UGF (one call over the three levels it fuses), UDLR and OnlineErrorLoss alone, forward and
     forward + backward, at the shapes the preset's model gives them for every image size (for the
@@ -70,7 +71,7 @@ from benchmarks._measure import (
     tensor_bytes,
     time_interleaved,
 )
-from benchmarks._syncs import count_sync_prone, cuda_syncs
+from benchmarks._syncs import count_launches, count_sync_prone, cuda_syncs
 
 __all__ = ["SECTIONS", "VARIANTS", "main", "parse_args"]
 
@@ -80,7 +81,8 @@ VARIANTS: dict[str, tuple[bool, bool]] = {  # name -> (use_fusion, use_refinemen
     "+UDLR": (False, True),
     "Full": (True, True),
 }
-SECTIONS = ("syncs", "modules", "rows", "sweep", "batch", "channels_last", "compile", "decoders")
+SECTIONS = ("syncs", "modules", "rows", "sweep", "batch", "channels_last", "compile", "cudagraphs", "training",
+            "decoders")
 MODULES = ("RUS", "UGF", "UDLR", "OnlineErrorLoss")
 MODULE_PATHS = {  # FlopCounterMode names of the parts of CroBIMU
     "vision": "CroBIMU.vision",
@@ -167,6 +169,14 @@ def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float] |
     ss_tot = sum((p[1] - my) ** 2 for p in pts)
     ss_res = sum((p[1] - (my + slope * (p[0] - mx))) ** 2 for p in pts)
     return {"exponent": slope, "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, "points": len(pts)}
+
+
+def _time_once_ms(fn: Callable[[], Any], device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return (time.perf_counter() - t0) * 1e3
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -258,6 +268,8 @@ class Runner:
             "sections": a.sections,
             "compile_backend": a.compile_backend,
             "compile_mode": a.compile_mode,
+            "compile_batch": a.compile_batch,
+            "memory_limit_gib": a.memory_limit_gib,
             "text_tokens": f"{REAL_TOKENS} real of {self.max_tokens()} (rest padding)",
             "time_budget_s": a.time_budget,
             "quick": a.quick,
@@ -630,6 +642,12 @@ class Runner:
                 records += measured
         return {"records": records}
 
+    def queued_calls(self, median_ms: float) -> int:
+        """Calls for one steady-state measurement: ``--queued-calls``, fewer when that would take longer
+        than ``--queued-seconds`` at the measured latency (at least 3)."""
+        a = self.args
+        return max(3, min(a.queued_calls, int(a.queued_seconds * 1e3 / max(median_ms, 1e-3))))
+
     def add_queued_throughput(self, records: list[dict[str, Any]], batch: int) -> None:
         """Steady-state images/s of the inference records: calls queued back to back, one sync at the end."""
         a = self.args
@@ -638,7 +656,7 @@ class Runner:
             if "error" in rec:
                 continue
             fn = self.infer_fn(self.model(rec["variant"]).eval(), x, rec["dtype"])
-            calls = max(3, min(a.queued_calls, int(a.queued_seconds * 1e3 / max(rec["latency"]["median_ms"], 1e-3))))
+            calls = self.queued_calls(rec["latency"]["median_ms"])
             try:
                 rec["throughput_queued"] = queued_throughput(fn, self.device, items_per_call=batch, calls=calls,
                                                              warmup=2)
@@ -665,7 +683,7 @@ class Runner:
     def section_syncs(self) -> dict[str, Any]:
         """Host-device synchronisations of one inference and one training step of Base and Full: the
         sync-prone ATen ops with their callers (any device), and on CUDA the synchronisations that
-        ``torch.cuda.set_sync_debug_mode`` reports."""
+        ``torch.cuda.set_sync_debug_mode`` reports; and the number of ops that launch device work."""
         a = self.args
         dtype, batch, size = a.dtype[0], a.main_batch, a.main_size
         records = []
@@ -679,7 +697,8 @@ class Runner:
                 probed = fn if mode == "infer" else self.train_fn(model, x, dtype, optimizer=False)
                 fn()  # warm-up: lazy initialisation (cuDNN autotuning, optimizer state) is not the steady state
                 rec: dict[str, Any] = {"variant": v, "mode": mode, "dtype": dtype, "batch": batch,
-                                       "image_size": size, "sync_prone_ops": count_sync_prone(probed)}
+                                       "image_size": size, "sync_prone_ops": count_sync_prone(probed),
+                                       "launches": count_launches(probed, top=12)}
                 if self.device.type == "cuda":
                     rec["cuda_syncs"] = cuda_syncs(fn)  # the whole step, optimizer included
                 if hasattr(fn, "release"):
@@ -688,7 +707,8 @@ class Runner:
                 found = sum(h["count"] for h in rec["sync_prone_ops"])
                 real = sum(h["count"] for h in rec.get("cuda_syncs", [])) if "cuda_syncs" in rec else "n/a"
                 log(f"  {v} {mode}: {found} sync-prone op(s) "
-                    f"{[h['where'] for h in rec['sync_prone_ops']]}, CUDA syncs: {real}")
+                    f"{[h['where'] for h in rec['sync_prone_ops']]}, CUDA syncs: {real}, "
+                    f"{rec['launches']['total']} ops launched")
             del x
             self.free()
         return {"records": records}
@@ -701,13 +721,19 @@ class Runner:
         records: list[dict[str, Any]] = []
         for mode in self.args.compile_mode:
             records += self._compile_one_mode(None if mode == "default" else mode)
+            self.write("compile", {"records": records, "timed_together": True, "partial": True})
         return {"records": records, "timed_together": True}
+
+    def section_cudagraphs(self) -> dict[str, Any]:
+        """The compile section in ``mode="reduce-overhead"`` (inductor with CUDA graphs: the whole
+        inference replayed as one graph, possible only without host synchronisations)."""
+        return {"records": self._compile_one_mode("reduce-overhead"), "timed_together": True}
 
     def _compile_one_mode(self, compile_mode: str | None) -> list[dict[str, Any]]:
         import torch._dynamo
 
         a = self.args
-        dtype, batch, size = a.dtype[0], a.main_batch, a.main_size
+        dtype, batch, size = a.dtype[0], a.compile_batch, a.main_size
         x: dict[str, torch.Tensor] = {}
         records: list[dict[str, Any]] = []
         fns: dict[str, Callable[[], Any]] = {}
@@ -721,7 +747,8 @@ class Runner:
             rec: dict[str, Any] = {"variant": v, "mode": "infer", "dtype": dtype, "batch": batch, "image_size": size,
                                    "backend": a.compile_backend, "compile_mode": compile_mode or "default"}
             try:
-                compiled_model = torch.compile(model, fullgraph=True, backend=a.compile_backend, mode=compile_mode)
+                compiled_model = torch.compile(model, fullgraph=True, dynamic=False, backend=a.compile_backend,
+                                               mode=compile_mode)
                 compiled = self.infer_fn(compiled_model, x, dtype)
                 t0 = time.perf_counter()
                 try:
@@ -739,8 +766,8 @@ class Runner:
                     rec["graph_count"] = int(explained.graph_count)
                     rec["break_reasons"] = [_sanitize(str(getattr(r, "reason", r)))[:400]
                                             for r in explained.break_reasons[:10]]
-                    compiled_model = torch.compile(model, fullgraph=False, backend=a.compile_backend,
-                                                   mode=compile_mode)
+                    compiled_model = torch.compile(model, fullgraph=False, dynamic=False,
+                                                   backend=a.compile_backend, mode=compile_mode)
                     compiled = self.infer_fn(compiled_model, x, dtype)
                     t0 = time.perf_counter()
                     compiled()
@@ -771,10 +798,171 @@ class Runner:
                 rec["speedup"] = rec["eager"]["median_ms"] / rec["compiled"]["median_ms"]
                 log(f"  {v}: eager {rec['eager']['median_ms']:.2f} ms, compiled {rec['compiled']['median_ms']:.2f} ms "
                     f"(x{rec['speedup']:.2f})")
+            for rec in records:  # steady state: calls queued back to back, as a serving loop runs them
+                v = rec["variant"]
+                if "speedup" not in rec:
+                    continue
+                rec["throughput_queued"] = {}
+                for kind in ("eager", "compiled"):
+                    calls = self.queued_calls(rec[kind]["median_ms"])
+                    try:
+                        rec["throughput_queued"][kind] = queued_throughput(fns[f"{v} {kind}"], self.device,
+                                                                           items_per_call=batch, calls=calls, warmup=2)
+                    except Exception as err:  # noqa: BLE001 - keep the timing table
+                        rec["throughput_queued"][kind] = {"error": _short_error(err, 200)}
+                log(f"  {v} batch {batch} queued: " + ", ".join(
+                    f"{k} {t['items_per_s']:.1f} images/s" for k, t in rec["throughput_queued"].items()
+                    if "items_per_s" in t))
         del fns, x
         torch._dynamo.reset()
         self.free()
         return records
+
+    def section_training(self) -> dict[str, Any]:
+        """Training throughput and the largest batch that fits, eager then compiled (Full, then Base)."""
+        a = self.args
+        dtype, batch, size = a.dtype[0], a.compile_batch, a.main_size
+        variants = [v for v in ("Full", "Base") if v in a.train_variants]
+        records: list[dict[str, Any]] = []
+        for kind in ("eager", "compiled"):
+            for v in variants:
+                need = a.compile_min_seconds if kind == "compiled" else a.min_section_seconds / 2
+                if self.deadline.left() < need:
+                    log(f"  training {kind} {v}: skipped, {self.deadline.left():.0f} s left < {need:.0f} s")
+                    self.run["skipped"].append(f"training {kind} {v}")
+                    continue
+                records.append(self._training_one(v, kind, dtype, batch, size))
+                self.free()
+                self.write("training", {"records": records, "partial": True})  # a time-out keeps these
+        limit = self.memory_limit()
+        return {"records": records, "memory_limit_mib": limit / 2**20 if math.isfinite(limit) else None}
+
+    def memory_limit(self) -> float:
+        """Bytes one training step may use: ``--memory-limit-gib``, else on CUDA what is free now plus what
+        the allocator holds in its cache (reusable), else infinite."""
+        if self.args.memory_limit_gib:
+            return self.args.memory_limit_gib * 2**30
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return float(free + torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device))
+        return math.inf
+
+    def _training_one(self, variant: str, kind: str, dtype: str, batch: int, size: int) -> dict[str, Any]:
+        a = self.args
+        model = self.model(variant)
+        rec: dict[str, Any] = {"variant": variant, "kind": kind, "mode": "train", "dtype": dtype, "batch": batch,
+                               "image_size": size}
+        runner = model
+        if kind == "compiled":
+            import torch._dynamo
+
+            torch._dynamo.reset()
+            # static shapes for the throughput batch; the largest-batch search then compiles once more with
+            # a dynamic batch (torch.compile's default) and reuses that graph for every other batch
+            runner = torch.compile(model, backend=a.compile_backend)
+        try:
+            x = self.inputs(batch, size)
+            step = self.train_fn(runner, x, dtype)
+            t0 = time.perf_counter()
+            step()
+            sync(self.device)
+            rec["first_step_s"] = time.perf_counter() - t0  # compiled: tracing + compilation + one step
+            step()
+            median_ms = min(_time_once_ms(step, self.device) for _ in range(2))
+            calls = self.queued_calls(median_ms)
+            rec["throughput_queued"] = queued_throughput(step, self.device, items_per_call=batch, calls=calls,
+                                                         warmup=1)
+            step.release()  # the memory measurement starts without gradients and optimizer state
+            mem = peak_memory(step, self.device)
+            rec["peak_delta_mib"] = mem["peak_delta_mib"]
+            step.release()
+            del step, x
+            self.free()
+            limit = self.memory_limit()
+            log(f"  training {kind} {variant} batch {batch}: {rec['throughput_queued']['items_per_s']:.1f} images/s "
+                f"queued, first step {rec['first_step_s']:.1f} s, peak {mem['peak_delta_mib']:.0f} MiB above the "
+                f"weights")
+            if math.isfinite(limit):
+                rec["memory_limit_mib"] = limit / 2**20
+                rec["largest_batch"] = self._largest_batch(runner, kind, dtype, size,
+                                                           (batch, mem["peak_delta_mib"] * 2**20), limit)
+        except Exception as err:  # noqa: BLE001 - record OOM and other failures, keep going
+            if not _is_oom(err):
+                traceback.print_exc()
+            rec["error"] = "out of memory" if _is_oom(err) else _short_error(err)
+            log(f"  training {kind} {variant}: {rec['error'][:200]}")
+        finally:
+            model.zero_grad(set_to_none=True)
+            if kind == "compiled":
+                import torch._dynamo
+
+                torch._dynamo.reset()
+            self.free()
+        return rec
+
+    def _largest_batch(self, runner, kind: str, dtype: str, size: int, first: tuple[int, float],
+                       limit: float) -> dict[str, Any]:
+        """The largest batch whose training step fits in ``limit`` bytes, searched within a bracket.
+
+        Peak memory is close to linear in the batch: a line through the two largest batches measured so
+        far predicts the next batch to try (starting from ``first`` = (batch, peak bytes) and half that
+        batch); a step that runs out of memory leaves no measurement, and the next try is the middle of
+        the bracket. Stops when the bracket is within 2 % or at six tries (a compiled model compiles once
+        more, with a dynamic batch, then reuses it)."""
+        a = self.args
+        points: list[tuple[int, float]] = [first]
+        lo, hi = (first[0], None) if first[1] <= limit else (0, first[0])
+        out: dict[str, Any] = {"tried": []}
+
+        def attempt(b: int) -> bool | None:
+            need = a.compile_min_seconds if kind == "compiled" and len(out["tried"]) < 2 else a.min_section_seconds / 4
+            if self.deadline.left() < need:
+                return None
+            x = self.inputs(b, size)
+            step = self.train_fn(runner, x, dtype)
+            try:
+                peak = peak_memory(step, self.device)["peak_delta_mib"] * 2**20
+                points.append((b, peak))
+                ok = peak <= limit  # on a GPU an overflow raises instead
+                out["tried"].append({"batch": b, "fits": ok, "peak_delta_mib": peak / 2**20})
+            except Exception as err:  # noqa: BLE001
+                if not _is_oom(err):
+                    raise
+                ok = False
+                out["tried"].append({"batch": b, "fits": False, "error": "out of memory"})
+            finally:
+                step.release()
+                del step, x
+                self.free()
+            log(f"    batch {b}: {'fits' if ok else 'does not fit'}")
+            return ok
+
+        half = max(1, first[0] // 2)
+        if half < first[0] and attempt(half) is None:
+            return out
+        for _ in range(6):
+            if hi is not None and hi - lo <= max(1, lo // 50):
+                break
+            (b1, p1), (b2, p2) = sorted(points)[-2:] if len(points) >= 2 else (points[0], points[0])
+            slope = (p2 - p1) / (b2 - b1) if b2 != b1 else 0.0
+            guess = int((limit * 0.98 - (p2 - slope * b2)) // slope) if slope > 0 else 2 * max(lo, 1)
+            if "predicted" not in out:
+                out["predicted"] = guess
+            if hi is None:  # no upper end yet: the prediction, at most 8x the largest batch that ran
+                b = min(max(guess, lo + 1), 8 * max(lo, 1))
+            elif lo < guess < hi and "error" not in out["tried"][-1]:
+                b = guess
+            else:  # a prediction outside the bracket, or an overflow that measured nothing: bisect
+                b = (lo + hi) // 2
+            if b <= lo:
+                break
+            ok = attempt(b)
+            if ok is None:
+                break
+            lo, hi = (b, hi) if ok else (lo, b)
+        out["fits"] = lo or None
+        out["fails"] = hi
+        return out
 
     def section_decoders(self) -> dict[str, Any]:
         """Base vs Full around a second decoder: the LAVT / RMSIN-style ``SimpleDecoding`` of
@@ -896,9 +1084,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: graph-break check only)")
     p.add_argument("--compile-mode", type=_names, default=["default"],
                    help="comma list of torch.compile modes, each timed (default, reduce-overhead, max-autotune)")
+    p.add_argument("--compile-batch", type=int, default=None,
+                   help="batch of the compile section and the training section (default: the largest of "
+                        "--batch-sizes)")
     p.add_argument("--compile-min-seconds", type=float, default=90.0,
                    help="compile a variant only when this much time budget is left")
     p.add_argument("--channels-last", action="store_true", help="add the channels_last section")
+    p.add_argument("--memory-limit-gib", type=float, default=None,
+                   help="memory one training step may use, for the largest-batch search (default: on CUDA the "
+                        "free device memory; on CPU no search unless given)")
     p.add_argument("--warmup", type=int, default=None, help="untimed calls first (default 5 cuda, 1 cpu)")
     p.add_argument("--repeats", type=int, default=None, help="timed calls per variant (default 30 cuda, 10 cpu)")
     p.add_argument("--module-repeats", type=int, default=None, help="timed calls per module (default 2x repeats)")
@@ -943,6 +1137,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if s % 32:
             p.error(f"image size {s} is not a multiple of 32")
     args.module_batch = args.module_batch or args.main_batch
+    args.compile_batch = args.compile_batch or max(args.batch_sizes)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5 if cuda else 1)
     args.repeats = args.repeats if args.repeats is not None else (3 if args.quick else 30 if cuda else 10)
     args.module_repeats = args.module_repeats or 2 * args.repeats

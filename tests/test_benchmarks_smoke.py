@@ -115,6 +115,10 @@ def test_smoke_run_writes_every_section(tmp_path, one_thread):
     assert {(r["variant"], r["mode"]) for r in syncs} == set(rows)
     for r in syncs:  # nothing of this library blocks the host; transformers may (padding-mask check)
         assert all(h["where"].startswith("transformers/") for h in r["sync_prone_ops"]), r["sync_prone_ops"]
+    launches = {(r["variant"], r["mode"]): r["launches"]["total"] for r in syncs}
+    for mode in ("infer", "train"):  # the modules add launches; a training step launches more than inference
+        assert launches[("Full", mode)] > launches[("Base", mode)] > 0
+    assert launches[("Base", "train")] > launches[("Base", "infer")]
 
     sweep = run["sections"]["sweep"]
     assert {r["image_size"] for r in sweep["records"]} == {64, 96}
@@ -133,19 +137,55 @@ def test_compile_section_reports_graph_breaks_and_paired_full_vs_base(tmp_path, 
     from benchmarks.latency import main
 
     run = main([
-        "--device", "cpu", "--preset", "micro", "--threads", "1", "--quick", "--sections", "compile",
+        "--device", "cpu", "--preset", "micro", "--threads", "1", "--quick", "--sections", "compile,cudagraphs",
         "--compile-backend", "eager", "--compile-min-seconds", "0", "--warmup", "1", "--repeats", "3",
-        "--out", str(tmp_path), "--tag", "smoke",
+        "--batch-sizes", "1,3", "--queued-calls", "4", "--out", str(tmp_path), "--tag", "smoke",
     ])
-    records = {r["variant"]: r for r in run["sections"]["compile"]["records"]}
-    assert set(records) == {"Full", "Base"}
-    for rec in records.values():
-        assert rec["fullgraph"] is True and rec["graph_breaks"] == 0, rec.get("fullgraph_error")
-        assert rec["compile_s"] > 0 and rec["speedup"] > 0
-        assert len(rec["eager"]["times_ms"]) == len(rec["compiled"]["times_ms"]) == 3  # one interleaved table
+    for section, mode in (("compile", "default"), ("cudagraphs", "reduce-overhead")):
+        records = {r["variant"]: r for r in run["sections"][section]["records"]}
+        assert set(records) == {"Full", "Base"}
+        for rec in records.values():
+            assert rec["fullgraph"] is True and rec["graph_breaks"] == 0, rec.get("fullgraph_error")
+            assert rec["compile_s"] > 0 and rec["speedup"] > 0
+            assert rec["compile_mode"] == mode and rec["batch"] == 3  # the compile batch: the largest listed
+            assert len(rec["eager"]["times_ms"]) == len(rec["compiled"]["times_ms"]) == 3  # one interleaved table
+            for kind in ("eager", "compiled"):  # steady state: 4 calls of 3 images queued
+                queued = rec["throughput_queued"][kind]
+                assert queued["calls"] == 4 and queued["items_per_s"] == pytest.approx(12 / queued["seconds"])
     md = (tmp_path / "smoke.md").read_text()
-    assert "## torch.compile (inference)" in md
-    assert "Full/Base compiled" in md and "paired" in md
+    assert "## torch.compile (inference, fp32, batch 3, 64px)" in md
+    assert "## torch.compile with CUDA graphs (inference" in md
+    assert "Full/Base compiled" in md and "paired" in md and "Compiled images/s queued" in md
+
+
+@pytest.mark.slow
+def test_training_section_finds_the_largest_batch_within_a_memory_limit(tmp_path, one_thread):
+    pytest.importorskip("timm")
+    pytest.importorskip("transformers")
+    from benchmarks.latency import main
+
+    limit_gib = 0.02
+    run = main([
+        "--device", "cpu", "--preset", "micro", "--threads", "1", "--quick", "--sections", "training",
+        "--train-variants", "Full", "--batch-sizes", "2,4", "--memory-limit-gib", str(limit_gib),
+        "--compile-backend", "eager", "--compile-min-seconds", "0", "--min-section-seconds", "0",
+        "--queued-calls", "3", "--out", str(tmp_path), "--tag", "smoke",
+    ])
+    sec = run["sections"]["training"]
+    assert "partial" not in sec and sec["memory_limit_mib"] == pytest.approx(limit_gib * 1024)
+    assert [(r["variant"], r["kind"]) for r in sec["records"]] == [("Full", "eager"), ("Full", "compiled")]
+    for rec in sec["records"]:
+        assert rec["batch"] == 4 and rec["throughput_queued"]["items_per_s"] > 0 and rec["peak_delta_mib"] > 0
+        big = rec["largest_batch"]
+        tried = {t["batch"]: t for t in big["tried"]}
+        fits, fails = big["fits"], big["fails"]
+        # a bracket: the step at `fits` stayed within the limit, the one at `fails` did not, and both ran
+        assert 4 <= fits < fails and fits in tried and fails in tried
+        assert tried[fits]["peak_delta_mib"] <= limit_gib * 1024 < tried[fails]["peak_delta_mib"]
+        assert all(t["fits"] == (t["peak_delta_mib"] <= limit_gib * 1024) for t in big["tried"])
+        assert not any(fits < b < fails and t["fits"] for b, t in tried.items())
+    md = (tmp_path / "smoke.md").read_text()
+    assert "## Training throughput and the largest batch (fp32, 64px)" in md
 
 
 @pytest.mark.slow
