@@ -57,6 +57,19 @@ def test_attention_counted_through_math_path():
     assert counted["total"] == 2 * (2 * b * g * q * k * e)  # Q K^T and A V
 
 
+def test_count_launches_skips_views_and_counts_in_place_and_backward_ops():
+    from benchmarks._syncs import count_launches
+
+    x = torch.randn(4, 4, requires_grad=True)
+    views = count_launches(lambda: (x.view(16), x.t(), x[1:], x.unsqueeze(0).expand(3, 4, 4), x.detach()))
+    assert views == {"total": 0, "by_op": {}}
+    got = count_launches(lambda: x.t().mm(x).relu_().sum().backward(), top=20)
+    assert got["total"] == sum(got["by_op"].values())
+    # forward mm + its two gradients; relu_ in place and its backward; sum; the seed gradient
+    assert got["by_op"]["mm"] == 3 and got["by_op"]["relu_"] == 1 and got["by_op"]["threshold_backward"] == 1
+    assert not {"t", "expand", "view", "transpose"} & set(got["by_op"])
+
+
 def test_fit_exponent_is_the_log_log_slope():
     from benchmarks.latency import fit_exponent
 
