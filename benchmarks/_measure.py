@@ -315,7 +315,7 @@ def _version(module: str) -> str | None:
 
 def git_commit() -> str | None:
     """The short commit of the measured tree; ``+dirty`` when the package or the benchmark code
-    differs from it (results files aside); None outside a git checkout."""
+    differs from it (results and Markdown files aside); None outside a git checkout."""
     try:
         here = os.path.dirname(os.path.abspath(__file__))
         run = lambda *cmd: subprocess.run(  # noqa: E731
@@ -324,7 +324,8 @@ def git_commit() -> str | None:
         commit = run("rev-parse", "--short", "HEAD")
         if not commit:
             return None
-        changed = run("status", "--porcelain", "--", "../uncertainty_rrsis", ".", ":(exclude)results")
+        changed = run("status", "--porcelain", "--", "../uncertainty_rrsis", ".", ":(exclude)results",
+                      ":(exclude)*.md")
         return commit + ("+dirty" if changed else "")
     except (OSError, subprocess.SubprocessError):
         return None

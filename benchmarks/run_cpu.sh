@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # CPU benchmark of the CroBIM-U uncertainty modules: the paper preset (random init), fp32, batch 1,
-# one torch thread. About 35 minutes on a 2-core machine; run it with nothing else busy.
+# one torch thread. About 25 minutes on a 2-core machine; run it with nothing else busy.
 #
 #   bash benchmarks/run_cpu.sh          # from the repository root; results/cpu.{json,md} (or $OUT)
 #   bash benchmarks/run_cpu.sh --sections rows --repeats 4   # extra arguments go to benchmarks.latency
