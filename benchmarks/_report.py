@@ -394,8 +394,8 @@ def _compile_md(run: dict[str, Any], key: str = "compile") -> str:
     title = "torch.compile with CUDA graphs" if key == "cudagraphs" else "torch.compile"
     out = [f"\n## {title} (inference, {first['dtype']}, batch {first['batch']}, {first['image_size']}px)"
            + (" (cut short)" if sec.get("partial") else "") + "\n\n",
-           "`compile s`: wall time of the first compiled call (tracing, compilation and one run); static shapes. "
-           "`images/s queued`: steady state, calls queued back to back with one synchronisation at the end.\n\n",
+           ("`compile s`: wall time of the first compiled call (tracing, compilation and one run); static shapes. "
+            "`images/s queued`: steady state, calls queued back to back with one synchronisation at the end.\n\n"),
            _table(["Variant", "Mode", "Backend", "fullgraph=True", "Graph breaks", "Compile s", "Eager ms",
                    "Compiled ms", "Speed-up", "Eager images/s queued", "Compiled images/s queued"], rows)]
     modes = sorted({r.get("compile_mode") or "default" for r in sec["records"]})
@@ -501,7 +501,8 @@ def _decoders_md(run: dict[str, Any]) -> str:
 def render_markdown(run: dict[str, Any]) -> str:
     """All tables of a run as one Markdown document."""
     parts = [_header(run), _targets_md(run), _rows_md(run), _modules_md(run), _sweep_md(run), _batch_md(run),
-             _channels_last_md(run), _compile_md(run), _compile_md(run, "cudagraphs"), _training_md(run), _decoders_md(run), _syncs_md(run)]
+             _channels_last_md(run), _compile_md(run), _compile_md(run, "cudagraphs"), _training_md(run),
+             _decoders_md(run), _syncs_md(run)]
     return "".join(p for p in parts if p)
 
 

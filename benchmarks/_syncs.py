@@ -3,7 +3,7 @@
 On a GPU, eager PyTorch runs ahead of the device: the host queues kernels while earlier ones run.
 An op that needs a value on the host (``.item()``, ``bool(tensor)``, a data-dependent output size)
 or that copies host data to the device without ``non_blocking`` makes the host wait for everything
-queued so far, and the overlap is lost. Two tools:
+queued so far, and the overlap is lost. Three tools:
 
 * :class:`SyncProneOps` (any device, CPU included): a ``TorchDispatchMode`` that records every ATen
   op which synchronises a CUDA stream when its tensors live on a GPU, with the Python line that

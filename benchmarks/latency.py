@@ -925,7 +925,7 @@ class Runner:
                 points.append((b, peak))
                 ok = peak <= limit  # on a GPU an overflow raises instead
                 out["tried"].append({"batch": b, "fits": ok, "peak_delta_mib": peak / 2**20})
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 if not _is_oom(err):
                     raise
                 ok = False
