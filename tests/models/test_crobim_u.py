@@ -62,6 +62,28 @@ def test_forward_backward_shapes(tiny_config, tiny_batch, size):
     assert model.to_image_size(out.uncertainty, size).shape == (2, 1, *size)
 
 
+def test_forward_runs_on_the_meta_device_with_the_same_shapes_and_flops(tiny_config, tiny_batch):
+    """Shapes and FLOPs of any input size without allocating memory: the model builds and runs on
+    the meta device (the deformable attention leaves autocast alone there)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    input_ids, attention_mask = tiny_batch
+    images = torch.randn(2, 3, 64, 96)
+    results = {}
+    for device in ("cpu", "meta"):
+        model = build(tiny_config).eval().to(device)  # on meta, the weights keep shapes and no storage
+        args = (images.to(device), input_ids.to(device), attention_mask.to(device))
+        # one attention path on both devices (the fused CPU kernel and the meta path count alike only here)
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as flops:
+            out = model(*args)
+        results[device] = ({k: tuple(v.shape) for k, v in out._asdict().items() if torch.is_tensor(v)},
+                           flops.get_total_flops())
+        assert out.logits.device.type == device
+    assert results["meta"] == results["cpu"]
+    assert results["meta"][1] > 0
+
+
 def test_padding_matches_manual_pad_and_crop(full_model, tiny_batch):
     """Non-multiple-of-32 input = the padded input's logits, cropped."""
     model = full_model.eval()

@@ -18,6 +18,7 @@ Axis legend
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -160,7 +161,9 @@ class MultiScaleDeformableAttention(nn.Module):
         value = self.value_proj(value)  # follows autocast
         out_dtype = value.dtype
         compute = torch.float64 if query.dtype == torch.float64 else torch.float32
-        with torch.autocast(device_type=query.device.type, enabled=False):
+        # autocast off for the sampling; the meta device (shape-only runs) has no autocast to turn off
+        meta = query.device.type == "meta"
+        with contextlib.nullcontext() if meta else torch.autocast(device_type=query.device.type, enabled=False):
             q = query.to(compute)
             offsets = F.linear(
                 q, self.sampling_offsets.weight.to(compute), self.sampling_offsets.bias.to(compute)
