@@ -317,6 +317,8 @@ class Trainer:
             except Exception as err:  # noqa: BLE001 - every rank must hear of it, or they wait for rank 0
                 failure = err
         message = broadcast_from_main(self.env, None if failure is None else f"{type(failure).__name__}: {failure}")
+        if message is not None:
+            self.env.barrier()  # every rank holds the message before any rank stops and tears its group down
         if failure is not None:
             raise failure
         if message is not None:
@@ -451,6 +453,8 @@ class Trainer:
                 if lock is not None:
                     lock.release()
         refusal = broadcast_from_main(self.env, None if failure is None else f"{type(failure).__name__}: {failure}")
+        if refusal is not None:
+            self.env.barrier()  # every rank holds the refusal before any rank stops and tears its group down
         if failure is not None:
             raise failure
         if refusal is not None:
