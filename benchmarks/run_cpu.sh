@@ -13,6 +13,7 @@
 #   compile        torch.compile (inductor) of Full and Base: graph breaks, compile time, eager vs
 #                  compiled (10 rounds), steady-state throughput
 #   channels_last  Base and Full with channels_last model and input
+#   decoders       Base vs Full around the LAVT-style decoder of examples/wrap_your_decoder.py
 # then results/cpu_launches.{json,md}: the syncs section once more under bf16 autocast, the precision of
 # the GPU run (ops launched per step, Full vs Base; about a minute).
 set -euo pipefail
@@ -24,6 +25,6 @@ PY="${PYTHON:-python}"
 
 "$PY" -m benchmarks.latency --device cpu --threads 1 --preset paper --dtype fp32 --batch-sizes 1 \
   --image-sizes 320,480,640,800 --main-size 480 --warmup 1 --repeats 16 --train-repeats 6 --module-repeats 12 \
-  --queued-seconds 20 --sections syncs,rows,modules,compile,channels_last --tag cpu "$@"
+  --queued-seconds 20 --sections syncs,rows,modules,compile,channels_last,decoders --tag cpu "$@"
 "$PY" -m benchmarks.latency --device cpu --threads 1 --preset paper --dtype bf16 --batch-sizes 1 \
   --image-sizes 480 --main-size 480 --variants Base,Full --sections syncs --tag cpu_launches "$@"
