@@ -47,6 +47,7 @@ __all__ = [
     "sync",
     "tensor_bytes",
     "time_interleaved",
+    "time_once",
 ]
 
 
@@ -116,7 +117,7 @@ def queued_throughput(fn: Callable[[], Any], device: torch.device, *, items_per_
     return {"items_per_s": items_per_call * calls / seconds, "calls": calls, "seconds": seconds}
 
 
-def _time_once(fn: Callable[[], Any], device: torch.device) -> float:
+def time_once(fn: Callable[[], Any], device: torch.device) -> float:
     """Seconds taken by one call of ``fn``."""
     if device.type == "cuda":
         start = torch.cuda.Event(enable_timing=True)
@@ -169,7 +170,7 @@ def time_interleaved(
         # A B C D, then D C B A: whatever the position in a round does to a call (a cache left warm
         # or cold by the call before, a neighbour's load pattern) falls on every variant alike
         for name in names if i % 2 == 0 else reversed(names):
-            times[name].append(_time_once(fns[name], device))
+            times[name].append(time_once(fns[name], device))
         if log is not None and sum(times[n][-1] for n in names) > 5.0:  # slow rounds: show progress
             log(f"    round {i + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1] * 1e3:.0f} ms" for n in names))
     return {name: {**summarize(times[name]), "times_ms": [t * 1e3 for t in times[name]]} for name in names}

@@ -70,6 +70,7 @@ from benchmarks._measure import (
     sync,
     tensor_bytes,
     time_interleaved,
+    time_once,
 )
 from benchmarks._syncs import count_launches, count_sync_prone, cuda_syncs
 
@@ -169,14 +170,6 @@ def fit_exponent(xs: Sequence[float], ys: Sequence[float]) -> dict[str, float] |
     ss_tot = sum((p[1] - my) ** 2 for p in pts)
     ss_res = sum((p[1] - (my + slope * (p[0] - mx))) ** 2 for p in pts)
     return {"exponent": slope, "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0, "points": len(pts)}
-
-
-def _time_once_ms(fn: Callable[[], Any], device: torch.device) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    fn()
-    sync(device)
-    return (time.perf_counter() - t0) * 1e3
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -868,7 +861,7 @@ class Runner:
             sync(self.device)
             rec["first_step_s"] = time.perf_counter() - t0  # compiled: tracing + compilation + one step
             step()
-            median_ms = min(_time_once_ms(step, self.device) for _ in range(2))
+            median_ms = min(time_once(step, self.device) for _ in range(2)) * 1e3
             calls = self.queued_calls(median_ms)
             rec["throughput_queued"] = queued_throughput(step, self.device, items_per_call=batch, calls=calls,
                                                          warmup=1)

@@ -316,14 +316,19 @@ class Trainer:
                 result = read()
             except Exception as err:  # noqa: BLE001 - every rank must hear of it, or they wait for rank 0
                 failure = err
+        self._stop_together(failure, f"read {what}")
+        return broadcast_state(self.env, result)
+
+    def _stop_together(self, failure: BaseException | None, action: str) -> None:
+        """Every rank hears whether rank 0 failed at ``action`` (``failure`` is rank 0's own error) and, if
+        so, all stop: rank 0 re-raises its error, the others raise a :class:`RunFolderError` naming it."""
         message = broadcast_from_main(self.env, None if failure is None else f"{type(failure).__name__}: {failure}")
-        if message is not None:
-            self.env.barrier()  # every rank holds the message before any rank stops and tears its group down
+        if message is None:
+            return
+        self.env.barrier()  # every rank holds the message before any rank stops and tears its group down
         if failure is not None:
             raise failure
-        if message is not None:
-            raise RunFolderError(f"rank 0 could not read {what}, so rank {self.env.rank} stops too: {message}")
-        return broadcast_state(self.env, result)
+        raise RunFolderError(f"rank 0 could not {action}, so rank {self.env.rank} stops too: {message}")
 
     def _read_resume_state(self) -> dict[str, Any] | None:
         """Rank 0: the resumable checkpoint's weights, trainer state and progress, or None without one."""
@@ -452,14 +457,7 @@ class Trainer:
                 failure = err
                 if lock is not None:
                     lock.release()
-        refusal = broadcast_from_main(self.env, None if failure is None else f"{type(failure).__name__}: {failure}")
-        if refusal is not None:
-            self.env.barrier()  # every rank holds the refusal before any rank stops and tears its group down
-        if failure is not None:
-            raise failure
-        if refusal is not None:
-            raise RunFolderError(f"rank 0 could not start the run in {self.out}, so rank {self.env.rank} stops too: "
-                                 f"{refusal}")
+        self._stop_together(failure, f"start the run in {self.out}")
         try:
             yield
         finally:
