@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["resize_logits", "gaussian_blur", "gaussian_taps", "inverse_sqrt"]
+__all__ = ["resize_logits", "gaussian_blur", "gaussian_taps", "inverse_sqrt", "in_layout_of"]
 
 
 def resize_logits(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -91,3 +91,15 @@ def _weighted_shifts(x: torch.Tensor, taps: Sequence[float], *, dim: int, size) 
 def inverse_sqrt(n: int) -> float:
     """``1 / sqrt(n)`` as a Python float (attention temperature)."""
     return 1.0 / math.sqrt(n)
+
+
+def in_layout_of(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) laid out in memory as ``like``: channels-last if ``like`` is, else contiguous.
+
+    A module that computes a map through a token layout returns it in the input's layout, so the
+    next convolution of a wrapped decoder runs the same kernel on the same strides as without it
+    (and returns the same bits when the values are the same).
+    """
+    channels_last = like.dim() == 4 and not like.is_contiguous() and like.is_contiguous(
+        memory_format=torch.channels_last)
+    return x.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

@@ -2,7 +2,7 @@
 
 :class:`~uncertainty_rrsis.RiskGuidedDecoder` speaks one convention: visual levels finest first,
 text padding masks as bool with True = padding, one foreground logit channel. Decoders written
-for LAVT, RMSIN, CARIS or Mask2Former speak others. The functions here translate, so that such
+for LAVT, RMSIN, CADFormer, CARIS or Mask2Former speak others. The functions here translate, so that such
 a decoder is wrapped as it is, through the wrapper's ``call`` and ``unpack`` arguments::
 
     RiskGuidedDecoder(decoder, dim=(128, 256, 512, 1024),
@@ -13,7 +13,7 @@ Every function is a plain module-level function (so a wrapped model still pickle
 under ``torch.compile`` and ``torch.export``.
 
 Axis legend
-    b: batch   l: text tokens   h, w: spatial
+    b: batch   l: text tokens   d: text width   h, w: spatial
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from ._attention import keep_from_padding, padding_from_keep
@@ -31,6 +32,7 @@ __all__ = [
     "padding_mask",
     "call_coarsest_first",
     "call_with_keep_mask",
+    "call_text_channels_first",
 ]
 
 
@@ -126,3 +128,21 @@ def call_with_keep_mask(
     ``attention_mask``. Pass it as ``RiskGuidedDecoder(..., call=call_with_keep_mask)``.
     """
     return decoder(list(features), text, keep_mask(text_padding_mask, text))
+
+
+def call_text_channels_first(
+    decoder: nn.Module,
+    features: Sequence[torch.Tensor],
+    text: torch.Tensor,
+    text_padding_mask: torch.Tensor | None,
+):
+    """Call ``decoder(text_t, f[-1], ..., f[0])``: the words channel-first, then the levels coarsest first.
+
+    The calling convention of CADFormer's ``TCMD`` (``forward(lan, x_c4, x_c3, x_c2, x_c1)`` with
+    ``lan`` of shape (B, D, L)), which reads no padding mask. Pass it as
+    ``RiskGuidedDecoder(..., call=call_text_channels_first)``.
+
+    Shapes:
+        - text: (B, L, D), passed on as (B, D, L)
+    """
+    return decoder(rearrange(text, "b l d -> b d l"), *reversed(list(features)))

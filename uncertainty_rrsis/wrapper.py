@@ -30,6 +30,7 @@ from torch import nn
 from ._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
 from ._ops import resize_logits
 from .modules import ReferringUncertaintyScorer, SampleRiskHead, UncertaintyDrivenRefinement, UncertaintyGatedFusion
+from .recipes import DecoderRecipe, get_recipe
 
 __all__ = ["RiskGuidedDecoder", "RiskGuidedOutput", "RiskGuidedRiskOutput"]
 
@@ -120,8 +121,12 @@ class RiskGuidedDecoder(nn.Module):
       width; one shared UGF when their widths are equal (as in the paper).
     * ``fuse_at=("input_convs.0", ...)``: the outputs of those decoder submodules (the decoder's
       own projections of the levels to its internal width ``fusion_dim``) are updated by one
-      shared UGF through forward hooks, once, before decoding. ``features`` then reach the
-      decoder unchanged.
+      shared UGF through forward hooks, once, before decoding (one UGF per name when
+      ``fusion_dim`` gives different widths). ``features`` then reach the decoder unchanged.
+
+    For the field's published decoders, :meth:`from_recipe` fills in ``call``, ``unpack``,
+    ``fuse_at``, ``fusion_dim`` and ``mask_feature_from`` by name (see
+    :mod:`uncertainty_rrsis.recipes`).
 
     At initialisation UDLR is the identity and UGF's update is zero, so the fused maps are
     ``LayerNorm(V)`` (Eq. 12; ``fusion_kwargs={"norm": False}`` makes them ``V``). With
@@ -138,10 +143,11 @@ class RiskGuidedDecoder(nn.Module):
         score_level: the entry of ``features`` RUS scores: ``-1``, the coarsest (stride 32), as in
             the paper; a finer level gives ``U`` more cells (an option beyond the paper).
         fuse_at: dotted names of decoder submodules whose outputs UGF updates through hooks.
-        fusion_dim: channels of the ``fuse_at`` outputs; defaults to ``dim`` when it is an int.
+        fusion_dim: channels of the ``fuse_at`` outputs: one int for all, or one per name;
+            defaults to ``dim`` when it is an int.
         call: ``callable(decoder, features, text, text_padding_mask) -> raw output``.
         unpack: ``callable(raw output) -> coarse_logits | (coarse_logits, mask_feature)``.
-        mask_feature_dim: channels of ``F``; defaults to ``fusion_dim`` if given, else the
+        mask_feature_dim: channels of ``F``; defaults to ``fusion_dim`` if it is one int, else the
             width of the finest level.
         mask_feature_from: dotted name of the decoder submodule whose output is ``F``.
         use_fusion: add UGF (Eq. 9-12).
@@ -165,7 +171,8 @@ class RiskGuidedDecoder(nn.Module):
         score_level (int): the entry of ``features`` RUS scores (-1: the last, coarsest one).
         scorer_dim (int): width of the level RUS scores.
         text_dim (int): width of ``text``.
-        fusion_dim (int or None): width of the ``fuse_at`` outputs.
+        fusion_dim (int, tuple[int, ...] or None): width of the ``fuse_at`` outputs (a tuple, one
+            per name, when they differ).
         mask_feature_dim (int): channels of the mask feature ``F``.
         fused_levels (tuple[int, ...]): the entries of ``features`` UGF updates.
         fuse_at (tuple[str, ...]): the decoder submodules whose outputs UGF updates.
@@ -194,7 +201,7 @@ class RiskGuidedDecoder(nn.Module):
         fused_levels: Sequence[int] | None = None,
         score_level: int = -1,
         fuse_at: Sequence[str] | None = None,
-        fusion_dim: int | None = None,
+        fusion_dim: int | Sequence[int] | None = None,
         call: DecoderCall | None = None,
         unpack: DecoderUnpack | None = None,
         mask_feature_dim: int | None = None,
@@ -247,18 +254,17 @@ class RiskGuidedDecoder(nn.Module):
                 f"RiskGuidedDecoder: pass either fused_levels={tuple(fused_levels)} (UGF on the features before "
                 f"the decoder) or fuse_at={self.fuse_at} (UGF inside the decoder), not both."
             )
-        if fusion_dim is None and self.fuse_at and self.level_dims is not None:
-            raise ValueError(
-                f"RiskGuidedDecoder: fuse_at={self.fuse_at} needs fusion_dim, the channels of those submodules' "
-                "outputs (the decoder's internal width)."
-            )
-        self.fusion_dim = (int(fusion_dim) if fusion_dim is not None else self.scorer_dim) if self.fuse_at else None
+        self._fuse_widths = self._fusion_widths(fusion_dim)  # one width per fuse_at name
+        self.fusion_dim: int | tuple[int, ...] | None = None
+        if self._fuse_widths:
+            distinct = set(self._fuse_widths)
+            self.fusion_dim = self._fuse_widths[0] if len(distinct) == 1 else self._fuse_widths
         if fused_levels is None:
             fused_levels = () if self.fuse_at else (1, 2, 3)
         self.fused_levels = tuple(self._level_index(int(i), "fused_levels") for i in fused_levels)
         if mask_feature_dim is not None:
             self.mask_feature_dim = int(mask_feature_dim)
-        elif self.fusion_dim is not None:
+        elif isinstance(self.fusion_dim, int):
             self.mask_feature_dim = self.fusion_dim
         else:
             self.mask_feature_dim = self.level_dims[0] if self.level_dims is not None else self.scorer_dim
@@ -277,7 +283,7 @@ class RiskGuidedDecoder(nn.Module):
 
         self.fusion: UncertaintyGatedFusion | nn.ModuleList | None = None
         if self.use_fusion:
-            widths = [self.fusion_dim] if self.fuse_at else [self._width(i) for i in self.fused_levels]
+            widths = list(self._fuse_widths) if self.fuse_at else [self._width(i) for i in self.fused_levels]
             if len(set(widths)) > 1:
                 self.fusion = nn.ModuleList(make_fusion(w) for w in widths)
             else:
@@ -301,8 +307,43 @@ class RiskGuidedDecoder(nn.Module):
             self._hook_handles.append(target.register_forward_hook(self._capture))
         targets = [_submodule(decoder, name, "fuse_at") for name in self.fuse_at]
         if self.fusion is not None:
-            for name, target in zip(self.fuse_at, targets):
-                self._hook_handles.append(target.register_forward_hook(functools.partial(self._fuse_hook, name)))
+            for index, (name, target) in enumerate(zip(self.fuse_at, targets)):
+                hook = functools.partial(self._fuse_hook, name, index)
+                self._hook_handles.append(target.register_forward_hook(hook))
+
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe: str | DecoderRecipe,
+        decoder: nn.Module,
+        dim: Sequence[int],
+        *,
+        text_dim: int,
+        **overrides: Any,
+    ) -> RiskGuidedDecoder:
+        """Wrap a published decoder with its named recipe (see :mod:`uncertainty_rrsis.recipes`).
+
+        ``RiskGuidedDecoder.from_recipe("lavt", decoder, (128, 256, 512, 1024), text_dim=768)``
+        gives the wrapper the recipe's ``call``, ``unpack``, ``fuse_at``, ``fusion_dim``,
+        ``mask_feature_from`` and ``mask_feature_dim``, with the internal widths read off
+        ``decoder``. Any keyword argument of the constructor may be added and wins over the
+        recipe's; ``fused_levels=`` alone (UGF on the backbone levels instead) drops the recipe's
+        ``fuse_at`` and ``fusion_dim``.
+
+        Args:
+            recipe: a name in :data:`~uncertainty_rrsis.recipes.RECIPES` or a
+                :class:`~uncertainty_rrsis.recipes.DecoderRecipe`.
+            decoder: the decoder, as its repository builds it.
+            dim: the four backbone widths, finest first (Swin-B: (128, 256, 512, 1024)).
+            text_dim: width of the word features (BERT-base: 768).
+            overrides: other arguments of :class:`RiskGuidedDecoder`.
+        """
+        chosen = recipe if isinstance(recipe, DecoderRecipe) else get_recipe(recipe)
+        options = chosen.wrapper_options(decoder, dim, text_dim)
+        if "fused_levels" in overrides and "fuse_at" not in overrides:
+            options.pop("fuse_at", None)
+            options.pop("fusion_dim", None)
+        return cls(decoder, tuple(dim), text_dim=text_dim, **(options | overrides))
 
     # ---- construction helpers ----------------------------------------------------------------
 
@@ -320,13 +361,34 @@ class RiskGuidedDecoder(nn.Module):
     def _width(self, level: int) -> int:
         return self.level_dims[level] if self.level_dims is not None else self.dim
 
+    def _fusion_widths(self, fusion_dim: int | Sequence[int] | None) -> tuple[int, ...]:
+        """The width of each ``fuse_at`` output: ``fusion_dim`` per name, or one width for all."""
+        if not self.fuse_at:
+            return ()
+        if fusion_dim is None:
+            if self.level_dims is not None:
+                raise ValueError(
+                    f"RiskGuidedDecoder: fuse_at={self.fuse_at} needs fusion_dim, the channels of those "
+                    "submodules' outputs (the decoder's internal width)."
+                )
+            return (self.scorer_dim,) * len(self.fuse_at)
+        if isinstance(fusion_dim, Sequence) and not isinstance(fusion_dim, str):
+            widths = tuple(int(w) for w in fusion_dim)
+            if len(widths) != len(self.fuse_at):
+                raise ValueError(
+                    f"RiskGuidedDecoder: fusion_dim={widths} gives {len(widths)} widths for the "
+                    f"{len(self.fuse_at)} names of fuse_at={self.fuse_at}; give one width per name, or one int."
+                )
+            return widths
+        return (int(fusion_dim),) * len(self.fuse_at)
+
     # ---- hooks ---------------------------------------------------------------------------------
 
     def _capture(self, module: nn.Module, args: object, output: object) -> None:
         if self._context is not None:
             self._captured.append(output[0] if isinstance(output, (tuple, list)) else output)
 
-    def _fuse_hook(self, name: str, module: nn.Module, args: object, output: object):
+    def _fuse_hook(self, name: str, index: int, module: nn.Module, args: object, output: object):
         context = self._context
         if context is None:  # the decoder called on its own: unchanged
             return None
@@ -334,10 +396,11 @@ class RiskGuidedDecoder(nn.Module):
             owner = f"{type(self).__name__} (fuse_at)"
             check_rank(owner, f"output of decoder.{name}", output, "(B, C, H, W)",
                        fix="fuse_at must name submodules that return one NCHW map.")
-            check_channels(owner, f"output of decoder.{name}", output, self.fusion_dim, dim=1,
-                           layout="(B, C, H, W)", fix=f"Pass fusion_dim={int(output.shape[1])}.")
+            check_channels(owner, f"output of decoder.{name}", output, self._fuse_widths[index], dim=1,
+                           layout="(B, C, H, W)", fix=f"Pass fusion_dim={int(output.shape[1])} for {name!r}.")
         text, uncertainty, text_padding_mask = context
-        return self.fusion(output, text, uncertainty, text_padding_mask)
+        fusion = self.fusion[index] if isinstance(self.fusion, nn.ModuleList) else self.fusion
+        return fusion(output, text, uncertainty, text_padding_mask)
 
     # ---- forward -------------------------------------------------------------------------------
 

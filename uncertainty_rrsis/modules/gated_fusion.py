@@ -22,7 +22,7 @@ from .._checks import (
     check_same_batch,
     checks_enabled,
 )
-from .._ops import resize_logits
+from .._ops import in_layout_of, resize_logits
 
 __all__ = ["UncertaintyGatedFusion"]
 
@@ -69,7 +69,8 @@ class UncertaintyGatedFusion(nn.Module):
         - text: (B, L, D)
         - uncertainty: (B, 1, Hu, Wu) logits at any resolution, resized to (H, W)
         - text_padding_mask: (B, L) bool, True = padding; None = no padding
-        - output: (B, C, H, W) fused visual map ``V+``
+        - output: (B, C, H, W) fused visual map ``V+``, in the memory format of ``visual``
+          (channels-last in, channels-last out; contiguous otherwise)
     """
 
     def __init__(
@@ -185,9 +186,10 @@ class UncertaintyGatedFusion(nn.Module):
         u = torch.cat([rearrange(resize_logits(uncertainty, size), "b 1 h w -> b (h w) 1") for size in sizes], dim=1)
         fused = self._fuse_tokens(v, text, u, text_padding_mask)
         out, start = [], 0
-        for height, width in sizes:
+        for visual, (height, width) in zip(visuals, sizes):
             stop = start + height * width
-            out.append(rearrange(fused[:, start:stop], "b (h w) c -> b c h w", h=height, w=width))
+            level = rearrange(fused[:, start:stop], "b (h w) c -> b c h w", h=height, w=width)
+            out.append(in_layout_of(level, visual))  # the input's memory format, not the tokens'
             start = stop
         return out
 
