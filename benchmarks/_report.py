@@ -494,7 +494,7 @@ def _decoders_md(run: dict[str, Any]) -> str:
                          _ratio(full["latency"]["median_ms"], base["latency"]["median_ms"]), _paired(full, base),
                          _ratio(full["params"]["total"], base["params"]["total"])])
     return ("\n## A second decoder: Base vs Full\n\n"
-            "The LAVT-style decoder of `examples/wrap_your_decoder.py` at Swin-B widths, 768-wide text.\n\n"
+            "LAVT's `SimpleDecoding` (look-alike in `examples/field_decoders.py`) wrapped with the `lavt` recipe at Swin-B widths, 768-wide text.\n\n"
             + _table(["Decoder", "Mode", "Base ms", "Full ms", "Full/Base", "Paired", "Params ×Base"], rows))
 
 

@@ -958,18 +958,14 @@ class Runner:
         return out
 
     def section_decoders(self) -> dict[str, Any]:
-        """Base vs Full around a second decoder: the LAVT / RMSIN-style ``SimpleDecoding`` of
-        ``examples/wrap_your_decoder.py`` at Swin-B widths (128, 256, 512, 1024), BERT-base-wide text
-        (768, 20 tokens), the main batch and size; inference and training step timed interleaved."""
-        import importlib.util
-
-        from uncertainty_rrsis import RiskGuidedLoss
+        """Base vs Full around a second decoder: LAVT's ``SimpleDecoding`` (the look-alike of
+        ``examples/field_decoders.py``) wrapped with the ``lavt`` recipe at Swin-B widths (128, 256,
+        512, 1024), BERT-base-wide text (768, 20 tokens), the main batch and size; inference and
+        training step timed interleaved."""
+        from benchmarks._examples import field_decoders
+        from uncertainty_rrsis import RiskGuidedDecoder, RiskGuidedLoss
 
         a = self.args
-        spec = importlib.util.spec_from_file_location(
-            "wrap_your_decoder", Path(__file__).resolve().parents[1] / "examples" / "wrap_your_decoder.py")
-        example = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(example)
         widths, batch, size = (128, 256, 512, 1024), a.main_batch, a.main_size
         g = torch.Generator().manual_seed(0)
         features = [torch.randn(batch, c, size // st, size // st, generator=g).to(self.device)
@@ -980,7 +976,9 @@ class Runner:
         models = {}
         for name, full in (("Base", False), ("Full", True)):
             torch.manual_seed(0)
-            models[name] = example.wrap_simple_decoding(1024, 768, use_fusion=full, use_refinement=full).to(self.device)
+            decoder = field_decoders().build_decoder("lavt", widths, 768)
+            models[name] = RiskGuidedDecoder.from_recipe(
+                "lavt", decoder, widths, text_dim=768, use_fusion=full, use_refinement=full).to(self.device)
         records = []
         for mode in ("infer", "train"):
             fns = {}

@@ -13,7 +13,7 @@
 #   compile        torch.compile (inductor) of Full and Base: graph breaks, compile time, eager vs
 #                  compiled (10 rounds), steady-state throughput
 #   channels_last  Base and Full with channels_last model and input
-#   decoders       Base vs Full around the LAVT-style decoder of examples/wrap_your_decoder.py
+#   decoders       Base vs Full around LAVT's SimpleDecoding, lavt recipe
 # then results/cpu_launches.{json,md}: the syncs section once more under bf16 autocast, the precision of
 # the GPU run (ops launched per step, Full vs Base; about a minute).
 set -euo pipefail

@@ -17,7 +17,7 @@
 #                    queued back to back, one synchronisation at the end): the 600 images/s goal
 #   4 training       training throughput at batch 32 and the largest batch that fits, eager then compiled
 #   5 cudagraphs     the compile section in mode="reduce-overhead" (CUDA graphs)
-#   6 decoders       Base vs Full around the LAVT-style decoder of examples/wrap_your_decoder.py
+#   6 decoders       Base vs Full around LAVT's SimpleDecoding, lavt recipe
 #   7 batch          Base vs Full at batch 32, eager (latency, queued throughput, training step)
 #   8 channels_last  Base vs Full with channels_last model and input
 #   9 modules        RUS / UGF / UDLR / OnlineErrorLoss alone, bf16 and fp32, batch 8, 320-800 px

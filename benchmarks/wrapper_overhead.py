@@ -1,16 +1,17 @@
-"""Parameters and FLOPs that RUS + UGF + UDLR add to the field's decoders (Full over Base).
+"""Parameters and FLOPs that RUS + UGF + UDLR add to the field's published decoders (Full over Base).
 
-The two decoders of ``examples/wrap_your_decoder.py`` (a LAVT / RMSIN-style ``SimpleDecoding``
-and a CARIS / Mask2Former-style ``PixelDecoder``) are wrapped at Swin-B widths
-(128, 256, 512, 1024), BERT-base text (768 wide, 20 tokens) and a 480 x 480 image, once as the
-Base row (``use_fusion=False, use_refinement=False``, which adds nothing) and once as Full, in
-the placements the example uses and in leaner ones. FLOPs per image follow
-``benchmarks/_flops.py`` (2 FLOPs per multiply-add, math attention path); the training count is
-forward + ``RiskGuidedLoss`` + backward.
+Each of the six decoders of ``examples/field_decoders.py`` (look-alikes with the real classes'
+layers, names and parameter shapes) is built at Swin-B widths (128, 256, 512, 1024) with BERT-base
+text (768 wide, 20 tokens) on a 480 x 480 image, and wrapped with its named recipe
+(``RiskGuidedDecoder.from_recipe``) twice: as the Base row (``use_fusion=False,
+use_refinement=False``, which adds nothing) and as Full. One more row puts UGF on the backbone
+levels of LAVT's decoder instead (``fused_levels=(1, 2, 3)``, one UGF per width) for comparison.
+FLOPs per image follow ``benchmarks/_flops.py`` (2 FLOPs per multiply-add, math attention path);
+the training count is forward + ``RiskGuidedLoss`` + backward.
 
 For scale, the parameters of a Swin-B backbone (timm ``swin_base_patch4_window12_384``) and of
 BERT-base without its pooler are counted too (random weights, nothing downloaded): the modules'
-share of a whole LAVT-like model.
+share of a whole model.
 
 Run from the repository root::
 
@@ -20,48 +21,42 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from benchmarks._examples import field_decoders
 from benchmarks._flops import FLOP_CONVENTION, count_flops
 from benchmarks._measure import environment
 from benchmarks._report import write_result
-from uncertainty_rrsis import RiskGuidedLoss
+from uncertainty_rrsis import RiskGuidedDecoder, RiskGuidedLoss
+from uncertainty_rrsis.recipes import get_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = (128, 256, 512, 1024)  # Swin-B, finest first
-TEXT_DIM, TOKENS, SIZE, PIXEL_DIM = 768, 20, 480, 256
+TEXT_DIM, TOKENS, SIZE = 768, 20, 480
 
 
-def _example():
-    spec = importlib.util.spec_from_file_location("wrap_your_decoder", ROOT / "examples" / "wrap_your_decoder.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def _configs() -> list[tuple[str, str, dict[str, Any]]]:
+    """(recipe name, variant, extra wrapper arguments)."""
+    rows = [(name, "recipe", {}) for name in field_decoders().DECODERS]
+    rows.insert(1, ("lavt", "backbone levels", {"fused_levels": (1, 2, 3)}))
+    return rows
 
 
-def _configs(ex) -> list[tuple[str, str, str, Any]]:
-    """(decoder, variant, description, build(**row_options))."""
-    simple = lambda **kw: ex.wrap_simple_decoding(WIDTHS[-1], TEXT_DIM, **kw)  # noqa: E731
-    pixel = lambda **kw: ex.wrap_pixel_decoder(WIDTHS, PIXEL_DIM, TEXT_DIM, **kw)  # noqa: E731
-    lean_scorer = {"scorer_kwargs": {"hidden_dim": 256}}
-    return [
-        ("SimpleDecoding", "example",
-         "UGF on the backbone levels 256/512/1024 (one UGF per width); RUS at 1024; UDLR on F (512)", simple),
-        ("SimpleDecoding", "lean",
-         "RUS MLP hidden 256; one shared UGF inside the decoder (fuse_at fuse_c3, fuse_c2; width 512)",
-         lambda **kw: simple(fuse_at=("fuse_c3", "fuse_c2"), fusion_dim=512,
-                             **lean_scorer, **kw)),
-        ("PixelDecoder", "example",
-         "one shared UGF on input_convs.0-2 (width 256); RUS at 1024; UDLR on mask_features (256)", pixel),
-        ("PixelDecoder", "lean", "as example, RUS MLP hidden 256",
-         lambda **kw: pixel(**lean_scorer, **kw)),
-    ]
+def _build(name: str, options: dict[str, Any], **row) -> RiskGuidedDecoder:
+    torch.manual_seed(0)
+    decoder = field_decoders().build_decoder(name, WIDTHS, TEXT_DIM)
+    return RiskGuidedDecoder.from_recipe(name, decoder, WIDTHS, text_dim=TEXT_DIM, **options, **row)
+
+
+def _placement(model: RiskGuidedDecoder) -> str:
+    if model.fuse_at:
+        where = f"UGF at {', '.join(model.fuse_at)} (width {model.fusion_dim})"
+    else:
+        where = f"UGF on backbone levels {model.fused_levels} (widths {[WIDTHS[i] for i in model.fused_levels]})"
+    return f"{where}; F from {model.mask_feature_from} ({model.mask_feature_dim})"
 
 
 def _params(model: torch.nn.Module) -> dict[str, int]:
@@ -70,9 +65,12 @@ def _params(model: torch.nn.Module) -> dict[str, int]:
             "udlr": count(model.refinement), "total": count(model)}
 
 
-def _flops(model: torch.nn.Module, ex) -> dict[str, int]:
-    features, text, pad, target = ex.random_batch(WIDTHS, TEXT_DIM, SIZE, batch=1, length=TOKENS,
-                                                  generator=torch.Generator().manual_seed(0))
+def _flops(model: torch.nn.Module) -> dict[str, int]:
+    g = torch.Generator().manual_seed(0)
+    features = [torch.randn(1, c, SIZE // s, SIZE // s, generator=g) for c, s in zip(WIDTHS, (4, 8, 16, 32))]
+    text = torch.randn(1, TOKENS, TEXT_DIM, generator=g)
+    pad = torch.arange(TOKENS)[None] >= 12  # 12 real tokens, True = padding
+    target = torch.rand(1, SIZE, SIZE, generator=g) > 0.8
     model.eval()
     with torch.no_grad():
         inference = count_flops(lambda: model(features, text, pad))["total"]
@@ -106,28 +104,26 @@ def _context_params() -> dict[str, int | None]:
 
 
 def run() -> dict[str, Any]:
-    ex = _example()
     rows = []
-    for decoder, variant, description, build in _configs(ex):
-        torch.manual_seed(0)
-        base = build(use_fusion=False, use_refinement=False)
-        torch.manual_seed(0)
-        full = build()
+    for name, variant, options in _configs():
+        base = _build(name, options, use_fusion=False, use_refinement=False)
+        full = _build(name, options)
         base_params, full_params = _params(base), _params(full)
         assert base_params["total"] == base_params["decoder"]  # the Base row adds nothing
-        base_flops, full_flops = _flops(base, ex), _flops(full, ex)
+        base_flops, full_flops = _flops(base), _flops(full)
         rows.append({
-            "decoder": decoder, "variant": variant, "description": description,
+            "decoder": name, "class": get_recipe(name).decoder, "variant": variant,
+            "description": _placement(full),
             "params": {"base": base_params, "full": full_params},
             "flops": {"base": base_flops, "full": full_flops},
         })
-        print(f"{decoder:15s} {variant:8s} params +{full_params['total'] - base_params['total']:,} "
+        print(f"{name:13s} {variant:16s} params +{full_params['total'] - base_params['total']:,} "
               f"({full_params['total'] / base_params['total']:.3f}x); FLOPs inference "
               f"{full_flops['inference'] / base_flops['inference']:.3f}x, training "
               f"{full_flops['training'] / base_flops['training']:.3f}x")
     return {
         "settings": {"widths": WIDTHS, "text_dim": TEXT_DIM, "tokens": TOKENS, "image_size": SIZE,
-                     "pixel_decoder_dim": PIXEL_DIM, "batch": 1, "dtype": "float32"},
+                     "batch": 1, "dtype": "float32"},
         "flop_convention": FLOP_CONVENTION,
         "environment": environment(torch.device("cpu")),
         "context_params": _context_params(),
@@ -148,9 +144,9 @@ def render_markdown(run: dict[str, Any]) -> str:
         f"Context: Swin-B {ctx['swin_base']:,} + BERT-base {ctx['bert_base']:,} parameters."
         if ctx["swin_base"] and ctx["bert_base"] else "",
         "",
-        "| decoder | placement | decoder params | added (RUS / UGF / UDLR) | added / decoder | "
-        "added / (Swin-B + BERT + decoder) | FLOPs Full/Base inference | FLOPs Full/Base training |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| recipe | placement | decoder params | added (RUS / UGF / UDLR) | added / decoder | "
+        "added / (Swin-B + BERT + decoder) | added GFLOPs | FLOPs Full/Base inference | FLOPs Full/Base training |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in run["rows"]:
         b, f = row["params"]["base"], row["params"]["full"]
@@ -158,14 +154,17 @@ def render_markdown(run: dict[str, Any]) -> str:
         whole = f"{100 * added / (backbone + b['total']):.1f} %" if backbone else "-"
         fl = row["flops"]
         lines.append(
-            f"| {row['decoder']} | {row['variant']}: {row['description']} | {b['total'] / 1e6:.2f} M | "
+            f"| `{row['decoder']}` | {'' if row['variant'] == 'recipe' else row['variant'] + ': '}{row['description']} | {b['total'] / 1e6:.2f} M | "
             f"{added / 1e6:.2f} M ({f['rus'] / 1e6:.2f} / {f['ugf'] / 1e6:.2f} / {f['udlr'] / 1e6:.2f}) | "
             f"{100 * added / b['total']:.1f} % | {whole} | "
+            f"{(fl['full']['inference'] - fl['base']['inference']) / 1e9:.1f} | "
             f"{fl['full']['inference'] / fl['base']['inference']:.3f} "
             f"({fl['base']['inference'] / 1e9:.1f} -> {fl['full']['inference'] / 1e9:.1f} G) | "
             f"{fl['full']['training'] / fl['base']['training']:.3f} |"
         )
-    lines += ["", run["flop_convention"], ""]
+    lines += ["", "Decoder parameters: the look-alikes of `examples/field_decoders.py`, which have the real classes' "
+              "layers and parameter shapes. Added GFLOPs: Full minus Base, inference, per image.", "",
+              run["flop_convention"], ""]
     return "\n".join(line for line in lines if line is not None)
 
 

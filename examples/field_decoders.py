@@ -489,7 +489,7 @@ class VLMSDeformAttnPixelDecoder(nn.Module):
         self.with_prompts = with_prompts
         self.vis_prompts = nn.Embedding(num_prompts, feat_channels)
         rest = list(reversed(in_channels))[num_levels:]  # the finer levels, coarsest first
-        self.lateral_convs = nn.ModuleList(_ConvModule(c, feat_channels) for c in rest)
+        self.lateral_convs = nn.ModuleList(_ConvModule(c, feat_channels, bias=False) for c in rest)
         self.output_convs = nn.ModuleList(
             _ConvModule(feat_channels, feat_channels, 3, act=True, bias=False) for _ in rest)
         self.mask_feature = nn.Sequential(
@@ -518,7 +518,7 @@ class VLMSDeformAttnPixelDecoder(nn.Module):
             torch.stack(torch.meshgrid((torch.arange(w) + 0.5) / w, (torch.arange(h) + 0.5) / h, indexing="xy"), -1)
             .reshape(-1, 2) for h, w in shapes]).to(feats[0])[None]  # (1, n, 2), normalised (x, y)
         vis, pos = torch.cat(tokens, dim=1), torch.cat(positions, dim=1)
-        prompts = self.vis_prompts.weight[None].expand(b, -1, -1)
+        prompts = self.vis_prompts.weight.repeat(b, 1, 1)  # (b, prompts, c)
         keep = torch.cat([lang_mask, lang_mask.new_ones(b, self.num_prompts)], dim=1)
         words = self.lang_in_norm(self.lang_in_linear(lang))
         for layer in self.encoder:

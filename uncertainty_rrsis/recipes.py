@@ -98,6 +98,7 @@ class DecoderRecipe:
             raise ValueError(f"recipe {self.name!r}: {what} is {got} wide, but {want} was expected. {fix}")
 
 
+#: The registered recipes by name: the six built-in ones, then any added with :func:`register_recipe`.
 RECIPES: dict[str, DecoderRecipe] = {}
 
 

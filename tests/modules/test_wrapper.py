@@ -147,11 +147,12 @@ def test_bad_input_messages(mutate, match):
 
 @pytest.mark.slow
 def test_example_script_runs_and_checks_step_zero():
-    """The example wraps its two field-style decoders, checks step 0 against the bare decoder
-    (it exits non-zero otherwise), trains one step and prints the added parameters."""
+    """The example wraps the six look-alikes with their recipes, checks step 0 against the bare
+    decoder bit for bit (it exits non-zero otherwise), trains one step and prints the added parameters."""
     result = subprocess.run([sys.executable, str(ROOT / "examples" / "wrap_your_decoder.py"), "--c4-dims", "64",
-                             "--dim", "32", "--size", "64"], capture_output=True, text=True, timeout=300)
+                             "--text-dim", "32", "--size", "64"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("step 0: max |wrapped - bare|") == 2
-    assert "LAVT / RMSIN-style SimpleDecoding" in result.stdout and "CARIS / Mask2Former-style" in result.stdout
-    assert result.stdout.count("RUS + UGF + UDLR add") == 2
+    assert result.stdout.count("equals the bare decoder's, bit for bit") == 6
+    for name in ("lavt", "fianet", "rmsin", "aeroreformer", "cadformer", "caris"):
+        assert f"\n{name}: " in "\n" + result.stdout
+    assert result.stdout.count("RUS + UGF + UDLR add") == 6

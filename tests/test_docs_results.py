@@ -1,0 +1,39 @@
+"""The result tables quoted in README.md and docs/ equal the result files they name."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import docs_results
+
+
+def test_every_quoted_result_block_equals_its_result_file():
+    blocks = 0
+    for page in docs_results.pages():
+        text, changed = docs_results.sync(page)
+        blocks += len(docs_results.BLOCK.findall(page.read_text()))
+        assert not changed, (
+            f"{page.name} quotes result files that changed since: {changed}; "
+            "run `python -m benchmarks.docs_results`"
+        )
+    assert blocks >= 1
+
+
+def test_a_stale_block_is_found_and_rewritten(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "demo.md").write_text("# Title\n\n| a |\n| --- |\n| 2 |\n")
+    page = tmp_path / "page.md"
+    page.write_text("text\n<!-- result: demo -->\n| a |\n| --- |\n| 1 |\n<!-- /result -->\nmore\n")
+    text, changed = docs_results.sync(page, results)
+    assert changed == ["demo"]
+    assert text == "text\n<!-- result: demo -->\n| a |\n| --- |\n| 2 |\n<!-- /result -->\nmore\n"
+    page.write_text(text)
+    assert docs_results.sync(page, results)[1] == []
+
+
+def test_a_block_naming_a_missing_result_file_is_an_error(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("<!-- result: nothing_here -->\n<!-- /result -->\n")
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        docs_results.sync(page, tmp_path)
