@@ -449,8 +449,9 @@ class VLMSDeformAttnPixelDecoder(nn.Module):
     ``lang_in_linear`` / ``lang_in_norm`` (words to ``feat_channels``), ``vis_prompts``
     (learned background prompts), ``lateral_convs`` / ``output_convs`` (the stride-4 level),
     ``mask_feature`` (three 1x1 convs: the mask feature, ``out_channels`` wide) and
-    ``lang_embed``. The output has two channels: channel 0 is the prompts' mean (background),
-    channel 1 the first word's embedding ([CLS], foreground), each dotted with the mask feature.
+    ``lang_embed`` (its parameter-free dropout layers, rate 0 in CARIS, are left out). The
+    output has two channels: channel 0 is the prompts' mean (background), channel 1 the first
+    word's embedding ([CLS], foreground), each dotted with the mask feature.
 
     Shapes: feats list of (B, in_channels[i], H_i, W_i), finest first; lang (B, L,
     lang_in_channels); lang_mask (B, L), 1 = word, 0 = padding -> (B, 2, H_0, W_0).
