@@ -7,7 +7,8 @@ the generator's textures. The referent is the target of one tile, described **at
 first of the generator's query kinds (category, colour, quadrant, colour and quadrant, leftmost /
 rightmost / topmost / bottommost, largest / smallest; order shuffled per scene) that picks out
 exactly that object among all objects of the mosaic, by the generator's own rules
-(``synthetic.resolve``, its margins) applied to the mosaic's coordinates. Targets cycle through the
+(``synthetic.resolve`` and ``synthetic.regions_of``, their margins) applied to the mosaic's
+coordinates, and worded by its grammar (``synthetic.describe_query``). Targets cycle through the
 five compact categories, so vehicles (the small targets) are among them. Roads and rivers are never
 targets (they end at their tile's border).
 
@@ -55,7 +56,6 @@ from PIL import Image
 from benchmarks._measure import environment, load_average, peak_memory
 from benchmarks._report import write_result
 from uncertainty_rrsis.data import synthetic
-from uncertainty_rrsis.data._synth_draw import BACKGROUNDS, texture
 from uncertainty_rrsis.inference import LoadedImage, ReferringSegmenter
 from uncertainty_rrsis.scenes import SceneSegmenter
 
@@ -71,7 +71,7 @@ def _queries(kind: str, target: dict[str, Any]) -> list[tuple[dict[str, Any], st
         return [(q, kind)]
     if kind == "colour":
         return [({**q, "colour": target["colour"]}, kind)]
-    regions = sorted(synthetic._regions_of(target))
+    regions = sorted(synthetic.regions_of(target))
     if kind == "region":
         return [({**q, "region": r}, kind) for r in regions]
     if kind == "colour_region":
@@ -111,7 +111,7 @@ def _try_mosaic(index: int, attempt: int, *, seed: int, scene_size: int, grid: i
             if sample.tags["category"] not in ("road", "river"):
                 tiles.append({"cell": cell, "sample": sample, "id": cell * 1000 + sample.target})
         else:
-            picture = texture(rng, tile, str(rng.choice(list(BACKGROUNDS))))
+            picture = synthetic.texture(rng, tile, str(rng.choice(list(synthetic.BACKGROUNDS))))
             noise = rng.normal(0.0, config.noise, picture.shape)
             picture = np.clip(np.rint(picture + noise), 0, 255).astype(np.uint8)
         image[row * tile : (row + 1) * tile, col * tile : (col + 1) * tile] = picture
@@ -125,14 +125,14 @@ def _try_mosaic(index: int, attempt: int, *, seed: int, scene_size: int, grid: i
                 found = synthetic.resolve(query, objects)
                 if len(found) != 1 or found[0]["id"] != target["id"]:
                     continue
-                if "region" in query and synthetic._regions_of(target) != {query["region"]}:
+                if "region" in query and synthetic.regions_of(target) != {query["region"]}:
                     continue
                 row, col = divmod(candidate["cell"], grid)
                 mask = np.zeros((scene_size, scene_size), dtype=bool)
                 mask[row * tile : (row + 1) * tile, col * tile : (col + 1) * tile] = candidate["sample"].mask
                 frac = target["area"] / float(tile * tile)
                 same = sum(1 for o in objects if o["category"] == target["category"]) - 1
-                sentence = synthetic._sentence(rng, query, name)
+                sentence = synthetic.describe_query(query, name, rng=rng)
                 return {"index": index, "attempt": attempt, "image": image, "mask": mask, "sentence": sentence,
                         "query": query, "kind": name, "category": target["category"], "target_pixels": int(mask.sum()),
                         "small": frac < 0.01, "same_category": same, "objects": len(objects)}

@@ -43,7 +43,7 @@ from uncertainty_rrsis.training import (
     RunFolderError,
     SettingsError,
     TrainConfig,
-    Trainer,
+    build_trainer,
     broadcast_from_main,
     build_arg_parser,
     config_files,
@@ -132,7 +132,7 @@ def run_one(cfg: TrainConfig, split: str, env: DistEnv) -> dict:
     if outcome["results"] is not None:
         return outcome["results"]
     # an unfinished run in its folder: continue it
-    return Trainer(cfg.replace(resume=outcome["started"]), env=env).fit()[split]
+    return build_trainer(cfg.replace(resume=outcome["started"]), env=env).fit()[split]
 
 
 def summary(results: dict[str, list[dict]]) -> dict[str, dict[str, dict[str, float]]]:

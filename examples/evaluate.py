@@ -18,11 +18,8 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-
-import torch
 
 from uncertainty_rrsis.data import DatasetError
 from uncertainty_rrsis.models import CroBIMU
@@ -30,6 +27,7 @@ from uncertainty_rrsis.training import (
     TrainConfig,
     autocast_dtype,
     build_dataset,
+    checkpoint_settings,
     environment_info,
     evaluate,
     evaluation_loader,
@@ -67,13 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def training_settings(folder: Path, args: argparse.Namespace) -> TrainConfig:
-    """The data settings of the run that wrote the checkpoint (its trainer_state.json), with the flags over them."""
-    saved: dict = {}
-    state = folder / "trainer_state.json"
-    if state.is_file():
-        saved = json.loads(state.read_text()).get("train_config", {})
-    known = set(TrainConfig.__dataclass_fields__)
-    saved = {k: v for k, v in saved.items() if k in known and k not in ("resume", "overwrite", "resume_with_changes")}
+    """The data settings of the run that wrote the checkpoint, with the flags over them."""
     flags: dict = {"device": args.device, "progress": not args.no_progress, "panels": args.panels,
                    "output_dir": args.output_dir or str(folder.parent.parent / "eval")}
     if args.dataset:
@@ -82,43 +74,24 @@ def training_settings(folder: Path, args: argparse.Namespace) -> TrainConfig:
         flags["data_root"] = args.data_root
     if args.batch_size:
         flags.update(batch_size=args.batch_size, grad_accumulation=1)
-    cfg = TrainConfig.from_dict(merge_settings(saved, flags))
+    cfg = TrainConfig.from_dict(merge_settings(checkpoint_settings(folder), flags))
     cfg.validate()
     return cfg
 
 
-def evaluation_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of the training run's precision on this device; fp16 off CUDA evaluates in fp32."""
-    precision = "fp32" if (cfg.precision == "fp16" and device.type != "cuda") else cfg.precision
-    return autocast_dtype(resolve_precision(precision, device=device, amp=cfg.amp))
-
-
-def run_folder_checkpoints(folder: Path) -> list[Path]:
-    """The checkpoints of a training run folder (``<run>/checkpoints/<name>``), best first; empty for other folders."""
-    if not (folder / "checkpoints").is_dir():
-        return []
-    return [folder / "checkpoints" / name for name in ("best", "final", "last")
-            if (folder / "checkpoints" / name / "model.safetensors").is_file()]
-
-
 def run(args: argparse.Namespace) -> dict:
     folder = Path(args.checkpoint)
-    inside = run_folder_checkpoints(folder)
-    if inside or (folder / "checkpoints").is_dir():
-        example = inside[0] if inside else folder / "checkpoints" / "best"
-        raise SystemExit(
-            f"{folder} is a training run folder, not a checkpoint. Evaluate one of its checkpoints "
-            f"({', '.join(str(p) for p in inside) or 'none written yet'}), e.g.\n"
-            f"  python examples/evaluate.py {example}"
-        )
-    if not (folder / "config.json").is_file():
+    if not (folder / "config.json").is_file() and not (folder / "checkpoints").is_dir():
         raise SystemExit(f"{folder} is not a checkpoint folder: expected config.json and model.safetensors in it")
-    cfg = training_settings(folder, args)
+    try:
+        cfg = training_settings(folder, args)
+    except ValueError as err:
+        raise SystemExit(f"examples/evaluate.py: {err}") from None
     env = init_distributed(device=cfg.device)
     seed_everything(cfg.seed)
     try:
         model = CroBIMU.from_pretrained(folder, device=env.device)
-    except (RuntimeError, ValueError, FileNotFoundError) as err:
+    except (RuntimeError, ValueError, FileNotFoundError) as err:  # a run folder, a broken checkpoint: it says which
         raise SystemExit(f"examples/evaluate.py: cannot load the checkpoint {folder}:\n{err}") from None
     tokenizer_dir = folder / "tokenizer"
     tokenizer = load_tokenizer(tokenizer_dir if tokenizer_dir.is_dir() else model.config.text.name)
@@ -136,7 +109,7 @@ def run(args: argparse.Namespace) -> dict:
     loader = evaluation_loader(dataset, batch_size=per_rank_batch(cfg.batch_size, env.world_size, cfg.grad_accumulation),
                                rank=env.rank, world_size=env.world_size, num_workers=workers)
     options = {"device": env.device, "progress": cfg.progress and env.is_main, "description": f"eval {args.split}",
-               "autocast_dtype": evaluation_dtype(cfg, env.device)}
+               "autocast_dtype": autocast_dtype(resolve_precision(cfg.precision, device=env.device, fp16_fallback=True))}
     results = {args.split: evaluate(model, loader, at_original_size=args.original_size, **options)}
     if args.text_masked:
         results[f"{args.split}/text_masked"] = evaluate(model, loader, blank_text=True, tokenizer=tokenizer,

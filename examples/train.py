@@ -30,8 +30,8 @@ import sys
 from uncertainty_rrsis.training import (
     RunFolderError,
     SettingsError,
-    Trainer,
     build_arg_parser,
+    build_trainer,
     config_from_args,
     main_guard,
 )
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def body() -> dict:
         try:
-            return Trainer(config).fit()
+            return build_trainer(config).fit()
         except (RunFolderError, SettingsError) as err:  # in use / holds a run / settings: say so, no traceback
             raise SystemExit(f"error: {err}") from None
 

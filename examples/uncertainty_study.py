@@ -40,7 +40,7 @@ from uncertainty_rrsis.data import ensure_synthetic
 from uncertainty_rrsis.models import CroBIMU
 from uncertainty_rrsis.training import (
     TrainConfig,
-    Trainer,
+    build_trainer,
     build_dataset,
     evaluate,
     evaluation_loader,
@@ -131,7 +131,7 @@ def train_one(args: argparse.Namespace, variant: str, seed: int, out: Path) -> P
         output_dir=str(folder), model={**REFERENCE_MODEL, **model_changes}, resume=folder.is_dir(),  # continue an unfinished run
         **changes,
     )
-    Trainer(cfg).fit()
+    build_trainer(cfg).fit()
     return folder
 
 

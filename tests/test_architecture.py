@@ -13,7 +13,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "uncertainty_rrsis"
-BASE = {"_version", "_checks", "_ops", "_attention"}  # the base layer, next to the package root
+BASE = {"_version", "_contracts", "_ops", "_attention"}  # the base layer, next to the package root
 LOW = {"modules", "losses", "wrapper", "adapters"} | BASE  # torch + einops only
 HEAVY = ("timm", "transformers")
 

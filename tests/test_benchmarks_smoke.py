@@ -90,6 +90,18 @@ def test_out_defaults_to_env(monkeypatch, tmp_path):
     assert Path(parse_args(["--device", "cpu"]).out) == ROOT / "benchmarks" / "results"
 
 
+def test_every_section_has_a_module_with_run():
+    import importlib
+
+    from benchmarks import latency, sections
+
+    assert latency.SECTIONS == sections.SECTIONS
+    for name in sections.SECTIONS:
+        assert callable(importlib.import_module(f"benchmarks.sections.{name}").run), name
+    with pytest.raises(ValueError, match="unknown section"):
+        sections.run("bogus", None)
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_every_section(tmp_path, one_thread):
     pytest.importorskip("timm")

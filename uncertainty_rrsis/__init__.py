@@ -16,7 +16,7 @@ in :mod:`uncertainty_rrsis.data` and the field's metrics in :mod:`uncertainty_rr
 from ._version import __version__
 from .losses import BCEDiceLoss, OnlineErrorLoss, RiskGuidedLoss, RiskGuidedLossOutput
 from .modules import ReferringUncertaintyScorer, UncertaintyDrivenRefinement, UncertaintyGatedFusion
-from .wrapper import RiskGuidedDecoder, RiskGuidedOutput, RiskGuidedRiskOutput
+from .wrapper import RiskGuidedDecoder, RiskGuidedOutput
 
 __all__ = [
     "ReferringUncertaintyScorer",
@@ -25,7 +25,6 @@ __all__ = [
     "OnlineErrorLoss",
     "RiskGuidedDecoder",
     "RiskGuidedOutput",
-    "RiskGuidedRiskOutput",
     "RiskGuidedLoss",
     "RiskGuidedLossOutput",
     "BCEDiceLoss",

@@ -27,47 +27,36 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from ._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
+from ._contracts import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
 from ._ops import resize_logits
 from .modules import ReferringUncertaintyScorer, SampleRiskHead, UncertaintyDrivenRefinement, UncertaintyGatedFusion
 from .recipes import DecoderRecipe, get_recipe
 
-__all__ = ["RiskGuidedDecoder", "RiskGuidedOutput", "RiskGuidedRiskOutput"]
+__all__ = ["RiskGuidedDecoder", "RiskGuidedOutput"]
 
 DecoderCall = Callable[[nn.Module, list, torch.Tensor, "torch.Tensor | None"], Any]
 DecoderUnpack = Callable[[Any], "torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]"]
 
 
 class RiskGuidedOutput(NamedTuple):
-    """What :class:`RiskGuidedDecoder` returns (a NamedTuple, so it passes through ``torch.compile``).
+    """What :class:`RiskGuidedDecoder` (and the reference model) returns; a NamedTuple, so it passes
+    through ``torch.compile`` and ``torch.export``. Parts a model does not have are None.
 
     Attributes:
         logits: (B, 1, H, W) refined logits ``P_ref``, or the coarse ones when refinement is off.
         coarse_logits: (B, 1, H, W) the decoder's foreground logits ``P_fg``.
         uncertainty: (B, 1, H32, W32) uncertainty logits ``U``, or None when RUS is absent (Base).
         refine_mask: (B, 1, H, W) the soft refinement mask ``M``, or None when refinement is off.
-    """
-
-    logits: torch.Tensor
-    coarse_logits: torch.Tensor
-    uncertainty: torch.Tensor | None
-    refine_mask: torch.Tensor | None
-
-
-class RiskGuidedRiskOutput(NamedTuple):
-    """:class:`RiskGuidedOutput` plus ``risk``, returned when the wrapper has a risk head.
-
-    Attributes:
-        logits, coarse_logits, uncertainty, refine_mask: as in :class:`RiskGuidedOutput`.
         risk: (B,) failure logits of the :class:`~uncertainty_rrsis.modules.SampleRiskHead` (an
-            option beyond the paper); ``sigmoid(risk)`` estimates the probability that IoU < 0.5.
+            option beyond the paper; ``sigmoid(risk)`` estimates the probability that IoU < 0.5),
+            or None without a risk head.
     """
 
     logits: torch.Tensor
     coarse_logits: torch.Tensor
-    uncertainty: torch.Tensor | None
-    refine_mask: torch.Tensor | None
-    risk: torch.Tensor
+    uncertainty: torch.Tensor | None = None
+    refine_mask: torch.Tensor | None = None
+    risk: torch.Tensor | None = None
 
 
 def _default_call(decoder: nn.Module, features: list, text: torch.Tensor, text_padding_mask):
@@ -158,8 +147,7 @@ class RiskGuidedDecoder(nn.Module):
             (the paper predicts Delta "at full resolution"). ``"input"`` costs about
             ``(output_size / logit grid)^2`` times UDLR's FLOPs.
         risk_head: add a :class:`~uncertainty_rrsis.modules.SampleRiskHead` (an option beyond the
-            paper): a failure logit per sample from ``U^p`` and the prediction; the output is then a
-            :class:`RiskGuidedRiskOutput` with ``risk``.
+            paper): a failure logit per sample from ``U^p`` and the prediction, in the output's ``risk``.
         num_heads: heads of UGF's attention (must divide every fused width).
         refine_hidden_dim: hidden width of UDLR's head.
         scorer_kwargs, fusion_kwargs, refinement_kwargs: extra keyword options of the modules.
@@ -187,7 +175,7 @@ class RiskGuidedDecoder(nn.Module):
         - text: (B, L, text_dim)
         - text_padding_mask: (B, L) bool, True = padding; or None
         - output_size: (H_in, W_in) or None; needed with ``refine_at="input"``
-        - output: :class:`RiskGuidedOutput` (:class:`RiskGuidedRiskOutput` with ``risk_head``); logits at the resolution the decoder returns (at
+        - output: :class:`RiskGuidedOutput`; logits at the resolution the decoder returns (at
           ``output_size`` for ``logits`` and ``refine_mask`` with ``refine_at="input"``), ``U`` at
           the resolution of ``features[score_level]``
     """
@@ -522,10 +510,9 @@ class RiskGuidedDecoder(nn.Module):
         logits, refine_mask = self.refinement.refine(mask_feature, to_refine, uncertainty)
         return self._output(logits, coarse, uncertainty, refine_mask)
 
-    def _output(self, logits, coarse, uncertainty, refine_mask) -> RiskGuidedOutput | RiskGuidedRiskOutput:
-        if self.risk is None or uncertainty is None:
-            return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask)
-        return RiskGuidedRiskOutput(logits, coarse, uncertainty, refine_mask, self.risk(uncertainty, logits))
+    def _output(self, logits, coarse, uncertainty, refine_mask) -> RiskGuidedOutput:
+        risk = self.risk(uncertainty, logits) if (self.risk is not None and uncertainty is not None) else None
+        return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask, risk)
 
     def extra_repr(self) -> str:
         where = f"fuse_at={self.fuse_at}, fusion_dim={self.fusion_dim}" if self.fuse_at else (

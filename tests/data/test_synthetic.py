@@ -23,6 +23,7 @@ from uncertainty_rrsis.data import (
     render_sample,
 )
 from uncertainty_rrsis.data import synthetic as synth
+from uncertainty_rrsis.data.synthetic import cache as synth_cache
 from uncertainty_rrsis.data.synthetic import CATEGORIES, resolve
 
 SMALL = dict(image_size=64, n_train=10, n_val=4, n_test=4)
@@ -148,7 +149,7 @@ def test_ensure_synthetic_caches_and_is_atomic(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("should not regenerate")
 
-    monkeypatch.setattr(synth, "generate_synthetic", boom)
+    monkeypatch.setattr(synth_cache, "generate_synthetic", boom)
     assert ensure_synthetic(tmp_path, seed=2, progress=False, **SMALL) == first
     monkeypatch.undo()
 
@@ -161,7 +162,7 @@ def test_ensure_synthetic_caches_and_is_atomic(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_render(config, split, index)
 
-    monkeypatch.setattr(synth, "render_sample", crash_after_three)
+    monkeypatch.setattr(synth_cache, "render_sample", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         ensure_synthetic(tmp_path, seed=5, progress=False, **SMALL)
     monkeypatch.undo()
@@ -194,12 +195,12 @@ def _leftover(root, name: str, *, lock: bool = True):
     return folder
 
 
-@pytest.mark.skipif(synth.fcntl is None, reason="file locks are POSIX-only; elsewhere only the age rule applies")
+@pytest.mark.skipif(synth_cache.fcntl is None, reason="file locks are POSIX-only; elsewhere only the age rule applies")
 def test_leftovers_of_killed_generations_are_removed(tmp_path):
     fingerprint = SyntheticConfig(seed=2, **SMALL).fingerprint()
     dead = _leftover(tmp_path, f".synthetic-{fingerprint}-0a1b2c3d4e")
     live = _leftover(tmp_path, f".synthetic-{fingerprint}-9f8e7d6c5b")
-    held = synth._try_lock(live.with_name(live.name + ".lock"), create=False)  # a generation still running
+    held = synth_cache._try_lock(live.with_name(live.name + ".lock"), create=False)  # a generation still running
     old_style = _leftover(tmp_path, ".synthetic-0123456789ab-k2j4_x8q", lock=False)  # before lock files
     fresh_old_style = _leftover(tmp_path, ".synthetic-0123456789ab-abcdefgh", lock=False)
     week_ago = time.time() - 7 * 24 * 3600
@@ -222,11 +223,11 @@ def test_leftovers_of_killed_generations_are_removed(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(synth.fcntl is None, reason="file locks are POSIX-only")
+@pytest.mark.skipif(synth_cache.fcntl is None, reason="file locks are POSIX-only")
 def test_generation_killed_by_a_signal_is_cleaned_up_by_the_next_call(tmp_path):
     script = (
         "import sys, time\n"
-        "from uncertainty_rrsis.data import synthetic as s\n"
+        "from uncertainty_rrsis.data.synthetic import cache as s\n"
         "real = s.render_sample\n"
         "def slow(*a, **k):\n"
         "    print('rendering', flush=True); time.sleep(0.2); return real(*a, **k)\n"

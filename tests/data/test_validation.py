@@ -196,7 +196,7 @@ def test_sixteen_bit_colour_mask_is_refused_and_grey_is_read_as_stored(tmp_path)
     mask = np.zeros((20, 30), np.uint16)
     mask[5:10, 5:20] = 1
     (tmp_path / "mask_rgb16.png").write_bytes(png16_bytes(np.dstack([mask * 65535] * 3)))
-    from uncertainty_rrsis.data._io import read_mask
+    from uncertainty_rrsis.data._io import read_mask_file as read_mask
 
     with pytest.raises(SampleError, match=r"mask_rgb16\.png stores 16-bit colour"):
         read_mask(tmp_path / "mask_rgb16.png", threshold=0, layout="")
@@ -403,8 +403,8 @@ def test_empty_target_scan_reads_one_mask_of_a_sound_split(tmp_path, monkeypatch
     write_risbench(root, [s if k == 11 else s.__class__(s.name, s.sentence, np.zeros_like(s.mask))
                           for k, s in enumerate(samples)])
     reads = []
-    original = RISBench._read_mask
-    monkeypatch.setattr(RISBench, "_read_mask", lambda self, r: reads.append(r.id) or original(self, r))
+    original = RISBench.read_mask
+    monkeypatch.setattr(RISBench, "read_mask", lambda self, r: reads.append(r.id) or original(self, r))
     RISBench(root, "test")  # one non-empty target among 15: fine
     assert samples[11].name.removesuffix(".png") in reads
     reads.clear()

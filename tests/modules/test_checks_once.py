@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from uncertainty_rrsis import RiskGuidedDecoder, UncertaintyGatedFusion
-from uncertainty_rrsis._checks import checks_enabled, trust_inputs
+from uncertainty_rrsis._contracts import checks_enabled, trust_inputs
 
 from helpers.decoders import ToyPairDecoder, field_inputs, wrap_field_decoder
 

@@ -42,7 +42,7 @@ from uncertainty_rrsis import (
     UncertaintyDrivenRefinement,
     UncertaintyGatedFusion,
 )
-from uncertainty_rrsis._checks import checks_enabled
+from uncertainty_rrsis._contracts import checks_enabled
 
 from helpers.decoders import ToyFPNDecoder, ToyPairDecoder
 

@@ -137,11 +137,11 @@ def test_a_tiny_ablation_writes_the_table_and_reuses_its_runs(tmp_path, tiny_ber
     assert "unc/AUROC" not in payload["summary"]["Base"] and "unc/AUROC" in payload["summary"]["Full"]
 
     # run again: every run is read back, none trained
-    def no_training(self):
+    def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
     with monkeypatch.context() as patch:
-        patch.setattr(ablation.Trainer, "fit", no_training)
+        patch.setattr(ablation, "build_trainer", no_training)
         assert ablation.main(argv) == text
     # other settings in the same folder: refused, not mixed in
     with pytest.raises(SystemExit, match=r"holds a finished run with other settings:\n  lr: 0\.001 -> 0\.002"):

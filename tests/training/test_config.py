@@ -8,10 +8,9 @@ import warnings
 
 import pytest
 
-from uncertainty_rrsis.models import get_preset
+from uncertainty_rrsis.models import get_preset, preset_recipe
 from uncertainty_rrsis.training import (
     DEFAULT_RECIPE,
-    PRESET_RECIPES,
     TrainConfig,
     build_arg_parser,
     build_model_config,
@@ -62,7 +61,7 @@ def test_tiny_from_python_is_the_embedded_default_recipe():
 def test_recipe_wins_over_preset_defaults():
     assert get_preset("tiny").text.freeze is False
     assert build_model_config(TrainConfig(preset="tiny")).text.freeze is True
-    assert TrainConfig(preset="paper").lr == PRESET_RECIPES["paper"]["lr"] != DEFAULT_RECIPE["lr"]
+    assert TrainConfig(preset="paper").lr == preset_recipe("paper")["lr"] != DEFAULT_RECIPE["lr"]
 
 
 def test_config_file_wins_over_recipe(tmp_path):
@@ -108,46 +107,13 @@ def test_text_weights_shortcut_sets_a_pretrained_text_encoder():
                                                                               "convnext.safetensors")
 
 
-# ------------------------------------------------------------------ deprecated model keywords
+# ------------------------------------------------------------------ model shortcuts are settings of files and flags
 
 
-def test_deprecated_keywords_write_model_overrides_and_say_where_they_live():
-    with pytest.warns(DeprecationWarning) as record:
-        cfg = TrainConfig(use_fusion=False, image_size=64, freeze_text=False, model={"use_fusion": True})
-    messages = sorted(str(w.message) for w in record)
-    assert len(messages) == 3 and all("will be removed in the next release" in m for m in messages)
-    assert messages[2].startswith("TrainConfig(use_fusion=...) is deprecated") and "CroBIMUConfig.use_fusion" in messages[2]
-    assert all(w.filename == __file__ for w in record)  # points at the caller's line
-    assert cfg.model == {"use_fusion": False, "image_size": 64, "text": {"freeze": False}}
-    assert "use_fusion" not in cfg.to_dict() and "image_size" not in cfg.to_dict()
-    model = build_model_config(cfg)
-    assert (model.use_fusion, model.image_size, model.text.freeze) == (False, 64, False)
-
-
-def test_every_deprecated_keyword_warns_with_its_new_home():
-    homes = {"use_fusion": "use_fusion", "use_refinement": "use_refinement", "freeze_text": "text.freeze",
-             "text_lr_multiplier": "text.lr_multiplier", "vision_lr_multiplier": "vision.lr_multiplier",
-             "image_size": "image_size", "max_tokens": "text.max_tokens", "vision_weights": "vision.weights",
-             "text_weights": "text.name"}
-    values = {"use_fusion": False, "use_refinement": False, "freeze_text": True, "text_lr_multiplier": 0.5,
-              "vision_lr_multiplier": 0.5, "image_size": 64, "max_tokens": 12, "vision_weights": "v.pth",
-              "text_weights": "bert"}
-    for name, home in homes.items():
-        with pytest.warns(DeprecationWarning, match=rf"CroBIMUConfig\.{home}\b"):
-            cfg = TrainConfig(**{name: values[name]})
-        value = build_model_config(cfg)
-        for part in home.split("."):
-            value = getattr(value, part)
-        assert value == values[name], name
-
-
-def test_deprecated_attributes_read_and_write_through_the_model_overrides():
-    cfg = TrainConfig(preset="paper")
-    with pytest.warns(DeprecationWarning, match=r"TrainConfig\.image_size is deprecated.*build_model_config"):
-        assert cfg.image_size == 480
-    with pytest.warns(DeprecationWarning, match=r"setting TrainConfig\.use_refinement is deprecated"):
-        cfg.use_refinement = False
-    assert cfg.model["use_refinement"] is False and build_model_config(cfg).use_refinement is False
+def test_model_settings_are_not_training_keywords():
+    with pytest.raises(TypeError, match="unexpected keyword argument 'use_fusion'"):
+        TrainConfig(use_fusion=False)
+    assert TrainConfig.from_dict({"use_fusion": False}).model["use_fusion"] is False  # a file's key is translated
 
 
 def test_config_files_take_shortcut_keys_without_a_warning(tmp_path, no_warnings):
@@ -170,7 +136,7 @@ def test_the_config_owns_its_model_overrides():
     cfg = TrainConfig(model=mine)
     cfg.model["vision"]["weights"] = "b.pth"
     cfg.model["text"]["freeze"] = False  # the recipe's override, now this config's own
-    assert mine == {"vision": {"weights": "a.pth"}} and PRESET_RECIPES["tiny"]["model"] == {"text": {"freeze": True}}
+    assert mine == {"vision": {"weights": "a.pth"}} and preset_recipe("tiny")["model"] == {"text": {"freeze": True}}
     assert TrainConfig().model == {"text": {"freeze": True}}
 
 
@@ -198,7 +164,7 @@ def test_help_lists_model_shortcuts_as_model_settings():
     for flag, home in (("--use-fusion", "use_fusion"), ("--freeze-text", "text.freeze"),
                        ("--image-size", "image_size"), ("--text-lr-multiplier", "text.lr_multiplier")):
         assert flag in model_part and f"model setting {home}" in " ".join(model_part.split())
-    assert "the preset recipe's: tiny 0.001, paper 5e-05" in " ".join(text.split())
+    assert "the preset recipe's: paper 5e-05, tiny 0.001" in " ".join(text.split())
 
 
 # ------------------------------------------------------------------ a run folder's config.json, unchanged
@@ -235,17 +201,6 @@ def test_run_config_model_section_wins_when_it_differs(tmp_path, no_warnings):
     assert flagged.use_fusion is False and flagged.decoder.num_layers == 5
 
 
-def test_run_config_of_the_previous_layout_loads(tmp_path, no_warnings):
-    """Runs written before the model settings left TrainConfig: shortcut keys in the train section."""
-    train = {**TrainConfig().to_dict(), "model": None, "use_fusion": True, "use_refinement": True,
-             "freeze_text": True, "text_lr_multiplier": 1.0, "vision_lr_multiplier": 1.0, "image_size": None,
-             "max_tokens": 20, "vision_weights": None, "text_weights": None}
-    model = get_preset("tiny", text={"freeze": True}).to_dict()
-    (tmp_path / "config.json").write_text(json.dumps({"train": train, "model": model, "environment": {}}))
-    cfg = cli("--config", str(tmp_path / "config.json"))
-    assert build_model_config(cfg).to_dict() == model and cfg.lr == 1e-3
-
-
 def test_run_config_with_foreign_sections_is_an_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"train": {}, "model": {}, "extra": 1}))
     with pytest.raises(ValueError, match=r"run's config\.json.*\['extra'\]"):
@@ -255,12 +210,12 @@ def test_run_config_with_foreign_sections_is_an_error(tmp_path):
 def test_the_loss_knobs_reach_the_criterion(tiny_bert_dir, tmp_path):
     from helpers.tiny import tiny_train_config
 
-    from uncertainty_rrsis.training import Trainer
+    from uncertainty_rrsis.training import build_trainer
 
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, unc_hard_sample_weight=2.0, unc_hard_iou_threshold=0.3,
                             unc_target_blur=3, unc_pixel_weighting=False, unc_warmup_steps=7, lambda_unc=0.5,
                             lambda_ref=0.0)
-    loss = Trainer(cfg).criterion
+    loss = build_trainer(cfg).criterion
     unc = loss.uncertainty_loss
     assert (unc.hard_sample_weight, unc.hard_iou_threshold, unc.blur_kernel_size, unc.pixel_weighting,
             unc.warmup_steps) == (2.0, 0.3, 3, False, 7)
@@ -287,13 +242,13 @@ def test_warmup_fraction_is_a_share_of_the_run(tiny_bert_dir, tmp_path):
 
     from helpers.tiny import tiny_train_config
 
-    from uncertainty_rrsis.training import Trainer
+    from uncertainty_rrsis.training import build_trainer
 
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, unc_warmup_fraction=0.5, unc_warmup_steps=0, log_every=1,
                             eval_splits="", panels=0)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
+    assert trainer.criterion.uncertainty_loss.warmup_steps == 4  # half of the run's 8 steps, resolved when built
     trainer.fit()
-    assert trainer.criterion.uncertainty_loss.warmup_steps == 4  # half of the run's 8 steps
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     unc = {r["step"]: r["loss/unc"] for r in log if "loss/unc" in r}
     assert all(unc[s] == 0 for s in (1, 2, 3, 4)) and all(unc[s] > 0 for s in (6, 7, 8))
@@ -305,9 +260,9 @@ def test_a_run_logs_where_its_time_went(tiny_bert_dir, tmp_path, capsys):
 
     from helpers.tiny import tiny_train_config
 
-    from uncertainty_rrsis.training import Trainer
+    from uncertainty_rrsis.training import build_trainer
 
-    Trainer(tiny_train_config(tmp_path, tiny_bert_dir, panels=0)).fit()
+    build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, panels=0)).fit()
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     times = [r for r in records if r.get("event") == "time"]
     assert len(times) == 1

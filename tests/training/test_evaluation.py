@@ -8,12 +8,13 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+
+from uncertainty_rrsis import RiskGuidedOutput
 from torch import nn
 
 from uncertainty_rrsis.training import (
@@ -49,7 +50,7 @@ class Spy(nn.Module):
         self.modes.append(self.training)
         logits = images[:, :1] * self.scale
         unc = F.avg_pool2d(logits.abs(), 4) - 0.5 if self.uncertainty else None
-        return SimpleNamespace(logits=logits, uncertainty=unc, refine_mask=None)
+        return RiskGuidedOutput(logits, logits, unc)
 
 
 def samples(n: int = N, *, orig: bool = False) -> list[dict]:
@@ -124,25 +125,6 @@ def test_sharded_loaders_take_every_sample_once():
     shards = [[sid for batch in evaluation_loader(data, batch_size=2, rank=r, world_size=2) for sid in batch["id"]]
               for r in range(2)]
     assert shards == [["0", "2", "4", "6"], ["1", "3", "5"]]
-
-
-def test_evaluate_accepts_a_compiled_style_wrapper_for_the_uncertainty_resize():
-    class Padded(Spy):
-        def to_image_size(self, x, size):
-            self.resized = tuple(size)
-            return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-    class Wrapper(nn.Module):  # what torch.compile returns: the model under _orig_mod
-        def __init__(self, inner):
-            super().__init__()
-            self._orig_mod = inner
-
-        def forward(self, *args, **kwargs):
-            return self._orig_mod(*args, **kwargs)
-
-    inner = Padded()
-    evaluate(Wrapper(inner), evaluation_loader(samples(), batch_size=4), device="cpu")
-    assert inner.resized == (SIZE, SIZE)
 
 
 # ------------------------------------------------------------------ reports and panels
@@ -288,13 +270,3 @@ def test_evaluate_script_under_two_ranks_counts_every_sample_once(tmp_path, tiny
             assert got["breakdown"][group]["mIoU"] == pytest.approx(values["mIoU"], abs=1e-9), group
 
 
-def test_cells_of_u_over_a_padded_canvas():
-    from uncertainty_rrsis.training.evaluation import _cells_over_input
-
-    class Padded(torch.nn.Module):
-        size_divisor = 32
-
-    u = torch.zeros(1, 1, 4, 4)  # a 128 x 128 canvas at stride 32
-    assert _cells_over_input(Padded(), u, (128, 128)) == (4, 4)
-    assert _cells_over_input(Padded(), u, (100, 128)) == (3, 4)  # 28 rows of the canvas are padding
-    assert _cells_over_input(torch.nn.Identity(), u, (100, 128)) == (4, 4)  # no padding: its own grid

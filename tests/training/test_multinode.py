@@ -25,6 +25,7 @@ from uncertainty_rrsis.training import (
     DistEnv,
     TrainConfig,
     Trainer,
+    build_trainer,
     broadcast_state,
     init_distributed,
 )
@@ -101,7 +102,7 @@ def _train_worker(rank: int, world: int, store: str, configs: list[dict], out: s
     try:
         cfg = TrainConfig(**configs[rank])
         if stop_at is not None:  # a preempted run: SIGTERM on rank 0 after step `stop_at`, then --resume
-            trainer = Trainer(cfg, env=env)
+            trainer = build_trainer(cfg, env=env)
             original = trainer._optimizer_step
 
             def step(*args, **kwargs):
@@ -119,7 +120,7 @@ def _train_worker(rank: int, world: int, store: str, configs: list[dict], out: s
                 raise AssertionError("the run was not stopped")
             assert trainer.step == stop_at
             cfg = cfg.replace(resume=True)
-        trainer = Trainer(cfg, env=env)
+        trainer = build_trainer(cfg, env=env)
         results = trainer.fit()
         state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}  # the best checkpoint's
         torch.save({"state": state, "results": results["test"], "best": trainer.best, "best_step": trainer.best_step,
@@ -138,7 +139,7 @@ def test_resume_and_final_evaluation_read_the_checkpoints_on_rank_0_only(tmp_pat
         other = {**base, "output_dir": str(tmp_path / name / "rank1-run"), "cache_dir": str(tmp_path / "rank1-cache")}
         return [base, other if blind else base]
 
-    Trainer(TrainConfig(**{**configs("warm", blind=False)[0], "max_steps": 1}))  # builds rank 0's synthetic cache
+    build_trainer(TrainConfig(**{**configs("warm", blind=False)[0], "max_steps": 1}))  # builds rank 0's synthetic cache
 
     # as before: both ranks see the same run folder, uninterrupted
     (tmp_path / "straight").mkdir()
@@ -173,9 +174,9 @@ def test_resume_and_final_evaluation_read_the_checkpoints_on_rank_0_only(tmp_pat
 def _nan_worker(rank: int, world: int, store: str, cfg: dict, out: str) -> None:
     env = _join(rank, world, store)
     try:
-        trainer = Trainer(TrainConfig(**cfg), env=env)
+        trainer = build_trainer(TrainConfig(**cfg), env=env)
         optimizer, scheduler = trainer.optimizer_and_schedule(8)
-        data = trainer.dataset("train")
+        data = trainer.datasets["train"]
         size = trainer.per_rank_batch
 
         def batch(k: int) -> list[dict]:
@@ -207,7 +208,7 @@ def _nan_worker(rank: int, world: int, store: str, cfg: dict, out: str) -> None:
 
 def test_a_non_finite_loss_on_one_rank_stops_every_rank_before_the_step(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=None).to_dict()
-    Trainer(TrainConfig(**cfg))  # builds the synthetic cache once
+    build_trainer(TrainConfig(**cfg))  # builds the synthetic cache once
     mp.spawn(_nan_worker, args=(2, f"file://{tmp_path / 'store'}", cfg, str(tmp_path)), nprocs=2, join=True)
     got = [torch.load(tmp_path / f"nan{rank}.pt", weights_only=False) for rank in (0, 1)]
     for rank, result in enumerate(got):

@@ -1,4 +1,4 @@
-"""--precision (bf16 / fp16 with a gradient scaler / fp32; --amp deprecated), the loss check before the
+"""--precision (bf16 / fp16 with a gradient scaler / fp32), the loss check before the
 optimizer step, and --num-workers auto.
 
 There is no GPU in the test environment: the fp16 path is exercised with a CPU ``GradScaler``
@@ -21,6 +21,7 @@ from uncertainty_rrsis.data import collate
 from uncertainty_rrsis.training import (
     SettingsError,
     Trainer,
+    build_trainer,
     build_arg_parser,
     config_from_args,
     resolve_num_workers,
@@ -40,7 +41,7 @@ def params(trainer: Trainer) -> dict[str, torch.Tensor]:
 
 
 def micro_batches(trainer: Trainer, count: int = 1) -> list[dict]:
-    data = trainer.dataset("train")
+    data = trainer.datasets["train"]
     size = trainer.per_rank_batch
     return [collate([data[i] for i in range(k * size, (k + 1) * size)]) for k in range(count)]
 
@@ -55,41 +56,36 @@ def cpu_scaler(**kwargs) -> torch.amp.GradScaler:
 def test_precision_resolves_per_device():
     assert resolve_precision("auto", device="cpu") == "fp32"
     assert resolve_precision("auto", device="cuda") == "bf16"
-    assert resolve_precision("auto", device="cuda", amp=False) == "fp32"  # the deprecated --amp false
     assert resolve_precision("fp32", device="cuda") == "fp32"
     assert resolve_precision("bf16", device="cpu") == "bf16"
     assert resolve_precision("fp16", device="cuda") == "fp16"
     with pytest.raises(ValueError, match=r"--precision fp16 needs a CUDA device.*--precision fp32"):
         resolve_precision("fp16", device="cpu")
-    with pytest.raises(ValueError, match=r"--amp false and --precision bf16 contradict"):
-        resolve_precision("bf16", device="cuda", amp=False)
+    assert resolve_precision("fp16", device="cpu", fp16_fallback=True) == "fp32"  # evaluating an fp16 run on a CPU
 
 
 def test_precision_on_the_command_line():
     assert cli().precision == "auto" and cli("--precision", "fp16").precision == "fp16"
     with pytest.raises(SystemExit):
         build_arg_parser().parse_args(["--precision", "fp8"])
-    with pytest.warns(FutureWarning, match=r"--amp false is deprecated.*--precision fp32"):
-        cfg = cli("--amp", "false")
-    assert resolve_precision(cfg.precision, device="cuda", amp=cfg.amp) == "fp32"
-    with pytest.raises(ValueError, match=r"--amp false and --precision fp16 contradict"):
-        cli("--amp", "false", "--precision", "fp16")
+    with pytest.raises(SystemExit):
+        build_arg_parser().parse_args(["--amp", "false"])  # one flag for the precision
 
 
 def test_fp16_on_the_cpu_is_a_settings_error_that_says_so(tmp_path, tiny_bert_dir):
     with pytest.raises(SettingsError, match=r"--precision fp16 needs a CUDA device.*uses cpu"):
-        Trainer(tiny_train_config(tmp_path, tiny_bert_dir, precision="fp16"))
+        build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, precision="fp16"))
 
 
 def test_the_trainer_picks_autocast_and_scaler_from_the_precision(tmp_path, tiny_bert_dir):
-    auto = Trainer(tiny_train_config(tmp_path, tiny_bert_dir))
+    auto = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir))
     assert (auto.precision, auto.autocast_dtype, auto.scaler) == ("fp32", None, None)
-    bf16 = Trainer(tiny_train_config(tmp_path, tiny_bert_dir, precision="bf16"))
+    bf16 = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, precision="bf16"))
     assert (bf16.precision, bf16.autocast_dtype, bf16.scaler) == ("bf16", torch.bfloat16, None)
 
 
 def test_a_bf16_step_on_the_cpu_trains(tmp_path, tiny_bert_dir):
-    trainer = Trainer(tiny_train_config(tmp_path, tiny_bert_dir, precision="bf16"))
+    trainer = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, precision="bf16"))
     optimizer, scheduler = trainer.optimizer_and_schedule(8)
     before = params(trainer)
     parts = trainer._optimizer_step(micro_batches(trainer), optimizer, scheduler)
@@ -104,8 +100,8 @@ def test_a_bf16_step_on_the_cpu_trains(tmp_path, tiny_bert_dir):
 
 def test_the_scaled_step_scales_the_loss_and_unscales_before_clipping(tmp_path, tiny_bert_dir):
     """A power-of-two loss scale is exact: the step with the scaler equals the plain fp32 step."""
-    plain = Trainer(tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=0.05))
-    scaled = Trainer(tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=0.05))
+    plain = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=0.05))
+    scaled = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=0.05))
     scaled.scaler = cpu_scaler(init_scale=2.0**12)
     assert all(torch.equal(a, b) for a, b in zip(params(plain).values(), params(scaled).values(), strict=True))
     seen: dict[str, torch.Tensor] = {}
@@ -130,7 +126,7 @@ def test_the_scaled_step_scales_the_loss_and_unscales_before_clipping(tmp_path, 
 
 
 def test_the_scaler_skips_a_step_with_infinite_gradients(tmp_path, tiny_bert_dir):
-    trainer = Trainer(tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=1.0))
+    trainer = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=1.0))
     trainer.scaler = cpu_scaler(init_scale=2.0**10)
     optimizer, scheduler = trainer.optimizer_and_schedule(8)
     weight = next(p for p in trainer.model.parameters() if p.requires_grad)
@@ -163,7 +159,7 @@ def nan_at(trainer: Trainer, step: int) -> None:
 
 @pytest.mark.parametrize("scaled", [False, True])
 def test_a_non_finite_loss_raises_before_the_step(tmp_path, tiny_bert_dir, scaled):
-    trainer = Trainer(tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=None))
+    trainer = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, grad_clip=None))
     if scaled:
         trainer.scaler = cpu_scaler(init_scale=2.0**10)
     nan_at(trainer, 0)
@@ -183,7 +179,7 @@ def test_a_non_finite_loss_raises_before_the_step(tmp_path, tiny_bert_dir, scale
 @pytest.mark.slow
 def test_a_non_finite_loss_stops_the_run_with_the_last_checkpoint_intact(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, checkpoint_every=2, eval_splits="", panels=0)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     nan_at(trainer, 4)  # the fifth step
     with pytest.raises(FloatingPointError, match="non-finite loss at optimizer step 5"):
         trainer.fit()
@@ -199,7 +195,7 @@ def test_a_non_finite_loss_stops_the_run_with_the_last_checkpoint_intact(tmp_pat
 @pytest.mark.slow
 def test_the_scaler_state_is_saved_and_restored_on_resume(tmp_path, tiny_bert_dir):
     def scaled(cfg):
-        trainer = Trainer(cfg)
+        trainer = build_trainer(cfg)
         trainer.scaler = cpu_scaler(init_scale=2.0**4, growth_interval=1)  # the scale doubles every step
         return trainer
 
@@ -262,5 +258,5 @@ def test_num_workers_on_the_command_line(tmp_path, tiny_bert_dir):
         build_arg_parser().parse_args(["--num-workers", "many"])
     (tmp_path / "run.yaml").write_text("num-workers: auto\n")
     assert cli("--config", str(tmp_path / "run.yaml")).num_workers == "auto"
-    assert Trainer(tiny_train_config(tmp_path, tiny_bert_dir)).num_workers == 0
-    assert Trainer(tiny_train_config(tmp_path, tiny_bert_dir, num_workers=2)).num_workers == 2
+    assert build_trainer(tiny_train_config(tmp_path, tiny_bert_dir)).num_workers == 0
+    assert build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, num_workers=2)).num_workers == 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from uncertainty_rrsis.training import Trainer
+from uncertainty_rrsis.training import build_trainer
 
 from helpers.tiny import tiny_train_config
 
@@ -27,7 +27,7 @@ def files(folder: Path) -> dict[str, bytes]:
 def interrupted_run(tmp: Path, bert_dir: Path, at: int = 3, **changes):
     """A run of 8 steps stopped by SIGTERM after step ``at`` (its checkpoints/last is at that step)."""
     cfg = tiny_train_config(tmp, bert_dir, eval_splits="", checkpoint_every=100, **changes)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     original = trainer._optimizer_step
 
     def step(*args, **kwargs):
@@ -49,7 +49,7 @@ def test_resume_refuses_changed_settings_and_keeps_the_run(tmp_path, tiny_bert_d
     before = files(run)
     changed = cfg.replace(resume=True, batch_size=8, synthetic_train=24, seed=4)
     with pytest.raises(RuntimeError) as info:
-        Trainer(changed).fit()
+        build_trainer(changed).fit()
     message = str(info.value)
     for line in ("batch_size: 4 -> 8", "synthetic_train: 16 -> 24", "seed: 3 -> 4"):
         assert line in message, message
@@ -57,7 +57,7 @@ def test_resume_refuses_changed_settings_and_keeps_the_run(tmp_path, tiny_bert_d
     assert files(run) == before  # config.json, the log and the checkpoints untouched
 
     with pytest.raises(RuntimeError, match=r"model\.decoder\.num_layers: 1 -> 2"):
-        Trainer(cfg.replace(resume=True, model={"decoder": {"num_layers": 2}})).fit()
+        build_trainer(cfg.replace(resume=True, model={"decoder": {"num_layers": 2}})).fit()
     assert files(run) == before
 
 
@@ -66,7 +66,7 @@ def test_resume_accepts_bookkeeping_changes_and_keeps_config_json(tmp_path, tiny
     cfg = interrupted_run(tmp_path, tiny_bert_dir)
     run = Path(cfg.output_dir)
     config = (run / "config.json").read_bytes()
-    Trainer(cfg.replace(resume=True, log_every=1, checkpoint_every=5, panels=0, eval_splits="test",
+    build_trainer(cfg.replace(resume=True, log_every=1, checkpoint_every=5, panels=0, eval_splits="test",
                         progress=False, device="cpu")).fit()
     assert (run / "config.json").read_bytes() == config
     assert json.loads((run / "metrics.json").read_text())["results"]["test"]["count"] == 7
@@ -82,7 +82,7 @@ def test_resume_with_changes_continues_with_them_and_records_them(tmp_path, tiny
     run = Path(cfg.output_dir)
     config = (run / "config.json").read_bytes()
     capsys.readouterr()
-    Trainer(cfg.replace(resume=True, resume_with_changes=True, lr=2e-3, log_every=1)).fit()
+    build_trainer(cfg.replace(resume=True, resume_with_changes=True, lr=2e-3, log_every=1)).fit()
     out = capsys.readouterr().out
     assert "lr: 0.001 -> 0.002" in out
     records = log_records(run)
@@ -95,15 +95,15 @@ def test_resume_with_changes_continues_with_them_and_records_them(tmp_path, tiny
     assert (run / "config.json").read_bytes() == config  # the settings the run started with
     assert json.loads(config)["train"]["lr"] == 0.001
     # the checkpoint holds the accepted settings: resuming again with them needs no flag
-    Trainer(cfg.replace(resume=True, lr=2e-3)).fit()
+    build_trainer(cfg.replace(resume=True, lr=2e-3)).fit()
     with pytest.raises(RuntimeError, match=r"lr: 0\.002 -> 0\.001"):
-        Trainer(cfg.replace(resume=True)).fit()
+        build_trainer(cfg.replace(resume=True)).fit()
 
 
 @pytest.mark.slow
 def test_resume_without_a_checkpoint_compares_with_config_json(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, eval_splits="")
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
 
     def crash(*args, **kwargs):
         raise RuntimeError("crashed before the first checkpoint")
@@ -114,6 +114,6 @@ def test_resume_without_a_checkpoint_compares_with_config_json(tmp_path, tiny_be
     run = Path(cfg.output_dir)
     assert (run / "config.json").is_file() and not (run / "checkpoints").exists()
     with pytest.raises(RuntimeError, match=r"seed: 3 -> 5"):
-        Trainer(cfg.replace(resume=True, seed=5)).fit()
-    Trainer(cfg.replace(resume=True)).fit()  # the same settings: starts from scratch in its folder
+        build_trainer(cfg.replace(resume=True, seed=5)).fit()
+    build_trainer(cfg.replace(resume=True)).fit()  # the same settings: starts from scratch in its folder
     assert (run / "checkpoints" / "final").is_dir()

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from uncertainty_rrsis.training import Trainer, TrainConfig, init_distributed, prepare_data_root
+from uncertainty_rrsis.training import Trainer, TrainConfig, build_trainer, init_distributed, prepare_data_root
 
 from helpers.tiny import tiny_train_config
 
@@ -55,7 +55,7 @@ def sleeper():
 @pytest.mark.slow
 def test_a_new_run_in_a_used_folder_is_refused_and_nothing_is_lost(tmp_path, tiny_bert_dir):
     first = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1)
-    Trainer(first).fit()
+    build_trainer(first).fit()
     run = Path(first.output_dir)
     before = snapshot(run)
     assert (run / "checkpoints" / "best").is_dir()
@@ -63,7 +63,7 @@ def test_a_new_run_in_a_used_folder_is_refused_and_nothing_is_lost(tmp_path, tin
     # the same folder, no val split, no --resume: it used to report the first run's best checkpoint
     second = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, synthetic_val=0, seed=4)
     with pytest.raises(RuntimeError) as info:
-        Trainer(second).fit()
+        build_trainer(second).fit()
     message = str(info.value)
     assert str(run) in message and "--resume" in message and "--overwrite" in message
     assert "metrics.json" in message  # what the folder holds
@@ -74,14 +74,14 @@ def test_a_new_run_in_a_used_folder_is_refused_and_nothing_is_lost(tmp_path, tin
 @pytest.mark.slow
 def test_overwrite_starts_clean_and_reports_its_own_scores(tmp_path, tiny_bert_dir, capsys):
     first = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, tensorboard=True)
-    Trainer(first).fit()
+    build_trainer(first).fit()
     run = Path(first.output_dir)
     (run / "notes.txt").write_text("mine")  # a user's file: kept
     (run / "eval").mkdir()
     (run / "eval" / "eval_test.json").write_text("{}")  # examples/evaluate.py's output for the old weights
 
     second = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, synthetic_val=0, seed=4, overwrite=True, panels=1)
-    trainer = Trainer(second)
+    trainer = build_trainer(second)
     capsys.readouterr()
     results = trainer.fit()
     assert "--overwrite: deleted the previous run's config.json, log.jsonl, metrics.json, checkpoints" in (
@@ -97,7 +97,7 @@ def test_overwrite_starts_clean_and_reports_its_own_scores(tmp_path, tiny_bert_d
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["seed"] == 4 and config["train"]["synthetic_val"] == 0
     # its scores are those of its own final weights
-    fresh = Trainer(second.replace(overwrite=False, output_dir=str(tmp_path / "scratch")))
+    fresh = build_trainer(second.replace(overwrite=False, output_dir=str(tmp_path / "scratch")))
     fresh.load_weights(run / "checkpoints" / "final")
     again = fresh.evaluate("test")
     assert again["mIoU"] == pytest.approx(results["test"]["mIoU"], abs=1e-12)
@@ -107,14 +107,14 @@ def test_overwrite_starts_clean_and_reports_its_own_scores(tmp_path, tiny_bert_d
 @pytest.mark.slow
 def test_final_evaluation_ignores_a_best_checkpoint_this_run_did_not_write(tmp_path, tiny_bert_dir):
     first = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1)
-    Trainer(first).fit()
+    build_trainer(first).fit()
     run = Path(first.output_dir)
     import shutil
 
     shutil.rmtree(run / "checkpoints" / "last")  # as if the run had stopped before its first resumable checkpoint
     again = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, synthetic_val=0, resume=True,
                               resume_with_changes=True)
-    Trainer(again).fit()
+    build_trainer(again).fit()
     assert json.loads((run / "metrics.json").read_text())["checkpoint"] == "final"
 
 
@@ -128,7 +128,7 @@ def test_a_folder_in_use_is_refused_until_its_holder_is_gone(tmp_path, tiny_bert
     lock = write_lock(run, sleeper.pid)
     held = lock.read_text()
     with pytest.raises(RuntimeError) as info:
-        Trainer(cfg).fit()
+        build_trainer(cfg).fit()
     message = str(info.value)
     assert str(run) in message and f"pid {sleeper.pid}" in message and socket.gethostname() in message
     assert "--output-dir" in message
@@ -137,7 +137,7 @@ def test_a_folder_in_use_is_refused_until_its_holder_is_gone(tmp_path, tiny_bert
     sleeper.kill()
     sleeper.wait()  # the holder is gone (as after kill -9): its lock is stale
     capsys.readouterr()
-    Trainer(cfg).fit()
+    build_trainer(cfg).fit()
     out = capsys.readouterr().out
     assert f"pid {sleeper.pid}" in out and "no longer runs" in out
     assert (run / "metrics.json").is_file() and not lock.exists()  # released at the end
@@ -148,7 +148,7 @@ def test_a_lock_of_another_host_is_refused(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, panels=0)
     write_lock(Path(cfg.output_dir), 12345, host="some-other-node")
     with pytest.raises(RuntimeError, match=r"pid 12345 on host some-other-node.*delete the lock file"):
-        Trainer(cfg).fit()
+        build_trainer(cfg).fit()
 
 
 def _train_command(tmp: Path, bert_dir: Path, seed: int) -> list[str]:
@@ -188,7 +188,7 @@ def _ddp_refused(rank: int, world: int, store: str, cfg_dict: dict, out: str) ->
     torch.set_num_threads(1)
     env = init_distributed(device="cpu", init_method=store)
     try:
-        Trainer(TrainConfig(**cfg_dict), env=env).fit()
+        build_trainer(TrainConfig(**cfg_dict), env=env).fit()
         outcome = "trained"
     except RuntimeError as err:
         outcome = f"{type(err).__name__}: {err}"
@@ -236,7 +236,7 @@ class _StopAt:
 def test_sigterm_and_crashes_release_the_folder(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, eval_splits="", checkpoint_every=2, log_every=1)
     run = Path(cfg.output_dir)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     trainer._optimizer_step = _StopAt(trainer, 3, lambda: os.kill(os.getpid(), signal.SIGTERM))
     with pytest.raises(SystemExit) as stop:
         trainer.fit()
@@ -246,14 +246,14 @@ def test_sigterm_and_crashes_release_the_folder(tmp_path, tiny_bert_dir):
         raise RuntimeError("out of memory, say")
 
     resumed = cfg.replace(resume=True)
-    trainer = Trainer(resumed)
+    trainer = build_trainer(resumed)
     trainer._optimizer_step = _StopAt(trainer, 6, crash)  # after step 5; the last checkpoint is at step 4
     with pytest.raises(RuntimeError, match="out of memory, say"):
         trainer.fit()
     assert not (run / ".lock").exists()
     with pytest.raises(RuntimeError, match="already holds a run"):
-        Trainer(cfg).fit()  # without --resume
-    Trainer(resumed).fit()
+        build_trainer(cfg).fit()  # without --resume
+    build_trainer(resumed).fit()
     records = log_records(run)
     assert [r["step"] for r in records if r.get("event") == "resumed"] == [3, 4]  # each resume, and from where
     assert [r["step"] for r in records if "loss/total" in r] == [1, 2, 3, 4, 5, 5, 6, 7, 8]  # step 5 done twice
@@ -264,7 +264,7 @@ def test_sigterm_outside_the_training_loop_releases_the_folder(tmp_path, tiny_be
     if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         pytest.skip("SIGTERM has a handler in this process: the run leaves it alone")
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, panels=0)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
 
     def stopped_while_evaluating(*args, **kwargs):
         if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # SIGTERM would kill the process, lock and all

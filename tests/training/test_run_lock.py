@@ -19,7 +19,7 @@ from uncertainty_rrsis.training import (
     build_model_config,
     config_from_args,
 )
-from uncertainty_rrsis.training import run_folder
+from uncertainty_rrsis.training import lock as lock_module
 from uncertainty_rrsis.training.run_folder import remove_run_files, run_markers, settings_changes
 
 
@@ -48,7 +48,7 @@ def test_the_lock_is_exclusive_and_released(tmp_path):
 
 
 def test_a_live_holder_is_named_in_the_refusal(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_folder, "_pid_alive", lambda pid: True)
+    monkeypatch.setattr(lock_module, "_pid_alive", lambda pid: True)
     lock = write_lock(tmp_path, command="train.py --seed 1")
     with pytest.raises(RunFolderError) as info:
         RunLock.acquire(tmp_path)
@@ -59,7 +59,7 @@ def test_a_live_holder_is_named_in_the_refusal(tmp_path, monkeypatch):
 
 
 def test_the_lock_of_a_dead_process_is_taken_over_with_a_note(tmp_path, monkeypatch):
-    monkeypatch.setattr(run_folder, "_pid_alive", lambda pid: pid == os.getpid())
+    monkeypatch.setattr(lock_module, "_pid_alive", lambda pid: pid == os.getpid())
     lock = write_lock(tmp_path)
     taken = RunLock.acquire(tmp_path)
     assert "pid 424242" in taken.note and "no longer runs" in taken.note
@@ -92,8 +92,8 @@ def test_a_dead_pid_is_not_alive():
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
-    assert run_folder._pid_alive(os.getpid()) and not run_folder._pid_alive(child.pid)
-    assert not run_folder._pid_alive(0)
+    assert lock_module._pid_alive(os.getpid()) and not lock_module._pid_alive(child.pid)
+    assert not lock_module._pid_alive(0)
 
 
 # ------------------------------------------------------------------ the files of a run

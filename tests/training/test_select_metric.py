@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from uncertainty_rrsis.training import Trainer, build_arg_parser, config_from_args
+from uncertainty_rrsis.training import Trainer, build_arg_parser, build_trainer, config_from_args
 
 from helpers.tiny import tiny_train_config
 
@@ -42,7 +42,7 @@ def test_select_metric_on_the_command_line():
 @pytest.mark.parametrize(("metric", "step"), [("mIoU", 3), ("oIoU", 6)])
 def test_the_best_checkpoint_is_chosen_by_the_select_metric(tmp_path, tiny_bert_dir, metric, step):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, eval_every=1, select_metric=metric, panels=0)
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     scripted_val(trainer)
     trainer.fit()
     run = Path(cfg.output_dir)
@@ -59,7 +59,7 @@ def test_the_best_checkpoint_is_chosen_by_the_select_metric(tmp_path, tiny_bert_
 def test_a_resume_keeps_the_metric_and_its_best(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, eval_every=1, select_metric="oIoU", panels=0, eval_splits="",
                             checkpoint_every=1)  # checkpoints/last after every step
-    trainer = Trainer(cfg)
+    trainer = build_trainer(cfg)
     scripted_val(trainer)
     original = trainer._optimizer_step
 
@@ -72,8 +72,8 @@ def test_a_resume_keeps_the_metric_and_its_best(tmp_path, tiny_bert_dir):
     with pytest.raises(RuntimeError, match="crash after step 6"):
         trainer.fit()
     with pytest.raises(RuntimeError, match=r"select_metric: 'oIoU' -> 'mIoU'"):
-        Trainer(cfg.replace(resume=True, select_metric="mIoU")).fit()
-    resumed = Trainer(cfg.replace(resume=True))
+        build_trainer(cfg.replace(resume=True, select_metric="mIoU")).fit()
+    resumed = build_trainer(cfg.replace(resume=True))
     scripted_val(resumed)
     resumed.fit()
     assert (resumed.best, resumed.best_step) == (0.60, 6)  # steps 7 and 8 did not beat step 6's oIoU
@@ -81,21 +81,18 @@ def test_a_resume_keeps_the_metric_and_its_best(tmp_path, tiny_bert_dir):
     assert best["step"] == 6
 
 
-def test_a_best_chosen_by_another_metric_is_forgotten(tmp_path, tiny_bert_dir):
-    trainer = Trainer(tiny_train_config(tmp_path, tiny_bert_dir, select_metric="oIoU"))
-    trainer._restore_best({"best_val": 0.4, "best_metric": "oIoU", "best_step": 5})
-    assert (trainer.best, trainer.best_step) == (0.4, 5)
-    trainer._restore_best({"best_val_mIoU": 0.7})  # a checkpoint of an earlier version: chosen by mIoU
-    assert (trainer.best, trainer.best_step) == (None, None)
-    by_miou = Trainer(tiny_train_config(tmp_path, tiny_bert_dir))
-    by_miou._restore_best({"best_val_mIoU": 0.7})
-    assert by_miou.best == 0.7
+def test_a_best_chosen_by_another_metric_is_forgotten():
+    from uncertainty_rrsis.training.resume import restore_best
+
+    assert restore_best({"best_val": 0.4, "best_metric": "oIoU", "best_step": 5}, "oIoU") == (0.4, 5)
+    assert restore_best({"best_val": 0.7, "best_metric": "mIoU", "best_step": 5}, "oIoU") == (None, None)
+    assert restore_best({"best_val": None, "best_metric": "mIoU", "best_step": None}, "mIoU") == (None, None)
 
 
 @pytest.mark.slow
 def test_without_val_the_report_says_no_metric_chose_the_final_weights(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, synthetic_val=0, select_metric="oIoU", panels=0)
-    Trainer(cfg).fit()
+    build_trainer(cfg).fit()
     metrics = json.loads((Path(cfg.output_dir) / "metrics.json").read_text())
     assert metrics["checkpoint"] == "final" and metrics["selection"]["metric"] is None
     assert not (Path(cfg.output_dir) / "checkpoints" / "best").exists()

@@ -1,5 +1,4 @@
-"""Run setup: the dataset registry, datasets sized by the model config, the synthetic data root,
-and the deprecated ``training.loop`` module."""
+"""Run setup: the dataset registry, datasets sized by the model config, the synthetic data root."""
 
 from __future__ import annotations
 
@@ -10,7 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from uncertainty_rrsis.data import RRSISD, RISBench, get_dataset_class, list_datasets, register_dataset, registry
+from uncertainty_rrsis.data import (
+    RRSISD,
+    RISBench,
+    SyntheticBenchmark,
+    get_dataset_class,
+    list_datasets,
+    register_dataset,
+    registry,
+)
 from uncertainty_rrsis.models import get_preset
 from uncertainty_rrsis.training import TrainConfig, build_dataset, environment_info, prepare_data_root
 
@@ -29,7 +36,24 @@ class Recorder(RISBench):
 
 def test_registry_knows_the_builtin_datasets():
     assert {"synthetic", "rrsisd", "refsegrs", "risbench"} <= set(list_datasets())
-    assert get_dataset_class("synthetic") is RISBench and get_dataset_class("rrsisd") is RRSISD
+    assert get_dataset_class("synthetic") is SyntheticBenchmark and get_dataset_class("rrsisd") is RRSISD
+    assert issubclass(SyntheticBenchmark, RISBench)  # the synthetic benchmark is written in RISBench's layout
+
+
+def test_generated_on_first_use_is_a_property_of_the_reader():
+    assert SyntheticBenchmark.generated and not RISBench.generated and not RRSISD.generated
+    with pytest.raises(NotImplementedError, match="reads a dataset folder"):
+        RISBench.generate("/tmp", image_size=64, sizes={"train": 1, "val": 1, "test": 1}, seed=0)
+
+
+def test_register_dataset_works_as_a_class_decorator(monkeypatch):
+    monkeypatch.setattr(registry, "_READERS", dict(registry._READERS))
+
+    @register_dataset("decorated")
+    class Decorated(RISBench):
+        pass
+
+    assert get_dataset_class("decorated") is Decorated
 
 
 def test_unknown_dataset_lists_the_known_names():
@@ -95,27 +119,3 @@ def test_environment_info_names_the_versions():
 
     info = environment_info()
     assert info["torch"] == torch.__version__ and "uncertainty_rrsis" in info and "python" in info
-
-
-# ------------------------------------------------------------------ the deprecated loop module
-
-
-def test_training_loop_module_warns_and_forwards():
-    from uncertainty_rrsis import training
-
-    sys.modules.pop("uncertainty_rrsis.training.loop", None)
-    with pytest.warns(DeprecationWarning, match=r"training\.loop is deprecated and will be removed in the next release"):
-        loop = importlib.import_module("uncertainty_rrsis.training.loop")
-    for name in ("Trainer", "build_model_config", "format_metrics", "load_tokenizer", "main_guard",
-                 "environment_info"):
-        with pytest.warns(DeprecationWarning, match=rf"loop\.{name} is deprecated.*uncertainty_rrsis\.training\.{name}"):
-            assert getattr(loop, name) is getattr(training, name)
-    with pytest.raises(AttributeError, match="no attribute 'fit'"):
-        loop.fit  # noqa: B018
-
-
-@pytest.mark.slow
-def test_the_package_itself_does_not_import_the_deprecated_module():
-    code = ("import sys, warnings; warnings.simplefilter('error'); import uncertainty_rrsis.training; "
-            "assert 'uncertainty_rrsis.training.loop' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)

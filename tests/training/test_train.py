@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from uncertainty_rrsis.training import TrainConfig, Trainer, build_arg_parser, init_distributed
+from uncertainty_rrsis.training import TrainConfig, Trainer, build_arg_parser, build_trainer, init_distributed
 from uncertainty_rrsis.training.checkpoint import find_checkpoint
 
 from helpers.tiny import tiny_train_config
@@ -29,7 +29,7 @@ def weights(folder: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.slow
 def test_short_run_writes_the_run_folder(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir)
-    results = Trainer(cfg).fit()
+    results = build_trainer(cfg).fit()
     run = Path(cfg.output_dir)
     for name in ("last", "best", "final"):
         assert (run / "checkpoints" / name / "model.safetensors").is_file()
@@ -56,7 +56,7 @@ def test_evaluate_script_matches_training_evaluation(tmp_path, tiny_bert_dir):
     evaluate_script = runpy.run_path(str(REPO / "examples" / "evaluate.py"), run_name="evaluate_example")
 
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1)
-    results = Trainer(cfg).fit()
+    results = build_trainer(cfg).fit()
     best = Path(cfg.output_dir) / "checkpoints" / "best"
     again = evaluate_script["main"]([str(best), "--device", "cpu", "--no-progress", "--panels", "1",
                                   "--output-dir", str(tmp_path / "eval")])
@@ -82,11 +82,11 @@ class _KillAt:
 @pytest.mark.slow
 def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path, tiny_bert_dir):
     straight = tiny_train_config(tmp_path / "a", tiny_bert_dir, checkpoint_every=100, eval_splits="")
-    Trainer(straight).fit()
+    build_trainer(straight).fit()
 
     interrupted = tiny_train_config(tmp_path / "b", tiny_bert_dir, checkpoint_every=100, eval_splits="",
                                     cache_dir=straight.cache_dir)
-    trainer = Trainer(interrupted)
+    trainer = build_trainer(interrupted)
     trainer._optimizer_step = _KillAt(trainer, at=5)
     with pytest.raises(SystemExit) as stop:
         trainer.fit()
@@ -96,7 +96,7 @@ def test_sigterm_checkpoints_and_resume_equals_uninterrupted(tmp_path, tiny_bert
     assert signal.getsignal(signal.SIGTERM) is not None  # handlers restored
 
     interrupted.resume = True
-    Trainer(interrupted).fit()
+    build_trainer(interrupted).fit()
     a = weights(Path(straight.output_dir) / "checkpoints" / "final")
     b = weights(Path(interrupted.output_dir) / "checkpoints" / "final")
     assert a.keys() == b.keys()
@@ -109,7 +109,7 @@ def _ddp_worker(rank: int, world: int, store: str, cfg_dict: dict, out: str) -> 
     torch.set_num_threads(1)
     env = init_distributed(device="cpu", init_method=store)
     cfg = TrainConfig(**cfg_dict)
-    trainer = Trainer(cfg, env=env)
+    trainer = build_trainer(cfg, env=env)
     results = trainer.fit()
     state = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
     torch.save({"state": state, "results": results["test"]}, Path(out) / f"rank{rank}.pt")
@@ -120,7 +120,7 @@ def _ddp_worker(rank: int, world: int, store: str, cfg_dict: dict, out: str) -> 
 @pytest.mark.distributed
 def test_two_process_gloo_training_and_exact_evaluation(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1, panels=0)
-    Trainer(cfg.__class__(**{**cfg.to_dict(), "epochs": 1, "max_steps": 1,
+    build_trainer(cfg.__class__(**{**cfg.to_dict(), "epochs": 1, "max_steps": 1,
                              "output_dir": str(tmp_path / "warm")}))  # builds the synthetic cache once
     mp.spawn(_ddp_worker, args=(2, f"file://{tmp_path / 'store'}", cfg.to_dict(), str(tmp_path)), nprocs=2,
              join=True)
@@ -130,7 +130,7 @@ def test_two_process_gloo_training_and_exact_evaluation(tmp_path, tiny_bert_dir)
         assert torch.equal(r0["state"][key], r1["state"][key]), key
     assert r0["results"]["count"] == 7  # an odd split: every sample exactly once, none repeated
     single_cfg = TrainConfig(**{**cfg.to_dict(), "output_dir": str(tmp_path / "single")})
-    single = Trainer(single_cfg)
+    single = build_trainer(single_cfg)
     single.model.load_state_dict(weights(Path(cfg.output_dir) / "checkpoints" / "best"))
     expected = single.evaluate("test")
     for key in ("oIoU", "mIoU", "Pr@0.5", "Pr@0.9", "count", "unc/AUROC"):
@@ -142,15 +142,15 @@ def test_bad_data_root_is_a_clear_error(tmp_path, tiny_bert_dir):
     (tmp_path / "nodata").mkdir()
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, dataset="risbench", data_root=str(tmp_path / "nodata"))
     with pytest.raises(Exception, match=r"output_phrase_train\.txt") as info:
-        Trainer(cfg).fit()
+        build_trainer(cfg).fit()
     assert "img_rgb" in str(info.value)
 
 
 @pytest.mark.slow
 def test_corrupt_image_names_its_file(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir)
-    trainer = Trainer(cfg)
-    root = trainer._data_root
+    trainer = build_trainer(cfg)
+    root = trainer.datasets.root
     victim = sorted((root / "img_rgb").glob("train_*.png"))[0]
     copy = tmp_path / "copy"
     import shutil
@@ -159,7 +159,7 @@ def test_corrupt_image_names_its_file(tmp_path, tiny_bert_dir):
     (copy / "img_rgb" / victim.name).write_bytes(b"not a png at all")
     bad = tiny_train_config(tmp_path, tiny_bert_dir, dataset="risbench", data_root=str(copy))
     with pytest.raises(Exception, match=victim.name):
-        Trainer(bad).fit()
+        build_trainer(bad).fit()
 
 
 def test_total_batch_must_divide():

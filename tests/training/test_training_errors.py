@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from uncertainty_rrsis.models import CroBIMU
-from uncertainty_rrsis.training import Trainer
+from uncertainty_rrsis.training import build_trainer
 
 from helpers.tiny import tiny_train_config
 
@@ -27,7 +27,7 @@ def truncate(path: Path) -> None:
 def test_the_trainer_names_a_truncated_weights_file(tmp_path, tiny_bert_dir, tiny_config):
     folder = CroBIMU(tiny_config).save_pretrained(tmp_path / "ckpt")
     truncate(folder / "model.safetensors")
-    trainer = Trainer(tiny_train_config(tmp_path, tiny_bert_dir))
+    trainer = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir))
     with pytest.raises(ValueError, match=rf"{folder / 'model.safetensors'}.*truncated or corrupt"):
         trainer.load_weights(folder)
 
@@ -35,13 +35,13 @@ def test_the_trainer_names_a_truncated_weights_file(tmp_path, tiny_bert_dir, tin
 @pytest.mark.slow
 def test_resume_from_a_truncated_checkpoint_names_it_and_the_way_out(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, panels=0, eval_splits="")
-    Trainer(cfg).fit()
+    build_trainer(cfg).fit()
     run = Path(cfg.output_dir)
     last, best = run / "checkpoints" / "last", run / "checkpoints" / "best"
     truncate(last / "model.safetensors")
     resumed = cfg.replace(resume=True)
     with pytest.raises(RuntimeError) as info:
-        Trainer(resumed).fit()
+        build_trainer(resumed).fit()
     message = str(info.value)
     assert str(last / "model.safetensors") in message and "truncated or corrupt" in message
     best_step = json.loads((best / "trainer_state.json").read_text())["step"]
@@ -50,14 +50,14 @@ def test_resume_from_a_truncated_checkpoint_names_it_and_the_way_out(tmp_path, t
 
     shutil.rmtree(last)  # the way out the message gives: continue from the best checkpoint
     shutil.copytree(best, last)
-    trainer = Trainer(resumed)
+    trainer = build_trainer(resumed)
     trainer.fit()
     resumes = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in resumes if r.get("event") == "resumed"] == [best_step]
 
     (last / "trainer_state.json").write_text('{"step": 8, "epo')
     with pytest.raises(RuntimeError, match=rf"{last / 'trainer_state.json'}.*truncated or corrupt"):
-        Trainer(resumed).fit()
+        build_trainer(resumed).fit()
 
 
 # ------------------------------------------------------------------ empty or too small splits in training
@@ -66,7 +66,7 @@ def test_resume_from_a_truncated_checkpoint_names_it_and_the_way_out(tmp_path, t
 def test_an_empty_training_split_says_so(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, synthetic_train=0)
     with pytest.raises(ValueError) as info:
-        Trainer(cfg).fit()
+        build_trainer(cfg).fit()
     message = str(info.value)
     assert "train" in message and ("empty" in message or "no samples" in message), message
     assert "lower --batch-size" not in message
@@ -75,18 +75,17 @@ def test_an_empty_training_split_says_so(tmp_path, tiny_bert_dir):
 
 def test_a_training_split_smaller_than_one_batch_gives_the_numbers(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, synthetic_train=3)
-    trainer = Trainer(cfg)
     with pytest.raises(ValueError) as info:
-        trainer.fit()
+        build_trainer(cfg)  # refused while the run is built: nothing is written
     message = str(info.value)
-    assert "3 samples" in message and "--batch-size 4" in message and str(trainer._data_root) in message, message
+    assert "3 samples" in message and "--batch-size 4" in message and str(tmp_path / "cache") in message, message
     assert not (Path(cfg.output_dir) / "config.json").exists()
 
 
 def test_an_empty_evaluation_split_is_refused_before_training(tmp_path, tiny_bert_dir):
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, synthetic_test=0)
     with pytest.raises(ValueError) as info:
-        Trainer(cfg).fit()
+        build_trainer(cfg).fit()
     message = str(info.value)
     assert "--eval-splits" in message and "test" in message and ("empty" in message or "no samples" in message)
     assert not (Path(cfg.output_dir) / "config.json").exists()
@@ -94,13 +93,13 @@ def test_an_empty_evaluation_split_is_refused_before_training(tmp_path, tiny_ber
 
 @pytest.mark.slow
 def test_a_missing_evaluation_split_is_refused_before_training(tmp_path, tiny_bert_dir):
-    root = Trainer(tiny_train_config(tmp_path, tiny_bert_dir))._data_root
+    root = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir)).datasets.root
     copy = tmp_path / "copy"
     shutil.copytree(root, copy)
     (copy / "output_phrase_test.txt").unlink()
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, dataset="risbench", data_root=str(copy))
     with pytest.raises(ValueError) as info:
-        Trainer(cfg).fit()
+        build_trainer(cfg).fit()
     message = str(info.value)
     assert "--eval-splits" in message and "output_phrase_test.txt" in message
     assert not (Path(cfg.output_dir) / "config.json").exists()

@@ -42,7 +42,7 @@ def _args(tmp_path):
 
 
 def test_every_variant_changes_one_thing_against_the_reference(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "Trainer", _Recorder)
+    monkeypatch.setattr(study, "build_trainer", _Recorder)
     _Recorder.configs = []
     args = _args(tmp_path)
     for variant in study.VARIANTS:
@@ -68,7 +68,7 @@ def test_every_variant_changes_one_thing_against_the_reference(tmp_path, monkeyp
 
 
 def test_finished_runs_are_read_back_not_trained_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(study, "Trainer", _Recorder)
+    monkeypatch.setattr(study, "build_trainer", _Recorder)
     _Recorder.configs = []
     args = _args(tmp_path)
     folder = study.train_one(args, "reference", 0, tmp_path / "study")

@@ -1,8 +1,10 @@
 """Datasets of referring remote-sensing segmentation: readers, synthetic benchmark, batching.
 
 Readers (one :class:`torch.utils.data.Dataset` per benchmark, same sample dict):
-:class:`RRSISD`, :class:`RefSegRS`, :class:`RISBench`. The synthetic benchmark is written in
-the RISBench layout by :func:`ensure_synthetic` / :func:`generate_synthetic`. Batch with
+:class:`RRSISD`, :class:`RefSegRS`, :class:`RISBench`, and :class:`SyntheticBenchmark`, the
+synthetic benchmark, generated on first use in the RISBench layout (:func:`ensure_synthetic` /
+:func:`generate_synthetic`). A reader of your own subclasses :class:`ReferringDataset`
+(:mod:`.base`: :class:`Record`, :func:`join_name`, :func:`read_phrase_file`). Batch with
 :func:`collate`; find every bad sample with :func:`check_dataset`. Datasets are found by name
 through one registry (:func:`get_dataset_class`, :func:`register_dataset`, :func:`list_datasets`);
 :func:`read_image` and :func:`tokenize` are the input pipeline's file reader and tokenizer call,
@@ -13,8 +15,7 @@ This package needs numpy, pillow (and pycocotools for polygon masks); it never i
 the reference model, timm or transformers: pass a tokenizer object in.
 """
 
-from ._check import CheckReport, SampleProblem, check_dataset
-from ._common import ReferringDataset
+from .base import SPLITS, Record, ReferringDataset, join_name, read_phrase_file
 from ._errors import DatasetError, DatasetLayoutError, EmptySplitError, SampleError
 from ._io import image_to_rgb, read_image
 from ._text import tokenize
@@ -24,6 +25,7 @@ from .registry import get_dataset_class, list_datasets, register_dataset
 from .risbench import RISBench
 from .rrsisd import RRSISD
 from .synthetic import (
+    SyntheticBenchmark,
     SyntheticConfig,
     SyntheticSample,
     clean_stale_temporaries,
@@ -35,9 +37,14 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 
 __all__ = [
     "ReferringDataset",
+    "Record",
+    "SPLITS",
+    "join_name",
+    "read_phrase_file",
     "RRSISD",
     "RefSegRS",
     "RISBench",
+    "SyntheticBenchmark",
     "SyntheticConfig",
     "SyntheticSample",
     "ensure_synthetic",
@@ -62,3 +69,16 @@ __all__ = [
     "DatasetLayoutError",
     "SampleError",
 ]
+
+_LAZY = {"CheckReport": "check", "SampleProblem": "check", "check_dataset": "check"}
+
+
+def __getattr__(name: str):
+    # the data check is imported on first use, so ``python -m uncertainty_rrsis.data.check`` runs it fresh
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

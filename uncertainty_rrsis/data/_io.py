@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from ._errors import SampleError
 from ._jpeg import JpegDataError, verify_jpeg
 
-__all__ = ["read_image", "read_mask", "image_to_rgb", "mask_value_range"]
+__all__ = ["read_image", "read_mask_file", "image_to_rgb", "mask_value_range"]
 
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -201,7 +201,7 @@ def _mask_array(path: Path, layout: str, verify: bool) -> np.ndarray:
     return arr
 
 
-def read_mask(path: Path, *, threshold: int, layout: str, verify: bool = True) -> np.ndarray:
+def read_mask_file(path: Path, *, threshold: int, layout: str, verify: bool = True) -> np.ndarray:
     """Read a mask image as (H, W) bool: ``value > threshold`` on channel 0.
 
     8-bit masks of any mode Pillow converts to grey or RGB, one-channel 16/32-bit integer

@@ -1,4 +1,4 @@
-"""Batching of sample dicts (see :mod:`._common` for the sample keys)."""
+"""Batching of sample dicts (see :mod:`.base` for the sample keys)."""
 
 from __future__ import annotations
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file
+from .registry import register_dataset
+from .base import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file
 from ._errors import DatasetLayoutError
-from ._io import read_mask
+from ._io import read_mask_file
 
 __all__ = ["RefSegRS"]
 
@@ -19,6 +20,7 @@ _LAYOUT = """\
     output_phrase_test.txt"""
 
 
+@register_dataset("refsegrs")
 class RefSegRS(ReferringDataset):
     """RefSegRS: ``.tif`` images and masks, one ``<stem> <sentence>`` per line.
 
@@ -42,7 +44,7 @@ class RefSegRS(ReferringDataset):
     #: Threshold of the mask files: foreground = value > 50.
     mask_threshold: int = 50
 
-    def _build_records(self) -> list[Record]:
+    def build_records(self) -> list[Record]:
         phrase_file = self.root / f"output_phrase_{self.split}.txt"
         entries = read_phrase_file(phrase_file, layout=_LAYOUT)
         for folder in ("images", "masks"):
@@ -58,8 +60,8 @@ class RefSegRS(ReferringDataset):
             records.append(Record(stem, image_path, (sentence,), mask_path, where, problem=problem))
         return records
 
-    def _read_mask(self, record: Record) -> np.ndarray:
-        return read_mask(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT,
+    def read_mask(self, record: Record) -> np.ndarray:
+        return read_mask_file(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT,
                          verify=self.verify_images)
 
     def _empty_split_detail(self) -> str:

@@ -1,37 +1,31 @@
 """The dataset registry: one table from a dataset name to its reader class.
 
-Training (``--dataset``), ``examples/evaluate.py`` and the data check tool
+Training (``--dataset``), ``examples/evaluate.py`` and the data check
 (``python -m uncertainty_rrsis.data.check``) look names up here, so a reader registered once
 is accepted everywhere::
 
     from uncertainty_rrsis.data import RISBench, register_dataset
 
+    @register_dataset("mybench")
     class MyBenchmark(RISBench):          # same sample dict, another folder layout
-        name = "mybench"
         ...
 
-    register_dataset("mybench", MyBenchmark)
-
-Built in: ``rrsisd`` (:class:`RRSISD`), ``refsegrs`` (:class:`RefSegRS`), ``risbench``
-(:class:`RISBench`) and ``synthetic``, the RISBench-format reader of the folder that
-:func:`~uncertainty_rrsis.data.ensure_synthetic` generates.
+Built in, each registered where it is defined: ``rrsisd`` (:class:`RRSISD`), ``refsegrs``
+(:class:`RefSegRS`), ``risbench`` (:class:`RISBench`) and ``synthetic``
+(:class:`~uncertainty_rrsis.data.SyntheticBenchmark`, generated on first use).
 """
 
 from __future__ import annotations
 
-from ._common import ReferringDataset
-from .refsegrs import RefSegRS
-from .risbench import RISBench
-from .rrsisd import RRSISD
+from collections.abc import Callable
+from typing import TypeVar, overload
+
+from .base import ReferringDataset
 
 __all__ = ["register_dataset", "get_dataset_class", "list_datasets"]
 
-_READERS: dict[str, type[ReferringDataset]] = {
-    "synthetic": RISBench,
-    "rrsisd": RRSISD,
-    "refsegrs": RefSegRS,
-    "risbench": RISBench,
-}
+_READERS: dict[str, type[ReferringDataset]] = {}
+_R = TypeVar("_R", bound=type[ReferringDataset])
 
 
 def list_datasets() -> list[str]:
@@ -39,8 +33,12 @@ def list_datasets() -> list[str]:
     return sorted(_READERS)
 
 
-def register_dataset(name: str, reader: type[ReferringDataset], *, overwrite: bool = False) -> None:
-    """Make ``reader`` available under ``name``.
+@overload
+def register_dataset(name: str, reader: None = None, *, overwrite: bool = False) -> Callable[[_R], _R]: ...
+@overload
+def register_dataset(name: str, reader: _R, *, overwrite: bool = False) -> _R: ...
+def register_dataset(name, reader=None, *, overwrite=False):
+    """Make ``reader`` available under ``name``; without ``reader``, a class decorator that does so.
 
     Args:
         name: the name given to ``--dataset`` (lower case, no spaces).
@@ -48,12 +46,17 @@ def register_dataset(name: str, reader: type[ReferringDataset], *, overwrite: bo
             ``reader(root, split, tokenizer=..., max_tokens=..., image_size=..., return_orig_mask=...)``.
         overwrite: replace a reader already registered under ``name``.
 
+    Returns:
+        ``reader`` (or the decorator).
+
     Raises:
         ValueError: ``name`` is taken (without ``overwrite``) or is not a plain lower-case word.
         TypeError: ``reader`` is not a ``ReferringDataset`` subclass.
     """
     if not name or name != name.strip().lower() or " " in name:
         raise ValueError(f"a dataset name must be a non-empty lower-case word without spaces; got {name!r}")
+    if reader is None:
+        return lambda cls: register_dataset(name, cls, overwrite=overwrite)
     if not (isinstance(reader, type) and issubclass(reader, ReferringDataset)):
         raise TypeError(f"register_dataset({name!r}): expected a ReferringDataset subclass; got {reader!r}")
     if name in _READERS and not overwrite and _READERS[name] is not reader:
@@ -61,6 +64,7 @@ def register_dataset(name: str, reader: type[ReferringDataset], *, overwrite: bo
             f"dataset {name!r} is already registered ({_READERS[name].__name__}); pass overwrite=True to replace it"
         )
     _READERS[name] = reader
+    return reader
 
 
 def get_dataset_class(name: str) -> type[ReferringDataset]:

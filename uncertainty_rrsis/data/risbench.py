@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ._common import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file, type_name
+from .registry import register_dataset
+from .base import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file, type_name
 from ._errors import DatasetLayoutError
-from ._io import read_mask
+from ._io import read_mask_file
 
 __all__ = ["RISBench"]
 
@@ -27,6 +28,7 @@ _LAYOUT = """\
 _WARNED_VAL: set[str] = set()
 
 
+@register_dataset("risbench")
 class RISBench(ReferringDataset):
     """RISBench: PNG images and masks, one ``<name.png> <sentence>`` per line.
 
@@ -53,7 +55,7 @@ class RISBench(ReferringDataset):
     name = "risbench"
     layout = _LAYOUT
 
-    def _build_records(self) -> list[Record]:
+    def build_records(self) -> list[Record]:
         phrase_file = self.root / f"output_phrase_{self.split}.txt"
         entries = read_phrase_file(phrase_file, layout=_LAYOUT)
         for folder in ("img_rgb", "mask"):
@@ -138,6 +140,6 @@ class RISBench(ReferringDataset):
             stacklevel=4,
         )
 
-    def _read_mask(self, record: Record) -> np.ndarray:
-        return read_mask(record.mask_source, threshold=0, layout=_LAYOUT, verify=self.verify_images)
+    def read_mask(self, record: Record) -> np.ndarray:
+        return read_mask_file(record.mask_source, threshold=0, layout=_LAYOUT, verify=self.verify_images)
 

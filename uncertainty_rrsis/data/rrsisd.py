@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ._common import Record, ReferringDataset, join_name, type_name
+from .registry import register_dataset
+from .base import Record, ReferringDataset, join_name, type_name
 from ._errors import DatasetLayoutError, SampleError
 from ._rle import MAX_MASK_PIXELS, segmentation_problem, segmentation_to_mask
 
@@ -61,6 +62,7 @@ def _load_instances(path: Path) -> dict[str, Any]:
     return data
 
 
+@register_dataset("rrsisd")
 class RRSISD(ReferringDataset):
     """RRSIS-D (RMSIN): refs pickle + COCO annotations + JPEG images.
 
@@ -108,7 +110,7 @@ class RRSISD(ReferringDataset):
         self._splits_seen: list[str] = []
         super().__init__(root, split, **kwargs)
 
-    def _build_records(self) -> list[Record]:
+    def build_records(self) -> list[Record]:
         refs_path = self.root / "rrsisd" / self.refs_file
         inst_path = self.root / "rrsisd" / "instances.json"
         refs = _load_refs(refs_path)
@@ -190,7 +192,7 @@ class RRSISD(ReferringDataset):
         ann, _, inst_path = record.mask_source
         return f"of annotation {None if ann is None else ann.get('id')!r} in {inst_path}"
 
-    def _read_mask(self, record: Record) -> np.ndarray:
+    def read_mask(self, record: Record) -> np.ndarray:
         ann, info, inst_path = record.mask_source
         if record.problem:
             raise SampleError(record.problem)

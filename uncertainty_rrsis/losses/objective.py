@@ -108,7 +108,7 @@ class RiskGuidedLoss(nn.Module):
         if refined and self.lambda_ref != 0:
             ref = self.seg_loss(output.logits, target)
         total = seg + self.lambda_unc * unc + self.lambda_ref * ref
-        risk = getattr(output, "risk", None)
+        risk = output.risk
         if risk is None:
             return RiskGuidedLossOutput(total, seg, unc, ref)
         risk_loss = self._risk_loss(risk, output.logits, target)

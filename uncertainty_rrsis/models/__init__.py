@@ -1,7 +1,8 @@
 """The reference CroBIM-U model (needs the ``models`` extra: timm, transformers, safetensors).
 
 Importing :mod:`uncertainty_rrsis` does not import this package, so the plug-in modules work
-without timm or transformers; ``import uncertainty_rrsis.models`` does import both.
+without timm or transformers; the model, the encoders and the checkpoint helpers import them when
+first used (the configs and presets do not).
 
 Quick start (offline, random vision weights, pretrained all-MiniLM-L6-v2 text encoder)::
 
@@ -13,14 +14,25 @@ Quick start (offline, random vision weights, pretrained all-MiniLM-L6-v2 text en
     model = CroBIMU.from_pretrained("runs/tiny")
 """
 
-from ._checkpoint import LoadReport, load_state_file, strip_wrapper_prefixes
-from .card import model_card, write_model_card
-from .config import CroBIMUConfig, DecoderConfig, ModelConfig, TextConfig, VisionConfig
-from .crobim_u import CroBIMU
-from .decoder import MaskDecoder
-from .presets import get_preset, list_presets, register_preset
-from .text import MINILM_ID, TextEncoder, minilm_path, resolve_text_source
-from .vision import RANDOM_WEIGHTS, VisionEncoder, load_foreign_checkpoint
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> submodule; loaded on first use, so that ``import uncertainty_rrsis.models.presets`` or
+# ``.config`` reads a configuration without importing timm and transformers
+_WHERE = {
+    "LoadReport": "_checkpoint", "load_state_file": "_checkpoint", "strip_wrapper_prefixes": "_checkpoint",
+    "model_card": "card", "write_model_card": "card",
+    "CroBIMUConfig": "config", "DecoderConfig": "config", "ModelConfig": "config", "TextConfig": "config",
+    "VisionConfig": "config",
+    "CroBIMU": "crobim_u",
+    "MaskDecoder": "decoder",
+    "Preset": "presets", "get_preset": "presets", "list_presets": "presets", "register_preset": "presets",
+    "preset_info": "presets", "preset_recipe": "presets",
+    "MINILM_ID": "text", "TextEncoder": "text", "minilm_path": "text", "resolve_text_source": "text",
+    "RANDOM_WEIGHTS": "vision", "VisionEncoder": "vision", "load_foreign_checkpoint": "vision",
+}
 
 __all__ = [
     "CroBIMU",
@@ -29,9 +41,12 @@ __all__ = [
     "VisionConfig",
     "TextConfig",
     "DecoderConfig",
+    "Preset",
     "get_preset",
     "list_presets",
     "register_preset",
+    "preset_info",
+    "preset_recipe",
     "VisionEncoder",
     "RANDOM_WEIGHTS",
     "load_foreign_checkpoint",
@@ -46,3 +61,15 @@ __all__ = [
     "model_card",
     "write_model_card",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

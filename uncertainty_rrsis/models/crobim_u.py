@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._version import __version__
-from .._checks import check_channels, check_float, check_rank, check_same_batch, checks_enabled, trust_inputs
+from .._contracts import check_channels, check_float, check_rank, check_same_batch, checks_enabled, trust_inputs
 from .._ops import resize_logits
 from ..wrapper import RiskGuidedDecoder, RiskGuidedOutput
 from ._checkpoint import (
@@ -384,6 +384,8 @@ class CroBIMU(nn.Module):
         """
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if (directory / "checkpoints").is_dir() and not weights_path.is_file():
+            raise ValueError(f"CroBIMU.from_pretrained: {_run_folder_message(directory)}")
         config = cls.config_from_pretrained(directory) if config_path.is_file() else None
         for path in (config_path, weights_path):
             if not path.is_file():

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
+from .._contracts import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
 from .mask_head import TextConditionedMaskHead
 from .pixel_decoder import CrossModalPixelDecoder
 

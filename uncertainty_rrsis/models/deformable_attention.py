@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .._checks import check_channels, check_rank, check_same_batch, checks_enabled
+from .._contracts import check_channels, check_rank, check_same_batch, checks_enabled
 
 __all__ = ["MultiScaleDeformableAttention"]
 

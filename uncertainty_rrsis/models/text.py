@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .._attention import keep_from_padding, padding_from_keep
-from .._checks import check_rank, check_same_batch, checks_enabled
+from .._contracts import check_rank, check_same_batch, checks_enabled
 from .config import TextConfig
 
 __all__ = ["TextEncoder", "minilm_path", "resolve_text_source", "MINILM_ID"]

@@ -22,7 +22,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .._checks import check_channels, check_rank, checks_enabled
+from .._contracts import check_channels, check_rank, checks_enabled
 from ._checkpoint import LoadReport, load_state_file, strip_prefixes
 
 __all__ = ["VisionEncoder", "load_foreign_checkpoint", "group_norm_groups", "FOREIGN_PREFIXES"]

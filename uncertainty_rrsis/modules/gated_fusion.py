@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import nn
 
 from .._attention import keep_from_padding, masked_attention
-from .._checks import (
+from .._contracts import (
     check_channels,
     check_padding_mask,
     check_rank,

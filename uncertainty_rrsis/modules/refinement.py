@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._checks import check_channels, check_rank, check_same_batch, checks_enabled
+from .._contracts import check_channels, check_rank, check_same_batch, checks_enabled
 from .._ops import gaussian_blur, gaussian_taps, resize_logits
 
 __all__ = ["UncertaintyDrivenRefinement", "MASK_SOURCES"]

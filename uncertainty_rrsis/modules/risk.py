@@ -18,7 +18,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .._checks import check_channels, check_rank, check_same_batch, checks_enabled
+from .._contracts import check_channels, check_rank, check_same_batch, checks_enabled
 from .._ops import resize_logits
 
 __all__ = ["SampleRiskHead", "RISK_STATISTICS"]

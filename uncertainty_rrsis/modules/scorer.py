@@ -12,7 +12,7 @@ from einops import rearrange
 from torch import nn
 
 from .._attention import keep_from_padding, masked_attention
-from .._checks import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled
+from .._contracts import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled
 from .._ops import inverse_sqrt
 
 __all__ = ["ReferringUncertaintyScorer"]

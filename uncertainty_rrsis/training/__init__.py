@@ -2,33 +2,34 @@
 
 One home per concern:
 
-- :mod:`.config` -- :class:`TrainConfig` (training settings), its CLI and config files, and the
-  one precedence order: command-line flags > config files > preset recipe > preset defaults;
-- :mod:`.setup` -- what a run needs: the model config, the tokenizer, the datasets (through the
-  registry of :mod:`uncertainty_rrsis.data`), the synthetic data, seeds, the environment;
-- :mod:`.trainer` -- the :class:`Trainer` that fits: steps, accumulation, resume, signals,
-  checkpoints, periodic validation, final evaluation;
+- :mod:`.config` -- :class:`TrainConfig` (training settings) and the one precedence order:
+  command-line flags > config files > preset recipe > preset defaults; :mod:`.cli` -- its
+  command line and config files;
+- :mod:`.build` -- :func:`build_trainer`: every part of a run built from a ``TrainConfig`` (model,
+  criterion, datasets), checked before anything is written;
+- :mod:`.setup` -- what a run needs: the tokenizer, the datasets (through the registry of
+  :mod:`uncertainty_rrsis.data`), the data folder, the checks of settings, seeds, the environment;
+- :mod:`.trainer` -- the :class:`Trainer` that fits the parts it is handed; :mod:`.step` -- one
+  optimizer step; :mod:`.resume` -- continuing a run;
 - :mod:`.evaluation` -- :func:`evaluate` (the field's metrics, exact under DDP, no Trainer
   needed), the text-blanked evaluation, the report and the panels;
-- :mod:`.run_folder` -- one run per folder: the folder's lock, the files of a run, the settings a
-  resume compares;
+- :mod:`.run_folder` -- one run per folder: the files of a run, the policy that decides who may
+  write there, the settings a resume compares; :mod:`.lock` -- the folder's lock;
 - :mod:`.checkpoint`, :mod:`.distributed`, :mod:`.schedule`, :mod:`.signals`, :mod:`.run_log`.
 """
 
-from .checkpoint import atomic_write_text, find_checkpoint, load_trainer_state, save_checkpoint
+from .build import build_criterion, build_trainer, check_splits
+from .checkpoint import atomic_write_text, find_checkpoint, load_trainer_state, read_weights, save_checkpoint
+from .cli import build_arg_parser, checkpoint_settings, config_files, config_from_args, load_config_file
 from .config import (
     DEFAULT_RECIPE,
     MODEL_SHORTCUTS,
-    PRESET_RECIPES,
+    PRECISIONS,
     RESUME_MAY_CHANGE,
     RESUME_MAY_CHANGE_MODEL,
-    TrainConfig,
-    PRECISIONS,
     SELECT_METRICS,
-    build_arg_parser,
-    config_files,
-    config_from_args,
-    load_config_file,
+    TrainConfig,
+    build_model_config,
     merge_settings,
 )
 from .distributed import (
@@ -53,17 +54,20 @@ from .evaluation import (
     format_uncertainty,
     forward_batch,
     save_panels,
+    split_names,
     text_cost,
     unwrap_model,
     write_metrics,
 )
-from .run_folder import RunFolderError, RunLock
-from .run_log import RunLog
-from .schedule import poly_schedule
+from .lock import RunFolderError, RunLock
+from .run_log import PhaseTimes, RunLog
+from .schedule import poly_schedule, total_steps
 from .setup import (
+    SettingsError,
+    SplitDatasets,
     autocast_dtype,
     build_dataset,
-    build_model_config,
+    check_vision_weights,
     environment_info,
     load_tokenizer,
     prepare_data_root,
@@ -72,25 +76,29 @@ from .setup import (
     seed_everything,
 )
 from .signals import StopOnSignal
-from .trainer import PRETRAINED_BACKBONE_PRESETS, SettingsError, Trainer, check_vision_weights
+from .trainer import Trainer
 
 __all__ = [
     # settings
-    "TrainConfig", "PRESET_RECIPES", "DEFAULT_RECIPE", "MODEL_SHORTCUTS", "build_arg_parser", "config_from_args",
-    "load_config_file", "merge_settings", "config_files", "RESUME_MAY_CHANGE", "RESUME_MAY_CHANGE_MODEL",
-    "PRECISIONS", "SELECT_METRICS",
+    "TrainConfig", "DEFAULT_RECIPE", "MODEL_SHORTCUTS", "build_arg_parser", "config_from_args",
+    "load_config_file", "checkpoint_settings", "merge_settings", "config_files", "RESUME_MAY_CHANGE", "RESUME_MAY_CHANGE_MODEL",
+    "PRECISIONS", "SELECT_METRICS", "build_model_config",
+    # building a run
+    "build_trainer", "build_criterion", "check_splits",
     # setup
-    "build_model_config", "load_tokenizer", "prepare_data_root", "build_dataset", "seed_everything",
-    "environment_info", "resolve_precision", "autocast_dtype", "resolve_num_workers",
+    "load_tokenizer", "prepare_data_root", "build_dataset", "SplitDatasets", "seed_everything",
+    "environment_info", "resolve_precision", "autocast_dtype", "resolve_num_workers", "SettingsError",
+    "check_vision_weights",
     # fitting
-    "Trainer", "SettingsError", "check_vision_weights", "PRETRAINED_BACKBONE_PRESETS", "StopOnSignal", "RunLog", "poly_schedule",
+    "Trainer", "StopOnSignal", "RunLog", "PhaseTimes", "poly_schedule", "total_steps",
     # the run folder
     "RunLock", "RunFolderError",
     # evaluation
-    "evaluate", "evaluation_loader", "blank_sentences", "forward_batch", "unwrap_model", "format_metrics", "format_uncertainty",
-    "format_breakdown", "text_cost", "final_report", "write_metrics", "save_panels", "PROTOCOL",
+    "evaluate", "evaluation_loader", "blank_sentences", "forward_batch", "unwrap_model", "format_metrics",
+    "format_uncertainty", "format_breakdown", "text_cost", "final_report", "write_metrics", "save_panels",
+    "split_names", "PROTOCOL",
     # checkpoints and processes
-    "save_checkpoint", "load_trainer_state", "find_checkpoint", "atomic_write_text",
+    "save_checkpoint", "load_trainer_state", "find_checkpoint", "read_weights", "atomic_write_text",
     "DistEnv", "EpochSampler", "ShardedSampler", "init_distributed", "cleanup_distributed", "main_guard",
     "per_rank_batch", "broadcast_from_main", "broadcast_state",
 ]

@@ -24,7 +24,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_checkpoint", "load_trainer_state", "find_checkpoint", "rng_state", "set_rng_state", "atomic_write_text"]
+__all__ = [
+    "save_checkpoint", "load_trainer_state", "find_checkpoint", "read_weights", "ModelSaver", "rng_state",
+    "set_rng_state", "atomic_write_text",
+]
 
 
 def rng_state() -> dict[str, Any]:
@@ -124,3 +127,38 @@ def load_trainer_state(folder: str | Path, map_location: str | torch.device = "c
     except (ValueError, OSError) as err:
         raise ValueError(f"{folder / 'trainer_state.json'} is truncated or corrupt and cannot be read ({err})") from err
     return state, info
+
+
+def read_weights(model: torch.nn.Module, folder: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in ``folder/model.safetensors``, checked to fit ``model`` (not loaded into it).
+
+    Raises:
+        ValueError: the file is truncated or corrupt, or its tensors do not fit the model (the
+            message names the file, counts the keys and shows a few).
+    """
+    from ..models import LoadReport, load_state_file, strip_wrapper_prefixes
+
+    path = Path(folder) / "model.safetensors"
+    state = strip_wrapper_prefixes(load_state_file(path))
+    own = model.state_dict()
+    report = LoadReport(source=str(path), missing=[k for k in own if k not in state],
+                        unexpected=[k for k in state if k not in own],
+                        mismatched=[(k, tuple(v.shape), tuple(own[k].shape)) for k, v in state.items()
+                                    if k in own and tuple(v.shape) != tuple(own[k].shape)])
+    if not report.ok:
+        raise ValueError(
+            f"the weights in {path} do not fit the model of this run's settings:\n{report.summary(limit=3)}\n"
+            "Likely cause: the checkpoint was written with other model settings (see its config.json)."
+        )
+    return state
+
+
+class ModelSaver:
+    """Saves a model with its tokenizer through ``model.save_pretrained(directory, tokenizer=...)``
+    (what :func:`save_checkpoint` calls)."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        self.model, self.tokenizer = model, tokenizer
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return self.model.save_pretrained(directory, tokenizer=self.tokenizer)

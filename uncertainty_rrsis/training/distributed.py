@@ -13,11 +13,13 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from .lock import RunFolderError
 
 __all__ = [
     "DistEnv",
@@ -29,6 +31,8 @@ __all__ = [
     "per_rank_batch",
     "broadcast_from_main",
     "broadcast_state",
+    "stop_together",
+    "read_on_main",
 ]
 
 _T = TypeVar("_T")
@@ -307,3 +311,37 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return (self.batches_per_epoch - self.skip_batches) * self.batch_size
+
+
+def stop_together(env: DistEnv, failure: BaseException | None, action: str) -> None:
+    """Every rank hears whether rank 0 failed at ``action`` (``failure`` is rank 0's own error) and, if so,
+    all stop: rank 0 re-raises its error, the others raise a :class:`~.lock.RunFolderError` naming it.
+
+    Every rank must call it (it broadcasts from rank 0).
+    """
+    message = broadcast_from_main(env, None if failure is None else f"{type(failure).__name__}: {failure}")
+    if message is None:
+        return
+    env.barrier()  # every rank holds the message before any rank stops and tears its group down
+    if failure is not None:
+        raise failure
+    raise RunFolderError(f"rank 0 could not {action}, so rank {env.rank} stops too: {message}")
+
+
+def read_on_main(env: DistEnv, read: Callable[[], _T], what: str) -> _T:
+    """``read()`` on rank 0 alone, its result (tensors included) on every rank.
+
+    Only rank 0 needs the run folder: the other ranks receive what it read
+    (:func:`broadcast_state`), so nodes without a shared file system resume and evaluate from rank
+    0's checkpoints. An error on rank 0 is raised there and, as a ``RunFolderError`` naming it, on
+    every other rank.
+    """
+    result: Any = None
+    failure: BaseException | None = None
+    if env.is_main:
+        try:
+            result = read()
+        except Exception as err:  # noqa: BLE001 - every rank must hear of it, or they wait for rank 0
+            failure = err
+    stop_together(env, failure, f"read {what}")
+    return broadcast_state(env, result)

@@ -28,6 +28,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from .._ops import resize_logits
 from ..data import collate
 from ..metrics import ReferringSegmentationMetrics, UncertaintyQualityMetrics
 from .checkpoint import atomic_write_text
@@ -40,6 +41,7 @@ __all__ = [
     "blank_sentences",
     "forward_batch",
     "unwrap_model",
+    "split_names",
     "text_cost",
     "final_report",
     "format_metrics",
@@ -66,20 +68,9 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             return model
 
 
-def _to_input_grid(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A map on the model's padded canvas brought to the input size (identity for models without padding)."""
-    to_image_size = getattr(unwrap_model(model), "to_image_size", None)
-    return to_image_size(x, size) if to_image_size is not None else x
-
-
-def _cells_over_input(model: torch.nn.Module, x: torch.Tensor, size: tuple[int, int]) -> tuple[int, int]:
-    """How many cells of ``x``'s own grid cover the input image (the padding of a padded canvas aside)."""
-    divisor = getattr(unwrap_model(model), "size_divisor", None)
-    cells = (int(x.shape[-2]), int(x.shape[-1]))
-    if not divisor:
-        return cells
-    canvas = [s + (-s) % int(divisor) for s in size]
-    return tuple(max(1, round(c * s / k)) for c, s, k in zip(cells, size, canvas))  # type: ignore[return-value]
+def split_names(text: str) -> list[str]:
+    """The split names of a comma-separated list such as ``--eval-splits "val,test"`` (blanks dropped)."""
+    return [s.strip() for s in text.split(",") if s.strip()]
 
 
 def evaluation_loader(dataset: Dataset, *, batch_size: int, rank: int = 0, world_size: int = 1,
@@ -146,9 +137,12 @@ def evaluate(
     """The field's metrics of ``model`` over ``loader``, summed over DDP ranks.
 
     Args:
-        model: returns an object with ``logits`` (B, 1, H, W) and ``uncertainty``
-            (B, 1, h, w) or None, e.g. :class:`~uncertainty_rrsis.models.CroBIMU` (plain or
-            wrapped in DDP / ``torch.compile``). Put in eval mode for the loop, then back.
+        model: returns a :class:`~uncertainty_rrsis.RiskGuidedOutput`: ``logits`` (B, 1, H, W),
+            ``uncertainty`` (B, 1, h, w) on a grid that covers exactly the input image, or None,
+            and ``risk`` (B,) or None; e.g. :class:`~uncertainty_rrsis.models.CroBIMU` (plain or
+            wrapped in DDP / ``torch.compile``) on inputs whose sides are multiples of its
+            ``size_divisor``, as the datasets' ``image_size`` is. Put in eval mode for the loop,
+            then back.
         loader: collated batches (:func:`evaluation_loader`; under DDP each rank its share).
         device: where the model runs and the metrics accumulate.
         uncertainty: also score ``U^p`` as a predictor of the error pixels (``unc/...``).
@@ -190,10 +184,7 @@ def evaluate(
         logits = out.logits.float()
         seg.update_from_batch(logits, batch)
         if unc is not None and out.uncertainty is not None:
-            size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
-            u = out.uncertainty.float()
-            unc.update_from_batch(_to_input_grid(model, u, size), logits, batch, grid=_cells_over_input(model, u, size),
-                                  risk=getattr(out, "risk", None))
+            unc.update_from_batch(out.uncertainty.float(), logits, batch, risk=out.risk)
     model.train(was_training)
     seg.sync()
     result: dict[str, Any] = dict(seg.compute())
@@ -338,12 +329,12 @@ def save_panels(model: torch.nn.Module, dataset: Any, folder: str | Path, *, spl
         size = (int(batch["image"].shape[-2]), int(batch["image"].shape[-1]))
         logits = out.logits.float()[0, 0]
         if out.uncertainty is not None:
-            prob = torch.sigmoid(_to_input_grid(model, out.uncertainty.float(), size))[0, 0]
+            prob = torch.sigmoid(resize_logits(out.uncertainty.float(), size))[0, 0]
         else:
             prob = torch.zeros(size)
         refine = None
-        if getattr(out, "refine_mask", None) is not None:
-            refine = _to_input_grid(model, out.refine_mask.float(), size)[0, 0]
+        if out.refine_mask is not None:
+            refine = resize_logits(out.refine_mask.float(), size)[0, 0]
         path = folder / f"{split}_{index:03d}.png"
         save_panel(path, image=batch["image"][0], sentence=batch["sentence"][0], target=batch["mask"][0],
                    prediction=(logits > 0).cpu(), uncertainty_prob=prob.cpu(),

@@ -1,48 +1,43 @@
-"""A run folder belongs to one run: its lock, the files a run leaves there, the settings a resume may change.
+"""A run folder belongs to one run: the files a run leaves there, and who may write there next.
 
-* :class:`RunLock` -- ``<output_dir>/.lock``, created atomically (``O_CREAT | O_EXCL``) and holding
-  the pid, host and start time of the process that trains there. A second process is refused
-  while the holder lives; the lock of a process that died on this host (a crash, ``kill -9``)
-  is taken over with a note.
 * :data:`RUN_MARKERS` / :func:`run_markers` -- the files that show a folder holds a run;
   :func:`remove_run_files` -- what ``--overwrite`` deletes (the run's files, nothing else).
+* :func:`claim_run_folder` -- the policy, applied by rank 0 before a run writes anything: take the
+  folder's lock (:class:`~.lock.RunLock`), refuse a folder that holds a run unless ``resume``
+  (whose settings that change the result must match the run's, unless ``resume_with_changes``)
+  or ``overwrite`` (which deletes the previous run's files first).
 * :func:`settings_changes` -- the differences between a run's saved settings and new ones that
-  change what the run computes (a resume refuses them unless ``--resume-with-changes``).
+  change what the run computes.
 
-:class:`RunFolderError` is the error of all three: its message names the folder, says what was
-found and what to do.
+:class:`~.lock.RunFolderError` is the error of all of them: its message names the folder, says
+what was found and what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import signal
-import socket
-import sys
-import threading
-import uuid
-from collections.abc import Mapping
-from datetime import datetime, timezone
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from .checkpoint import find_checkpoint
+from .config import RESUME_MAY_CHANGE, RESUME_MAY_CHANGE_MODEL, TrainConfig
+from .distributed import DistEnv, stop_together
+from .lock import RunFolderError, RunLock
+from .run_log import RunLog
+
 __all__ = [
-    "RunFolderError",
-    "RunLock",
-    "LOCK_NAME",
     "RUN_MARKERS",
     "RUN_OUTPUTS",
     "run_markers",
     "remove_run_files",
+    "claim_run_folder",
     "settings_changes",
     "format_changes",
+    "way_out",
 ]
-
-#: The lock file of a run folder.
-LOCK_NAME = ".lock"
 
 #: Files and folders that show a folder holds a run (starting a new run there needs --resume or --overwrite).
 RUN_MARKERS: tuple[str, ...] = ("config.json", "log.jsonl", "metrics.json", "checkpoints")
@@ -51,200 +46,6 @@ RUN_MARKERS: tuple[str, ...] = ("config.json", "log.jsonl", "metrics.json", "che
 #: what ``--overwrite`` removes. Other files in the folder are left alone.
 RUN_OUTPUTS: tuple[str, ...] = RUN_MARKERS + ("panels", "tensorboard", "eval", "config.json.tmp",
                                               "metrics.json.tmp")
-
-
-class RunFolderError(RuntimeError):
-    """A run folder cannot be used as asked: in use by another run, holding a run, or a resume
-    whose settings differ. The message names the folder and says what to do."""
-
-
-# ---------------------------------------------------------------------------------------------- the lock
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (a zombie counts as dead; unknown counts as alive)."""
-    if pid <= 0:
-        return False
-    if os.name == "nt":  # os.kill(pid, 0) would end the process there; assume it runs
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. PermissionError: it exists, owned by someone else
-        return True
-    with contextlib.suppress(OSError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat[stat.rindex(")") + 2] == "Z":  # exited, not yet reaped by its parent
-            return False
-    return True
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError):
-        return ""
-
-
-def _parse(text: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or not isinstance(data.get("host"), str):
-        return None
-    return data
-
-
-def _describe(holder: Mapping[str, Any]) -> str:
-    text = f"pid {holder['pid']} on host {holder['host']}"
-    if holder.get("started"):
-        text += f", started {holder['started']}"
-    if holder.get("command"):
-        text += f" ({holder['command']})"
-    return text
-
-
-class RunLock:
-    """The lock of a run folder, ``<folder>/.lock``: at most one training process writes there.
-
-    Take it with :meth:`acquire` (or ``with RunLock.acquire(folder):``) before writing anything,
-    give it back with :meth:`release`. While it is held, SIGTERM (when it has its default
-    action) ends the process with ``SystemExit(143)`` instead of killing it, so the lock is
-    released on that path too.
-
-    Attributes:
-        folder: the run folder.
-        path: the lock file.
-        note: set when the lock of a dead process was taken over (what happened, for the output).
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
-        self.note: str | None = None
-        self._token = uuid.uuid4().hex
-        self._held = False
-        self._previous_sigterm: Any = None
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    @classmethod
-    def acquire(cls, folder: str | Path) -> RunLock:
-        """Create the folder if needed and take its lock; returns the held lock.
-
-        Raises:
-            RunFolderError: another live process holds the lock (or this one, for a second run
-                started in the same folder), a process of another host holds it, or the lock file
-                cannot be read. The message names the holder and what to do.
-        """
-        lock = cls(folder)
-        lock._acquire()
-        return lock
-
-    def _acquire(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
-              "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
-              "token": self._token}
-        for _ in range(5):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                text = _read(self.path)
-                if text is None:  # released in between: try again
-                    continue
-                self._take_over_if_stale(text)
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(json.dumps(me) + "\n")
-            self._held = True
-            self._catch_sigterm()
-            return
-        raise RunFolderError(
-            f"{self.folder} is in use: its lock {self.path} keeps being taken by other processes. Wait until the "
-            "other runs there end, or choose another --output-dir."
-        )
-
-    def _take_over_if_stale(self, text: str) -> None:
-        """Refuse (raise) unless the lock's holder is a dead process of this host; then move the lock aside."""
-        holder = _parse(text)
-        if holder is None:
-            raise RunFolderError(
-                f"{self.folder} holds a lock file, {self.path}, that cannot be read (empty or not written by this "
-                "library): another run may be starting there. If no run uses this folder, delete the lock file and "
-                "start again; otherwise wait for that run or choose another --output-dir."
-            )
-        host = socket.gethostname()
-        if holder["host"] != host:
-            raise RunFolderError(
-                f"{self.folder} is in use by another run: {_describe(holder)} holds its lock {self.path}, and from "
-                f"this host ({host}) it cannot be checked whether that process still runs. Wait for that run to end "
-                "or choose another --output-dir; if no run uses this folder any more, delete the lock file."
-            )
-        if _pid_alive(holder["pid"]):
-            who = "this very process (a second run started in the same folder)" if holder["pid"] == os.getpid() else (
-                _describe(holder))
-            raise RunFolderError(
-                f"{self.folder} is in use by another run: {who} holds its lock {self.path}. Two runs in one folder "
-                "would overwrite each other's checkpoints, log and metrics. Wait for that run to end (or stop it), or "
-                "choose another --output-dir; to continue it later, use --resume once it has stopped."
-            )
-        aside = self.path.with_name(f"{LOCK_NAME}.stale-{os.getpid()}-{self._token[:8]}")
-        try:
-            os.replace(self.path, aside)
-        except FileNotFoundError:  # another process took it over first
-            return
-        if _read(aside) != text:  # it changed hands in between: put it back, the next round decides
-            os.replace(aside, self.path)
-            return
-        os.unlink(aside)
-        self.note = (f"note: {self.path} was left by {_describe(holder)}, which no longer runs (it crashed or was "
-                     "killed); this run takes the folder over.")
-
-    def _catch_sigterm(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        with contextlib.suppress(ValueError, OSError):
-            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-                self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
-    def release(self) -> None:
-        """Remove the lock file if this lock still owns it (idempotent)."""
-        if not self._held:
-            return
-        self._held = False
-        if self._previous_sigterm is not None:
-            with contextlib.suppress(ValueError, OSError):
-                if signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:
-                    signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
-        holder = _parse(_read(self.path) or "")
-        if holder is not None and holder.get("token") == self._token:
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    raise SystemExit(143)
-
-
-# ---------------------------------------------------------------------------------------------- the run's files
 
 
 def run_markers(folder: str | Path) -> list[str]:
@@ -268,9 +69,6 @@ def remove_run_files(folder: str | Path) -> list[str]:
             continue
         removed.append(name)
     return removed
-
-
-# ---------------------------------------------------------------------------------------------- settings on resume
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -298,8 +96,8 @@ def settings_changes(saved_train: Mapping[str, Any], new_train: Mapping[str, Any
     Training settings are compared field by field, except those in ``free`` (bookkeeping and
     where the run executes). With a saved model config, the model is compared by its config
     (dotted names such as ``model.decoder.num_layers``, except ``free_model``) instead of by the
-    ``preset`` and ``model`` overrides that built it. A setting the saved side does not have
-    (written by an older version) is not compared.
+    ``preset`` and ``model`` overrides that built it. A setting the saved side does not have is not
+    compared.
     """
     saved_train, new_train = _plain(dict(saved_train)), _plain(dict(new_train))
     skip = set(free) | ({"preset", "model"} if saved_model is not None else set())
@@ -322,3 +120,136 @@ def settings_changes(saved_train: Mapping[str, Any], new_train: Mapping[str, Any
 def format_changes(changes: Mapping[str, tuple[Any, Any]]) -> str:
     """One line per change: ``  name: saved -> new``."""
     return "\n".join(f"  {name}: {saved!r} -> {new!r}" for name, (saved, new) in changes.items())
+
+
+# ---------------------------------------------------------------------------------------------- the policy
+
+
+@contextlib.contextmanager
+def claim_run_folder(config: TrainConfig, model_config: Mapping[str, Any], *, env: DistEnv,
+                     log: RunLog) -> Iterator[dict[str, tuple[Any, Any]]]:
+    """Hold the lock of ``config.output_dir`` (rank 0) while the run writes there; check the folder first.
+
+    Every rank enters; rank 0 takes the lock and applies the policy of the module docstring, and a
+    refusal raises on every rank (:func:`~.distributed.stop_together`). Yields the setting changes
+    a ``resume_with_changes`` accepted, ``name: (saved, new)`` (empty on the other ranks).
+
+    Args:
+        config: the run's settings.
+        model_config: the run's model config as a dict (``CroBIMUConfig.to_dict()``).
+        env: the distributed layout.
+        log: where rank 0 prints what it did (a taken-over lock, deleted files, accepted changes).
+    """
+    out = Path(config.output_dir)
+    lock: RunLock | None = None
+    failure: BaseException | None = None
+    accepted: dict[str, tuple[Any, Any]] = {}
+    if env.is_main:
+        try:
+            lock = RunLock.acquire(out)
+            if lock.note:
+                log.print(lock.note)
+            accepted = _check_run_folder(config, model_config, log)
+        except BaseException as err:  # noqa: BLE001 - every rank must hear of it, or they wait for rank 0
+            failure = err
+            if lock is not None:
+                lock.release()
+    stop_together(env, failure, f"start the run in {out}")
+    try:
+        yield accepted
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _check_run_folder(config: TrainConfig, model_config: Mapping[str, Any], log: RunLog) -> dict[str, tuple[Any, Any]]:
+    """Rank 0, holding the lock: refuse a folder that holds a run (without resume / overwrite), clear it
+    for ``overwrite``, compare the settings for ``resume``; returns the accepted setting changes."""
+    out = Path(config.output_dir)
+    if config.overwrite:
+        removed = remove_run_files(out)
+        if removed:
+            log.print(f"--overwrite: deleted the previous run's {', '.join(removed)} in {out}")
+        return {}
+    if config.resume:
+        return _compare_settings(config, model_config, log)
+    found = run_markers(out)
+    if found:
+        listing = ", ".join(name + ("/" if (out / name).is_dir() else "") for name in found)
+        if (out / "metrics.json").is_file():
+            what = f"a finished run: its results are in {out / 'metrics.json'}"
+        else:
+            last = find_checkpoint(out / "checkpoints" / "last")
+            what = "an unfinished run" + (f", resumable from {last}" if last is not None else "")
+        raise RunFolderError(
+            f"{out} already holds a run ({what}; found {listing}). A new run there would replace its "
+            "checkpoints, log and metrics. To continue that run, add --resume; to delete it and start again, add "
+            "--overwrite; or give the new run its own folder with --output-dir."
+        )
+    return {}
+
+
+def _saved_settings(out: Path) -> tuple[Mapping[str, Any] | None, Mapping[str, Any] | None, Path | None]:
+    """``(train settings, model config, the file they came from)`` of the run in ``out``: its resumable
+    checkpoint's, else its ``config.json``'s; Nones without either."""
+    saved_train: Mapping[str, Any] | None = None
+    saved_model: Mapping[str, Any] | None = None
+    source: Path | None = None
+    last = find_checkpoint(out / "checkpoints" / "last")
+    if last is not None:
+        try:
+            info = json.loads((last / "trainer_state.json").read_text())
+        except (ValueError, OSError) as err:
+            raise RunFolderError(
+                f"cannot resume the run in {out} from {last}: {last / 'trainer_state.json'} is truncated or "
+                f"corrupt ({err}).\n{way_out(out, last)}") from err
+        saved_train, saved_model = info.get("train_config"), info.get("model_config")
+        source = last / "trainer_state.json"
+    run_config = out / "config.json"
+    if run_config.is_file() and (saved_train is None or saved_model is None):
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(run_config.read_text())
+            if saved_train is None and isinstance(data.get("train"), Mapping):
+                saved_train, source = data["train"], run_config
+            if saved_model is None and isinstance(data.get("model"), Mapping):
+                saved_model = data["model"]
+    return saved_train, saved_model, source
+
+
+def _compare_settings(config: TrainConfig, model_config: Mapping[str, Any], log: RunLog) -> dict[str, tuple[Any, Any]]:
+    """The run's saved settings against this run's: refused unless equal or ``resume_with_changes``."""
+    out = Path(config.output_dir)
+    saved_train, saved_model, source = _saved_settings(out)
+    if saved_train is None:
+        return {}
+    changes = settings_changes(saved_train, config.to_dict(), saved_model=saved_model, new_model=model_config,
+                               free=RESUME_MAY_CHANGE, free_model=RESUME_MAY_CHANGE_MODEL)
+    if not changes:
+        return {}
+    listing = format_changes(changes)
+    run_config = out / "config.json"
+    if not config.resume_with_changes:
+        raise RunFolderError(
+            f"--resume: settings that change the result differ from those of the run in {out} (saved in "
+            f"{source}):\n{listing}\nA run continued with them would belong to neither setting. Resume with the "
+            f"saved values (the run started with those in {run_config}: --config {run_config} --resume), give the "
+            "new settings their own folder with --output-dir, or add --resume-with-changes to continue with them "
+            "anyway (the changes are recorded in log.jsonl)."
+        )
+    log.print(f"--resume-with-changes: the run in {out} continues with these changes (recorded in log.jsonl):\n"
+              f"{listing}")
+    return changes
+
+
+def way_out(out: Path, broken: Path) -> str:
+    """What to do when the resumable checkpoint ``broken`` of the run in ``out`` cannot be read."""
+    best = find_checkpoint(out / "checkpoints" / "best")
+    text = ""
+    if best is not None and best != broken:
+        with contextlib.suppress(ValueError, OSError, KeyError):
+            step = json.loads((best / "trainer_state.json").read_text())["step"]
+            text = (f"{best} (step {step}) is also a complete training checkpoint: copy it over {broken} to "
+                    "continue from that step, or ")
+    text += ("copy the checkpoint folder again from a backup; or start the run again with --overwrite (which "
+             f"deletes the run's files in {out})")
+    return text[0].upper() + text[1:] + "."

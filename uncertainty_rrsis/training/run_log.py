@@ -1,4 +1,5 @@
-"""The run's log: ``log.jsonl`` (one JSON record per line), TensorBoard scalars and console lines.
+"""The run's log: ``log.jsonl`` (one JSON record per line), TensorBoard scalars, console lines, and
+the time a run spends per phase (:class:`PhaseTimes`).
 
 Only rank 0 writes and prints; on the other ranks every call does nothing, so the training
 code calls it unconditionally.
@@ -6,11 +7,14 @@ code calls it unconditionally.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog"]
+__all__ = ["RunLog", "PhaseTimes"]
 
 
 class RunLog:
@@ -54,3 +58,41 @@ class RunLog:
         """``print`` on rank 0, flushed."""
         if self.is_main:
             print(*args, flush=True)
+
+
+class PhaseTimes:
+    """Wall seconds spent per phase of a run, for the time breakdown in ``log.jsonl`` and on the console::
+
+        times = PhaseTimes()
+        with times("steps"):
+            ...
+        log.print(times.summary())
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.started = time.perf_counter()
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - t0)
+
+    def record(self) -> dict[str, float]:
+        """``{"time/<phase>": seconds, ..., "time/total": seconds since it was created}``."""
+        out = {f"time/{k}": round(v, 2) for k, v in self.seconds.items()}
+        out["time/total"] = round(time.perf_counter() - self.started, 2)
+        return out
+
+    def summary(self) -> str:
+        total = time.perf_counter() - self.started
+        other = max(total - sum(self.seconds.values()), 0.0)
+        items = [*self.seconds.items(), ("other (model, tokenizer, logging)", other)]
+        parts = ", ".join(f"{k} {v:.0f} s ({100 * v / total:.0f} %)" for k, v in items)
+        return f"time: {total:.0f} s in all: {parts}"

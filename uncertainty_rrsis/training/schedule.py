@@ -1,10 +1,10 @@
-"""Learning-rate schedule of the LAVT family: per-iteration polynomial decay."""
+"""How long a run trains (:func:`total_steps`) and its learning-rate schedule (per-iteration polynomial decay)."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["poly_schedule"]
+__all__ = ["poly_schedule", "total_steps"]
 
 
 def poly_schedule(
@@ -23,3 +23,17 @@ def poly_schedule(
         return max(0.0, 1.0 - step / total_steps) ** power
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def total_steps(*, batches_per_epoch: int, grad_accumulation: int, epochs: int, max_steps: int | None) -> int:
+    """Optimizer steps of a run: ``epochs`` x steps per epoch, capped by ``max_steps`` when given.
+
+    Raises:
+        ValueError: an epoch holds fewer batches than one optimizer step needs.
+    """
+    per_epoch = batches_per_epoch // grad_accumulation
+    if per_epoch == 0:
+        raise ValueError(f"fewer training batches per epoch ({batches_per_epoch}) than --grad-accumulation "
+                         f"({grad_accumulation}): not one optimizer step fits in an epoch")
+    total = per_epoch * epochs
+    return min(total, max_steps) if max_steps is not None else total

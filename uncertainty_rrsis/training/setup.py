@@ -1,12 +1,13 @@
-"""What a run needs before it trains or evaluates: model config, tokenizer, data, seeds, environment.
+"""What a run needs before it trains or evaluates: tokenizer, data, checks of the settings, seeds, environment.
 
-Each function takes what it needs and returns one thing; the :class:`~uncertainty_rrsis.training.Trainer`
+Each function takes what it needs and returns one thing; :func:`~uncertainty_rrsis.training.build_trainer`
 and ``examples/evaluate.py`` both build their runs from them::
 
     model_config = build_model_config(config)                  # preset + recipe + overrides
     tokenizer = load_tokenizer(model_config.text.name)
     root = prepare_data_root(config, image_size=model_config.image_size, env=env)
-    test = build_dataset(config.dataset, root, "test", tokenizer=tokenizer, model_config=model_config)
+    datasets = SplitDatasets(config.dataset, root, tokenizer=tokenizer, model_config=model_config)
+    test = datasets["test"]
 """
 
 from __future__ import annotations
@@ -15,21 +16,26 @@ import contextlib
 import os
 import platform
 import random
+import warnings
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
 
 from .._version import __version__
-from ..data import ensure_synthetic, get_dataset_class
+from ..data import SPLITS, EmptySplitError, get_dataset_class
 from .config import TrainConfig
 from .distributed import DistEnv
 
 __all__ = [
-    "build_model_config",
+    "SettingsError",
+    "check_vision_weights",
     "load_tokenizer",
     "prepare_data_root",
     "build_dataset",
+    "SplitDatasets",
     "seed_everything",
     "environment_info",
     "resolve_precision",
@@ -38,20 +44,43 @@ __all__ = [
 ]
 
 
-def build_model_config(config: TrainConfig):
-    """The model config of a run: the preset ``config.preset`` with ``config.model`` merged in.
+class SettingsError(ValueError):
+    """Settings that would run but not do what the user wants (the message says what to pass)."""
 
-    ``config.model`` already holds the preset recipe's model overrides under the run's own
-    (see :class:`~uncertainty_rrsis.training.TrainConfig`); nested dicts merge into the
-    sub-configs. Returns a :class:`~uncertainty_rrsis.models.CroBIMUConfig`.
+
+def check_vision_weights(config: TrainConfig, model_config: Any) -> None:
+    """Refuse to train a preset meant to start from pretrained weights from random initialisation.
+
+    A preset registered with ``pretrained_backbone=True`` (``paper``) needs ``vision.weights``;
+    ``--vision-weights none`` asks for random initialisation on purpose: then only a warning. A
+    resumed run reads its weights from its checkpoint and is not checked.
 
     Raises:
-        ValueError: an unknown preset or an unknown model-config field (the message lists the
-            known ones).
+        SettingsError: no weights were given for such a preset.
     """
-    from ..models import get_preset
+    from ..models import RANDOM_WEIGHTS
+    from ..models.presets import preset_info
 
-    return get_preset(config.preset, **(config.model or {}))
+    if not preset_info(config.preset).pretrained_backbone or config.resume:
+        return
+    weights = model_config.vision.weights
+    if weights is None:
+        raise SettingsError(
+            f"--preset {config.preset} builds {model_config.vision.name}, which the paper trains from pretrained "
+            "weights, and no --vision-weights was given. Pass --vision-weights FILE with local weights, e.g. timm's "
+            "'convnext_base.fb_in22k_ft_in1k_384' saved on a machine with network access (python -c \"import timm, "
+            "torch; torch.save(timm.create_model('convnext_base.fb_in22k_ft_in1k_384', pretrained=True).state_dict(), "
+            "'convnext_base.pth')\"), or an SMLFR or other ConvNeXt-B checkpoint (its keys are mapped by "
+            "uncertainty_rrsis.models.load_foreign_checkpoint); or --vision-weights none to train from random "
+            "initialisation on purpose."
+        )
+    if str(weights).lower() in RANDOM_WEIGHTS:
+        warnings.warn(
+            f"--preset {config.preset}: training {model_config.vision.name} from random initialisation "
+            "(--vision-weights none); the paper starts from pretrained weights, so expect far lower scores.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 def load_tokenizer(source: str | Path):
@@ -71,28 +100,31 @@ def load_tokenizer(source: str | Path):
 
 
 def prepare_data_root(config: TrainConfig, *, image_size: int, env: DistEnv | None = None) -> Path:
-    """The dataset folder of a run; for ``synthetic``, generates the benchmark once into ``config.cache_dir``.
+    """The dataset folder of a run; for a dataset generated on first use (``synthetic``), generates it
+    once into ``config.cache_dir`` (sizes and seed from the ``synthetic_*`` settings).
 
     Under DDP rank 0 generates (with a progress bar when ``config.progress``) while the other
     ranks wait at a barrier, then every rank finds the complete cached copy.
 
     Args:
         config: the run's settings (``dataset``, ``data_root``, ``cache_dir``, ``synthetic_*``).
-        image_size: the side of the synthetic images (the model config's ``image_size``).
+        image_size: the side of generated images (the model config's ``image_size``).
         env: the distributed layout (default: one process).
     """
     env = env or DistEnv()
-    if config.dataset != "synthetic":
+    reader = get_dataset_class(config.dataset)
+    if not reader.generated:
         if not config.data_root:
             raise ValueError(f"--dataset {config.dataset} needs --data-root PATH (the folder holding the dataset)")
         return Path(config.data_root)
-    kwargs = {"seed": config.synthetic_seed, "image_size": image_size, "n_train": config.synthetic_train,
-              "n_val": config.synthetic_val, "n_test": config.synthetic_test}
+    kwargs: dict[str, Any] = {"image_size": image_size, "seed": config.synthetic_seed,
+                              "sizes": {"train": config.synthetic_train, "val": config.synthetic_val,
+                                        "test": config.synthetic_test}}
     if env.is_main:
-        root = ensure_synthetic(config.cache_dir, progress=config.progress, **kwargs)
+        root = reader.generate(config.cache_dir, progress=config.progress, **kwargs)
     env.barrier()
     if not env.is_main:
-        root = ensure_synthetic(config.cache_dir, progress=False, **kwargs)
+        root = reader.generate(config.cache_dir, progress=False, **kwargs)
     return root
 
 
@@ -109,6 +141,49 @@ def build_dataset(name: str, root: str | Path, split: str, *, tokenizer: Any, mo
     reader = get_dataset_class(name)
     return reader(root, split, tokenizer=tokenizer, max_tokens=model_config.text.max_tokens,
                   image_size=model_config.image_size, return_orig_mask=return_orig_mask)
+
+
+class SplitDatasets(Mapping[str, Dataset]):
+    """The datasets of a run by split, built on first use and kept: ``datasets["train"]``.
+
+    Each is the registered reader ``name`` under ``root``, sized and tokenized as the model expects
+    (:func:`build_dataset`). ``split in datasets`` is True for a split that exists and holds samples
+    (a missing or empty split: False; a broken one raises).
+
+    Args:
+        name: a registered dataset name.
+        root: the dataset folder (:func:`prepare_data_root`).
+        tokenizer, model_config: as for :func:`build_dataset`.
+    """
+
+    def __init__(self, name: str, root: str | Path, *, tokenizer: Any, model_config: Any) -> None:
+        self.name, self.root = name, Path(root)
+        self.tokenizer, self.model_config = tokenizer, model_config
+        self._built: dict[str, Dataset] = {}
+
+    def __getitem__(self, split: str) -> Dataset:
+        if split not in self._built:
+            self._built[split] = build_dataset(self.name, self.root, split, tokenizer=self.tokenizer,
+                                               model_config=self.model_config)
+        return self._built[split]
+
+    def __contains__(self, split: object) -> bool:
+        if not isinstance(split, str) or split not in SPLITS:
+            return False
+        try:
+            return len(self[split]) > 0  # type: ignore[arg-type]
+        except (FileNotFoundError, EmptySplitError):
+            return False
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(SPLITS)
+
+    def __len__(self) -> int:
+        return len(SPLITS)
+
+    def describe(self) -> str:
+        """``the <name> data under <root>``, for messages."""
+        return f"the {self.name} data under {self.root}"
 
 
 def seed_everything(seed: int) -> None:
@@ -141,29 +216,26 @@ def environment_info() -> dict[str, Any]:
     return info
 
 
-def resolve_precision(precision: str, *, device: torch.device | str, amp: bool = True) -> str:
+def resolve_precision(precision: str, *, device: torch.device | str, fp16_fallback: bool = False) -> str:
     """The numeric precision a run trains in: ``"bf16"``, ``"fp16"`` or ``"fp32"``.
 
     ``precision`` is ``--precision``: ``"auto"`` is bf16 autocast on CUDA and fp32 on the CPU;
     ``"bf16"`` and ``"fp16"`` run the forward under autocast with that dtype (fp16 also scales the
-    loss with a gradient scaler); ``"fp32"`` uses no autocast. ``amp`` is the deprecated ``--amp``:
-    ``False`` is ``"fp32"`` (it contradicts an explicit ``"bf16"`` or ``"fp16"``).
+    loss with a gradient scaler); ``"fp32"`` uses no autocast. With ``fp16_fallback`` (evaluating a run
+    trained in fp16 on another device), ``"fp16"`` off CUDA is ``"fp32"`` instead of an error.
 
     Raises:
         ValueError: ``"fp16"`` on a device other than CUDA (the gradient scaler and fp16 autocast
-            are CUDA features here), a contradiction with ``amp``, or an unknown value.
+            are CUDA features here), or an unknown value.
     """
     device = torch.device(device)
     if precision not in ("auto", "bf16", "fp16", "fp32"):
         raise ValueError(f"--precision must be one of auto, bf16, fp16, fp32; got {precision!r}")
-    if not amp:
-        if precision in ("bf16", "fp16"):
-            raise ValueError(f"--amp false and --precision {precision} contradict each other: --amp false means "
-                             "--precision fp32. --amp is deprecated: give --precision alone")
-        return "fp32"
     if precision == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if precision == "fp16" and device.type != "cuda":
+        if fp16_fallback:
+            return "fp32"
         raise ValueError(f"--precision fp16 needs a CUDA device (fp16 autocast with a gradient scaler); this run "
                          f"uses {device}. Use --precision fp32 (or auto, the same on the CPU), or bf16 for "
                          "bfloat16 autocast on the CPU")

@@ -1,8 +1,12 @@
-"""The shared machinery of the three readers: records, sample assembly, split files.
+"""The base class of the dataset readers and its helpers: records, sample assembly, split files.
 
 A *record* is one entry of a split: an image path, one or more sentences (several only
 for RRSIS-D training refs, one of which is drawn per access), where its mask comes from,
-an identifier and tags. Subclasses build the records and say how to read a mask.
+an identifier and tags. A reader subclasses :class:`ReferringDataset`, builds the records
+(:meth:`~ReferringDataset.build_records`) and says how to read a mask
+(:meth:`~ReferringDataset.read_mask`); :func:`join_name` builds paths from annotation text safely,
+:func:`read_phrase_file` reads the ``<name> <sentence>`` split files of RefSegRS and RISBench.
+Register the reader with :func:`~uncertainty_rrsis.data.register_dataset` to use it by name.
 
 Sample dict (one ``__getitem__``), S = ``image_size``, L = ``max_tokens``:
 
@@ -180,6 +184,25 @@ class ReferringDataset(Dataset):
     name: ClassVar[str] = "dataset"
     #: Human-readable description of the expected folder layout (used in errors).
     layout: ClassVar[str] = ""
+    #: True for a benchmark that is generated on first use into a cache folder (by :meth:`generate`)
+    #: instead of read from a folder the user gives.
+    generated: ClassVar[bool] = False
+
+    @classmethod
+    def generate(cls, cache_dir: str | Path, *, image_size: int, sizes: Mapping[str, int], seed: int,
+                 progress: bool = False) -> Path:
+        """Generate the dataset into ``cache_dir`` (once; later calls find it) and return its root.
+
+        Only for readers with ``generated = True``.
+
+        Args:
+            cache_dir: the folder of generated datasets.
+            image_size: the side of the images.
+            sizes: samples per split, ``{"train": ..., "val": ..., "test": ...}``.
+            seed: the generator seed.
+            progress: show a progress bar.
+        """
+        raise NotImplementedError(f"{cls.__name__} reads a dataset folder; it does not generate one")
 
     def __init__(
         self,
@@ -211,7 +234,7 @@ class ReferringDataset(Dataset):
         self.transform = ResizeNormalize(image_size=image_size, mean=mean, std=std, backend=resize_backend)  # type: ignore[arg-type]
         self.return_orig_mask = bool(return_orig_mask)
         self.verify_images = bool(verify_images)
-        records = self._build_records()
+        records = self.build_records()
         if not records:
             raise EmptySplitError(
                 f"{self.name} {split} under {self.root} has no samples: {self._empty_split_detail()}"
@@ -235,10 +258,14 @@ class ReferringDataset(Dataset):
                 raise DatasetError(empty)
 
     # -- to implement in subclasses ---------------------------------------------------
-    def _build_records(self) -> list[Record]:
+    def build_records(self) -> list[Record]:
+        """The records of ``self.split`` under ``self.root``: one per referring expression (or per
+        RRSIS-D training ref). Record an entry that cannot be used in ``Record.problem`` instead of
+        raising, so that ``strict=True`` and :func:`~uncertainty_rrsis.data.check_dataset` report
+        every bad entry at once."""
         raise NotImplementedError
 
-    def _read_mask(self, record: Record) -> np.ndarray:
+    def read_mask(self, record: Record) -> np.ndarray:
         """Return the original-size mask of ``record`` as (H, W) bool."""
         raise NotImplementedError
 
@@ -282,7 +309,7 @@ class ReferringDataset(Dataset):
                 if record.problem:
                     continue
                 try:
-                    mask = self._read_mask(record)
+                    mask = self.read_mask(record)
                 except DatasetError:
                     continue
                 if mask.any():
@@ -324,7 +351,7 @@ class ReferringDataset(Dataset):
         if not record.sentences or any(not s.strip() for s in record.sentences):
             raise SampleError(f"{record.where}: empty sentence for sample {record.id!r}")
         image = read_image(record.image_path, layout=self.layout, verify=self.verify_images)
-        mask = self._read_mask(record)
+        mask = self.read_mask(record)
         if mask.shape != (image.height, image.width):
             raise SampleError(
                 f"mask {self._mask_description(record)} is {mask.shape[0]}x{mask.shape[1]} (HxW) but image "

@@ -1,16 +1,22 @@
-"""Drawing primitives of the synthetic benchmark: textures, shapes and their footprints.
+"""Drawing the synthetic benchmark: textures, shapes, their footprints, and a whole scene.
 
 Every shape is drawn twice with the same geometry: in colour on the RGB canvas and with
 its object id on a label canvas, so the label map gives each object's exact visible
 pixels (later shapes hide earlier ones). Nothing is antialiased, so masks and pixels agree.
+:func:`draw_scene` draws a scene's object specs (what :mod:`.scene` places) on a background
+texture and adds the pixel noise; :func:`road_pixels` gives the roads' footprint alone.
 
 Coordinates are pixels (x right, y down); ``s`` is the image side.
+
+Axis legend
+    s: the image side   y, x: rows / columns of a picture   3: its RGB channels
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -22,6 +28,8 @@ __all__ = [
     "ship_points",
     "curve_points",
     "shade",
+    "draw_scene",
+    "road_pixels",
     "BACKGROUNDS",
 ]
 
@@ -141,3 +149,92 @@ class Canvas:
     def labels(self) -> np.ndarray:
         """(s, s) uint8 label map."""
         return np.asarray(self.label, dtype=np.uint8).copy()
+
+
+#: colour name -> RGB of a compact object (a random offset of +-12 per channel is added)
+_PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (198, 46, 40),
+    "blue": (40, 84, 204),
+    "white": (238, 238, 232),
+    "yellow": (232, 200, 40),
+    "black": (30, 30, 34),
+    "green": (46, 160, 70),
+}
+
+
+def draw_scene(
+    specs: Sequence[dict[str, Any]], background: str, *, rng: np.random.Generator, size: int, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw a scene: ``(image, labels)``, a (s, s, 3) uint8 picture and its (s, s) uint8 label map.
+
+    ``specs`` are the objects in id order (object ``k`` is ``specs[k - 1]`` and label ``k``), each
+    ``{"category", "colour", "geom"}``: ``geom["kind"]`` is "curve" (``pts``, ``width``, ``rgb``:
+    roads and rivers), "circle" (``cx``, ``cy``, ``r``), or "rect", "ship", "court" (``pts``, the
+    corners); ``colour`` names a palette colour (None for curves). Curves go first, under every
+    compact object; then each object in id order, with its details (tank lids, court lines, roof
+    and deck ridges). ``background`` names a texture of :data:`BACKGROUNDS`; ``size`` is the side
+    s; Gaussian noise of std ``noise`` (0-255 scale) is added to the picture when ``noise > 0``.
+    ``rng`` draws the texture, each object's colour offset and the noise, in that order.
+    """
+    canvas = Canvas(texture(rng, size, background))
+    order = sorted(range(len(specs)), key=lambda i: specs[i]["geom"]["kind"] != "curve")
+    for i in order:
+        spec = specs[i]
+        label, geom = i + 1, spec["geom"]
+        if geom["kind"] == "curve":
+            canvas.line(geom["pts"], geom["width"], geom["rgb"], label)
+            if spec["category"] == "road" and geom["width"] >= 4:
+                canvas.detail_line(geom["pts"][::2], shade(geom["rgb"], 1.35))
+            continue
+        rgb = tuple(
+            int(c)
+            for c in np.clip(np.asarray(_PALETTE[spec["colour"]]) + rng.integers(-12, 13, 3), 0, 255)
+        )
+        if geom["kind"] == "circle":
+            canvas.ellipse(geom["cx"], geom["cy"], geom["r"], rgb, label)
+            if geom["r"] >= 4:
+                canvas.detail_ellipse(geom["cx"], geom["cy"], geom["r"] * 0.55, shade(rgb, 0.8))
+            continue
+        canvas.polygon(geom["pts"], rgb, label)
+        p = geom["pts"]
+        if geom["kind"] == "court":
+            cx, cy = np.mean([q[0] for q in p]), np.mean([q[1] for q in p])
+            inner = [(cx + 0.7 * (x - cx), cy + 0.7 * (y - cy)) for x, y in p]
+            canvas.detail_polygon(inner, (240, 240, 240))
+            mid = [
+                ((inner[0][0] + inner[1][0]) / 2, (inner[0][1] + inner[1][1]) / 2),
+                ((inner[2][0] + inner[3][0]) / 2, (inner[2][1] + inner[3][1]) / 2),
+            ]
+            canvas.detail_line(mid, (240, 240, 240))
+        elif geom["kind"] == "rect" and spec["category"] == "building":
+            cx, cy = np.mean([q[0] for q in p]), np.mean([q[1] for q in p])
+            a = ((p[0][0] + p[3][0]) / 2, (p[0][1] + p[3][1]) / 2)
+            b = ((p[1][0] + p[2][0]) / 2, (p[1][1] + p[2][1]) / 2)
+            ridge = [(cx + 0.75 * (x - cx), cy + 0.75 * (y - cy)) for x, y in (a, b)]
+            canvas.detail_line(ridge, shade(rgb, 1.25 if sum(rgb) < 600 else 0.8))
+        elif geom["kind"] == "ship":
+            ridge = [
+                (
+                    p[0][0] * 0.7 + p[2][0] * 0.15 + p[3][0] * 0.15,
+                    p[0][1] * 0.7 + p[2][1] * 0.15 + p[3][1] * 0.15,
+                ),
+                (
+                    p[0][0] * 0.2 + p[2][0] * 0.4 + p[3][0] * 0.4,
+                    p[0][1] * 0.2 + p[2][1] * 0.4 + p[3][1] * 0.4,
+                ),
+            ]
+            canvas.detail_line(ridge, shade(rgb, 1.3 if sum(rgb) < 600 else 0.75))
+    labels = canvas.labels()
+    image = np.asarray(canvas.rgb, dtype=np.float32)
+    if noise > 0:
+        image = image + rng.normal(0.0, noise, image.shape).astype(np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), labels
+
+
+def road_pixels(specs: Sequence[dict[str, Any]], *, size: int) -> np.ndarray:
+    """(s, s) bool: the pixels of the roads among ``specs`` (see :func:`draw_scene`), s = ``size``."""
+    canvas = Canvas(np.zeros((size, size, 3), np.uint8))
+    for i, spec in enumerate(specs):
+        if spec["category"] == "road":
+            canvas.line(spec["geom"]["pts"], spec["geom"]["width"], (255, 255, 255), i + 1)
+    return canvas.labels() > 0
