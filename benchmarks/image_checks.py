@@ -41,9 +41,9 @@ from benchmarks._report import write_result
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model of the tests and the picture generator
 
-from helpers.datasets import textured_image  # noqa: E402
-
 from uncertainty_rrsis.data._jpeg import JpegDataError, verify_jpeg  # noqa: E402
+
+from helpers.datasets import textured_image  # noqa: E402
 
 
 def _jpeg(picture: np.ndarray, **options: Any) -> bytes:

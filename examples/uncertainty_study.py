@@ -40,8 +40,8 @@ from uncertainty_rrsis.data import ensure_synthetic
 from uncertainty_rrsis.models import CroBIMU
 from uncertainty_rrsis.training import (
     TrainConfig,
-    build_trainer,
     build_dataset,
+    build_trainer,
     evaluate,
     evaluation_loader,
     load_tokenizer,

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "uncertainty_rrsis"
 BASE = {"_version", "_contracts", "_ops", "_attention"}  # the base layer, next to the package root
-LOW = {"modules", "losses", "wrapper", "adapters"} | BASE  # torch + einops only
+LOW = {"modules", "losses", "wrapper", "adapters", "recipes"} | BASE  # torch + einops only
 HEAVY = ("timm", "transformers")
 
 
@@ -103,4 +103,70 @@ def test_examples_use_only_public_names() -> None:
             for module in modules:
                 private = [p for p in module.split(".") if p.startswith("_") and not p.startswith("__")]
                 assert not private, f"{path.name} imports {module}"
-                assert module != "uncertainty_rrsis.training.loop", f"{path.name} imports the deprecated loop"
+
+
+# --------------------------------------------------------------------------------------------
+# no import circle
+# --------------------------------------------------------------------------------------------
+
+
+def module_name(path: Path, package_root: Path) -> str:
+    parts = list(path.relative_to(package_root.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package_root: Path) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports, anywhere in the file (also inside functions).
+
+    A package's ``__init__`` only re-exports what its modules define, so an import of the package
+    itself counts as an import of the module that defines the name when ``from pkg import name``
+    names a module; otherwise as the package.
+    """
+    paths = sorted(package_root.rglob("*.py"))
+    modules = {module_name(p, package_root): p for p in paths}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in imports(path, package_root):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The import circles between modules that are not packages' ``__init__`` files (which only re-export)."""
+    packages = {name for name in graph if any(other.startswith(name + ".") for other in graph)}
+    edges = {m: {t for t in ts if t not in packages} for m, ts in graph.items() if m not in packages}
+    found, seen = [], set()
+    for start in sorted(edges):
+        stack = [(start, [start])]
+        while stack:
+            node, path = stack.pop()
+            for nxt in sorted(edges.get(node, ())):
+                if nxt == start:
+                    circle = path + [start]
+                    key = frozenset(path)
+                    if key not in seen:
+                        seen.add(key)
+                        found.append(circle)
+                elif nxt not in path and nxt > start:
+                    stack.append((nxt, path + [nxt]))
+    return found
+
+
+def test_no_module_of_the_package_imports_itself_through_others() -> None:
+    assert circles(import_graph(PACKAGE)) == []
+
+
+def test_the_circle_check_finds_a_circle(tmp_path: Path) -> None:
+    root = tmp_path / "uncertainty_rrsis"
+    (root / "training").mkdir(parents=True)
+    (root / "training" / "__init__.py").write_text("from .config import A\n")
+    (root / "training" / "config.py").write_text("def f():\n    from .setup import g\n")
+    (root / "training" / "setup.py").write_text("from .config import TrainConfig\n")
+    (root / "training" / "other.py").write_text("from .setup import g\n")
+    assert circles(import_graph(root)) == [["uncertainty_rrsis.training.config", "uncertainty_rrsis.training.setup",
+                                            "uncertainty_rrsis.training.config"]]

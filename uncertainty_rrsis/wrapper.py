@@ -208,7 +208,7 @@ class RiskGuidedDecoder(nn.Module):
     ) -> None:
         super().__init__()
         self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.decoder = decoder
         self.call = call
         self.unpack = unpack

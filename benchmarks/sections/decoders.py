@@ -63,11 +63,12 @@ def run(runner: Runner) -> dict[str, Any]:
                                   min_repeats=min(a.min_repeats, repeats), log=log)
         for name in fns:
             params = sum(p.numel() for p in models[name].parameters())
-            records.append({"variant": name, "decoder": "SimpleDecoding (LAVT-style)", "mode": mode,
+            records.append({"variant": name, "decoder": "SimpleDecoding (lavt recipe)", "mode": mode,
                             "dtype": a.dtype[0], "batch": batch, "image_size": size, "latency": timing[name],
                             "params": {"total": params}})
         log(f"  SimpleDecoding {mode}: Base {timing['Base']['median_ms']:.2f} ms, Full "
             f"{timing['Full']['median_ms']:.2f} ms")
-    del models, features, text, target
+    models.clear()
+    features, text, target = [], None, None  # the inputs go before the next section allocates
     runner.free()
     return {"records": records}

@@ -23,8 +23,8 @@ from uncertainty_rrsis.data import (
     render_sample,
 )
 from uncertainty_rrsis.data import synthetic as synth
-from uncertainty_rrsis.data.synthetic import cache as synth_cache
 from uncertainty_rrsis.data.synthetic import CATEGORIES, resolve
+from uncertainty_rrsis.data.synthetic import cache as synth_cache
 
 SMALL = dict(image_size=64, n_train=10, n_val=4, n_test=4)
 

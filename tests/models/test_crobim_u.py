@@ -273,8 +273,11 @@ def test_tiny_preset_builds_offline(monkeypatch: pytest.MonkeyPatch):
 def test_core_package_does_not_import_encoders():
     code = (
         "import sys, uncertainty_rrsis; "
-        "bad = [m for m in ('timm', 'transformers') if m in sys.modules]; "
-        "assert not bad, bad; import uncertainty_rrsis.models; assert 'timm' in sys.modules"
+        "heavy = lambda: [m for m in ('timm', 'transformers') if m in sys.modules]; "
+        "assert not heavy(), heavy(); "
+        "from uncertainty_rrsis.models import get_preset, preset_recipe; get_preset('paper'); "
+        "assert not heavy(), heavy();  # configs and presets without the encoders' packages\n"
+        "from uncertainty_rrsis.models import CroBIMU; assert heavy() == ['timm', 'transformers'], heavy()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from uncertainty_rrsis.models.attention import MultiHeadAttention, sine_position_encoding
 from uncertainty_rrsis.models.decoder import MaskDecoder
 from uncertainty_rrsis.models.mask_head import TextConditionedMaskHead
-from uncertainty_rrsis.models.attention import MultiHeadAttention, sine_position_encoding
 
 DIM = 32
 # Level sizes (strides 4, 8, 16, 32): 64 px, 96 px, odd/non-square, 120 px (15 -> 8 -> 4).

@@ -208,9 +208,9 @@ def test_run_config_with_foreign_sections_is_an_error(tmp_path):
 
 
 def test_the_loss_knobs_reach_the_criterion(tiny_bert_dir, tmp_path):
-    from helpers.tiny import tiny_train_config
-
     from uncertainty_rrsis.training import build_trainer
+
+    from helpers.tiny import tiny_train_config
 
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, unc_hard_sample_weight=2.0, unc_hard_iou_threshold=0.3,
                             unc_target_blur=3, unc_pixel_weighting=False, unc_warmup_steps=7, lambda_unc=0.5,
@@ -240,9 +240,9 @@ def test_loss_knobs_on_the_command_line_and_their_checks():
 def test_warmup_fraction_is_a_share_of_the_run(tiny_bert_dir, tmp_path):
     import json
 
-    from helpers.tiny import tiny_train_config
-
     from uncertainty_rrsis.training import build_trainer
+
+    from helpers.tiny import tiny_train_config
 
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, unc_warmup_fraction=0.5, unc_warmup_steps=0, log_every=1,
                             eval_splits="", panels=0)
@@ -258,9 +258,9 @@ def test_warmup_fraction_is_a_share_of_the_run(tiny_bert_dir, tmp_path):
 def test_a_run_logs_where_its_time_went(tiny_bert_dir, tmp_path, capsys):
     import json
 
-    from helpers.tiny import tiny_train_config
-
     from uncertainty_rrsis.training import build_trainer
+
+    from helpers.tiny import tiny_train_config
 
     build_trainer(tiny_train_config(tmp_path, tiny_bert_dir, panels=0)).fit()
     records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]

@@ -13,10 +13,9 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-
-from uncertainty_rrsis import RiskGuidedOutput
 from torch import nn
 
+from uncertainty_rrsis import RiskGuidedOutput
 from uncertainty_rrsis.training import (
     blank_sentences,
     evaluate,

@@ -24,9 +24,8 @@ from uncertainty_rrsis.data import collate
 from uncertainty_rrsis.training import (
     DistEnv,
     TrainConfig,
-    Trainer,
-    build_trainer,
     broadcast_state,
+    build_trainer,
     init_distributed,
 )
 

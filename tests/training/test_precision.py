@@ -21,8 +21,8 @@ from uncertainty_rrsis.data import collate
 from uncertainty_rrsis.training import (
     SettingsError,
     Trainer,
-    build_trainer,
     build_arg_parser,
+    build_trainer,
     config_from_args,
     resolve_num_workers,
     resolve_precision,

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from uncertainty_rrsis.training import Trainer, TrainConfig, build_trainer, init_distributed, prepare_data_root
+from uncertainty_rrsis.training import TrainConfig, Trainer, build_trainer, init_distributed, prepare_data_root
 
 from helpers.tiny import tiny_train_config
 

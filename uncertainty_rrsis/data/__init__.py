@@ -15,10 +15,10 @@ This package needs numpy, pillow (and pycocotools for polygon masks); it never i
 the reference model, timm or transformers: pass a tokenizer object in.
 """
 
-from .base import SPLITS, Record, ReferringDataset, join_name, read_phrase_file
 from ._errors import DatasetError, DatasetLayoutError, EmptySplitError, SampleError
 from ._io import image_to_rgb, read_image
 from ._text import tokenize
+from .base import SPLITS, Record, ReferringDataset, join_name, read_phrase_file
 from .collate import collate
 from .refsegrs import RefSegRS
 from .registry import get_dataset_class, list_datasets, register_dataset

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .registry import register_dataset
-from .base import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file
 from ._errors import DatasetLayoutError
 from ._io import read_mask_file
+from .base import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file
+from .registry import register_dataset
 
 __all__ = ["RefSegRS"]
 

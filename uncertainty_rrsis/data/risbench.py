@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from .registry import register_dataset
-from .base import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file, type_name
 from ._errors import DatasetLayoutError
 from ._io import read_mask_file
+from .base import Record, ReferringDataset, join_name, mask_values_hint, read_phrase_file, type_name
+from .registry import register_dataset
 
 __all__ = ["RISBench"]
 

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .registry import register_dataset
-from .base import Record, ReferringDataset, join_name, type_name
 from ._errors import DatasetLayoutError, SampleError
 from ._rle import MAX_MASK_PIXELS, segmentation_problem, segmentation_to_mask
+from .base import Record, ReferringDataset, join_name, type_name
+from .registry import register_dataset
 
 __all__ = ["RRSISD"]
 

@@ -14,6 +14,7 @@ Axis legend
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -102,7 +103,7 @@ class MultiHeadAttention(nn.Module):
                 f"MultiHeadAttention: dim={dim} must be divisible by num_heads={num_heads}; "
                 f"choose num_heads among the divisors of {dim}."
             )
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.num_heads = int(num_heads)
         self.head_dim = self.dim // self.num_heads
@@ -157,7 +158,7 @@ class FeedForward(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.hidden_dim = int(hidden_dim)
         self.fc1 = nn.Linear(self.dim, self.hidden_dim, **factory)

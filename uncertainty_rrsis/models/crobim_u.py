@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._version import __version__
 from .._contracts import check_channels, check_float, check_rank, check_same_batch, checks_enabled, trust_inputs
 from .._ops import resize_logits
+from .._version import __version__
 from ..wrapper import RiskGuidedDecoder, RiskGuidedOutput
 from ._checkpoint import (
     LoadReport,

@@ -12,6 +12,7 @@ Axis legend
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,7 +81,7 @@ class MaskDecoder(nn.Module):
         for name, value in (("num_layers", num_layers), ("num_mask_layers", num_mask_layers)):
             if value < 0:
                 raise ValueError(f"MaskDecoder: {name} must be >= 0; got {value}.")
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -84,7 +85,7 @@ class MultiScaleDeformableAttention(nn.Module):
                 f"MultiScaleDeformableAttention: num_levels and num_points must be >= 1; "
                 f"got num_levels={num_levels}, num_points={num_points}."
             )
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.num_heads = int(num_heads)
         self.num_levels = int(num_levels)

@@ -18,6 +18,7 @@ Axis legend
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -83,7 +84,7 @@ class MaskHeadLayer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.cross_attn = MultiHeadAttention(dim, num_heads=num_heads, dropout=dropout, **factory)
         self.norm1 = nn.LayerNorm(dim, **factory)
         self.text_attn = MultiHeadAttention(dim, num_heads=num_heads, dropout=dropout, **factory)
@@ -142,7 +143,7 @@ class TextConditionedMaskHead(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)

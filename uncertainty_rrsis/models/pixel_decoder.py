@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from einops import rearrange, repeat
@@ -56,7 +57,7 @@ class PixelDecoderLayer(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.self_attn = MultiScaleDeformableAttention(
             dim, num_heads=num_heads, num_levels=num_levels, num_points=num_points, **factory
         )
@@ -129,7 +130,7 @@ class CrossModalPixelDecoder(nn.Module):
         super().__init__()
         if dim % 4 != 0:
             raise ValueError(f"CrossModalPixelDecoder: dim must be divisible by 4 (sine encoding); got {dim}.")
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.num_layers = int(num_layers)
         self.num_heads = int(num_heads)

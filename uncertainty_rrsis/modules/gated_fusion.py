@@ -9,6 +9,7 @@ Axis legend
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -95,7 +96,7 @@ class UncertaintyGatedFusion(nn.Module):
             )
         if alpha_init <= 0:
             raise ValueError(f"UncertaintyGatedFusion: alpha_init must be > 0 (Eq. 11); got {alpha_init}.")
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.text_dim = int(text_dim) if text_dim is not None else self.dim
         self.num_heads = int(num_heads)

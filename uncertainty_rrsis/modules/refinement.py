@@ -7,6 +7,7 @@ Axis legend
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +84,7 @@ class UncertaintyDrivenRefinement(nn.Module):
             raise ValueError(
                 f"UncertaintyDrivenRefinement: mask_source must be one of {MASK_SOURCES}; got {mask_source!r}."
             )
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.feature_dim = int(feature_dim)
         self.hidden_dim = int(hidden_dim)
         self.tau = float(tau)

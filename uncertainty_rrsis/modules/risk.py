@@ -13,6 +13,7 @@ Axis legend
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -62,7 +63,7 @@ class SampleRiskHead(nn.Module):
     ) -> None:
         super().__init__()
         self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.hidden_dim = int(hidden_dim)
         self.mlp = nn.Sequential(
             nn.Linear(len(RISK_STATISTICS), self.hidden_dim, **factory),

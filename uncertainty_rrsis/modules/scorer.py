@@ -7,6 +7,8 @@ Axis legend
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from einops import rearrange
 from torch import nn
@@ -71,7 +73,7 @@ class ReferringUncertaintyScorer(nn.Module):
     ) -> None:
         super().__init__()
         self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
-        factory = {"device": device, "dtype": dtype}
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
         self.dim = int(dim)
         self.text_dim = int(text_dim) if text_dim is not None else self.dim
         self.hidden_dim = int(hidden_dim) if hidden_dim is not None else self.dim

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from .config import (
-    INVOCATION_KEYS,
     DEFAULT_RECIPE,
+    INVOCATION_KEYS,
     MODEL_SHORTCUTS,
     UNSET,
     TrainConfig,
-    merge_nested,
     build_model_config,
+    merge_nested,
     merge_settings,
 )
 

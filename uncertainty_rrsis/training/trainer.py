@@ -33,9 +33,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import collate
 from . import evaluation, resume
-from .checkpoint import ModelSaver, atomic_write_text, find_checkpoint, read_weights, rng_state, save_checkpoint
+from .checkpoint import ModelSaver, atomic_write_text, read_weights, rng_state, save_checkpoint
 from .config import TrainConfig
-from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch, read_on_main
+from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch
+from .final import final_evaluation
 from .run_folder import claim_run_folder
 from .run_log import PhaseTimes, RunLog
 from .schedule import poly_schedule, total_steps
@@ -281,49 +282,9 @@ class Trainer:
                                    progress=show and self.env.is_main, description=f"eval {split}")
 
     def final_evaluation(self) -> dict[str, Any]:
-        """Evaluate the best checkpoint (or the final weights without val) on ``cfg.eval_splits``.
-
-        Rank 0 reads the best checkpoint and broadcasts its weights. Each split is evaluated as is
-        and with every sentence blanked (``<split>/text_masked``); rank 0 prints the tables, writes
-        ``metrics.json`` (whose ``checkpoint`` and ``selection`` say which checkpoint and which
-        metric chose it) and draws the panels.
-        """
-        metric = self.cfg.select_metric
-        best: dict[str, Any] | None = None
-        if self.best is not None:  # only a best checkpoint this run (or the run it resumes) chose
-
-            def read() -> dict[str, Any] | None:
-                folder = find_checkpoint(self.out / "checkpoints" / "best")
-                return None if folder is None else {"weights": read_weights(self.model, folder)}
-
-            best = read_on_main(self.env, read, f"the best checkpoint of {self.out}")
-        source = "final"
-        selection: dict[str, Any] = {"metric": None, "split": None,
-                                     "note": "no best checkpoint on val (no val split): the final weights"}
-        if best is not None:
-            self.model.load_state_dict(best["weights"], strict=True)
-            source = f"best (val {metric})"
-            selection = {"metric": metric, "split": "val", "value": self.best, "step": self.best_step}
-            self.log.print(f"evaluating the best checkpoint by val {metric}: {100 * self.best:.2f}"  # type: ignore[operator]
-                           + (f" at step {self.best_step}" if self.best_step is not None else ""))
-        results: dict[str, Any] = {}
-        for split in evaluation.split_names(self.cfg.eval_splits):
-            results[split] = self.evaluate(split)
-            results[f"{split}/text_masked"] = self.evaluate(split, blank_text=True, uncertainty=False)
-            self.log.print(evaluation.format_metrics(results[split], title=f"{split} ({source} checkpoint)"))
-            if results[split].get("breakdown"):
-                self.log.print(f"{split} per tag:\n" + evaluation.format_breakdown(results[split]))
-            self.log.print(evaluation.text_cost(split, results[split], results[f"{split}/text_masked"]))
-        if self.env.is_main:
-            report = evaluation.final_report(results, checkpoint=source, image_size=self.model_config.image_size,
-                                             seed=self.cfg.seed, steps=self.step, train_config=self.cfg.to_dict())
-            report["selection"], report["precision"] = selection, self.precision
-            evaluation.write_metrics(self.out / "metrics.json", report)
-            first = next(iter(results), None)
-            if first is not None and self.cfg.panels > 0:
-                self.save_panels(first.split("/")[0], self.cfg.panels)
-        self.env.barrier()
-        return results
+        """Evaluate the best checkpoint (or the final weights without val) on ``cfg.eval_splits``, write
+        ``metrics.json`` and the panels (see :func:`~.final.final_evaluation`)."""
+        return final_evaluation(self)
 
     def save_panels(self, split: str, count: int) -> list[Path]:
         """Draw the first ``count`` samples of ``split`` (a fixed set) as PNG panels under ``panels/`` (rank 0)."""

@@ -1,0 +1,57 @@
+"""The final evaluation of a run: its best checkpoint on the evaluation splits, ``metrics.json``, the panels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import evaluation
+from .checkpoint import find_checkpoint, read_weights
+from .distributed import read_on_main
+
+__all__ = ["final_evaluation"]
+
+
+def final_evaluation(trainer: Any) -> dict[str, Any]:
+    """Evaluate ``trainer``'s best checkpoint (or the final weights without val) on ``cfg.eval_splits``.
+
+    Rank 0 reads the best checkpoint and broadcasts its weights. Each split is evaluated as is
+    and with every sentence blanked (``<split>/text_masked``); rank 0 prints the tables, writes
+    ``metrics.json`` (whose ``checkpoint`` and ``selection`` say which checkpoint and which
+    metric chose it) and draws the panels.
+    """
+    metric = trainer.cfg.select_metric
+    best: dict[str, Any] | None = None
+    if trainer.best is not None:  # only a best checkpoint this run (or the run it resumes) chose
+
+        def read() -> dict[str, Any] | None:
+            folder = find_checkpoint(trainer.out / "checkpoints" / "best")
+            return None if folder is None else {"weights": read_weights(trainer.model, folder)}
+
+        best = read_on_main(trainer.env, read, f"the best checkpoint of {trainer.out}")
+    source = "final"
+    selection: dict[str, Any] = {"metric": None, "split": None,
+                                 "note": "no best checkpoint on val (no val split): the final weights"}
+    if best is not None:
+        trainer.model.load_state_dict(best["weights"], strict=True)
+        source = f"best (val {metric})"
+        selection = {"metric": metric, "split": "val", "value": trainer.best, "step": trainer.best_step}
+        at = f" at step {trainer.best_step}" if trainer.best_step is not None else ""
+        trainer.log.print(f"evaluating the best checkpoint by val {metric}: {100 * trainer.best:.2f}{at}")
+    results: dict[str, Any] = {}
+    for split in evaluation.split_names(trainer.cfg.eval_splits):
+        results[split] = trainer.evaluate(split)
+        results[f"{split}/text_masked"] = trainer.evaluate(split, blank_text=True, uncertainty=False)
+        trainer.log.print(evaluation.format_metrics(results[split], title=f"{split} ({source} checkpoint)"))
+        if results[split].get("breakdown"):
+            trainer.log.print(f"{split} per tag:\n" + evaluation.format_breakdown(results[split]))
+        trainer.log.print(evaluation.text_cost(split, results[split], results[f"{split}/text_masked"]))
+    if trainer.env.is_main:
+        report = evaluation.final_report(results, checkpoint=source, image_size=trainer.model_config.image_size,
+                                         seed=trainer.cfg.seed, steps=trainer.step, train_config=trainer.cfg.to_dict())
+        report["selection"], report["precision"] = selection, trainer.precision
+        evaluation.write_metrics(trainer.out / "metrics.json", report)
+        first = next(iter(results), None)
+        if first is not None and trainer.cfg.panels > 0:
+            trainer.save_panels(first.split("/")[0], trainer.cfg.panels)
+    trainer.env.barrier()
+    return results
