@@ -76,7 +76,8 @@ def grid_sampler_backward_flop(
     grad_output_shape, input_shape, grid_shape, interpolation_mode, padding_mode, align_corners,
     output_mask, *args, out_shape=None, **kwargs,
 ) -> int:
-    """``aten.grid_sampler_2d_backward``: ``2 * taps`` (grad_input) + ``2 * 2 * taps`` (grad_grid) per output element."""
+    """``aten.grid_sampler_2d_backward``: ``2 * taps`` (grad_input) + ``2 * 2 * taps`` (grad_grid) per output
+    element."""
     taps = _TAPS.get(int(interpolation_mode), 4)
     elements = _numel(grad_output_shape)
     flops = 0

@@ -159,7 +159,8 @@ def _header(run: dict[str, Any]) -> str:
         (f"- preset `{s['preset']}` (random init), main setting: {s['main_dtype']}, batch {s['main_batch']}, "
          f"{s['main_size']}x{s['main_size']}; text {s['text_tokens']}"),
         f"- timing: {s['timing']}; warm-up {s['warmup']}, repeats {s['repeats']}"
-        + (f" (capped at {s['max_seconds_per_measurement']} s per table)" if s.get("max_seconds_per_measurement") else "")
+        + (f" (capped at {s['max_seconds_per_measurement']} s per table)"
+           if s.get("max_seconds_per_measurement") else "")
         + "; variants of a table timed interleaved",
         f"- load average (1/5/15 min) at start {run.get('load_average_start')}, at end {run.get('load_average_end')}",
         f"- {run.get('flop_convention')}",
@@ -171,7 +172,8 @@ def _header(run: dict[str, Any]) -> str:
     if env.get("git_commit_source"):
         lines.append(f"- commit: {env['git_commit_source']}")
     for earlier in run.get("earlier_commands", []):
-        lines.append(f"- earlier command of this run (its sections that were not re-run are kept): `{earlier.get('command')}` "
+        lines.append("- earlier command of this run (its sections that were not re-run are kept): "
+                     f"`{earlier.get('command')}` "
                      f"(load average {earlier.get('load_average_start')} -> {earlier.get('load_average_end')})")
     if run.get("skipped"):
         lines.append(f"- skipped (time budget): {', '.join(run['skipped'])}")
@@ -328,7 +330,8 @@ def _sweep_md(run: dict[str, Any]) -> str:
     if sec.get("fits"):
         out.append("\nExponent k of `cost ~ pixels^k` over the image sizes:\n\n")
         out.append(_table(["Variant", "Latency k", "FLOPs k"], [
-            [f["variant"], f"{f['latency']['exponent']:.2f} (r² {f['latency']['r2']:.2f})" if f.get("latency") else "n/a",
+            [f["variant"],
+             f"{f['latency']['exponent']:.2f} (r² {f['latency']['r2']:.2f})" if f.get("latency") else "n/a",
              f"{f['flops']['exponent']:.2f}" if f.get("flops") else "n/a"] for f in sec["fits"]]))
     return "".join(out)
 
@@ -400,7 +403,8 @@ def _compile_md(run: dict[str, Any], key: str = "compile") -> str:
                    "Compiled ms", "Speed-up", "Eager images/s queued", "Compiled images/s queued"], rows)]
     modes = sorted({r.get("compile_mode") or "default" for r in sec["records"]})
     for mode in modes:
-        timed = {r["variant"]: r for r in sec["records"] if "speedup" in r and (r.get("compile_mode") or "default") == mode}
+        timed = {r["variant"]: r for r in sec["records"]
+                 if "speedup" in r and (r.get("compile_mode") or "default") == mode}
         if "Full" not in timed or "Base" not in timed:
             continue
         full, base = timed["Full"], timed["Base"]
@@ -494,7 +498,8 @@ def _decoders_md(run: dict[str, Any]) -> str:
                          _ratio(full["latency"]["median_ms"], base["latency"]["median_ms"]), _paired(full, base),
                          _ratio(full["params"]["total"], base["params"]["total"])])
     return ("\n## A second decoder: Base vs Full\n\n"
-            "LAVT's `SimpleDecoding` (look-alike in `examples/field_decoders.py`) wrapped with the `lavt` recipe at Swin-B widths, 768-wide text.\n\n"
+            "LAVT's `SimpleDecoding` (look-alike in `examples/field_decoders.py`) wrapped with the `lavt` recipe "
+            "at Swin-B widths, 768-wide text.\n\n"
             + _table(["Decoder", "Mode", "Base ms", "Full ms", "Full/Base", "Paired", "Params ×Base"], rows))
 
 

@@ -20,7 +20,7 @@ import torch
 
 from benchmarks._measure import git_commit
 from benchmarks._report import write_result
-from uncertainty_rrsis.training import TrainConfig, Trainer, environment_info
+from uncertainty_rrsis.training import TrainConfig, build_trainer, environment_info
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
     "the a of in at to on next closest furthest left right top bottom upper lower leftmost rightmost "
@@ -47,12 +47,13 @@ def main() -> dict:
     bert = tiny_bert(tmp / "bert")
     small = os.environ.get("CHECK_SMALL") == "1"  # a CPU dry run of this script's logic
     base = dict(cache_dir=str(tmp / "cache"), synthetic_train=32 if small else 1024, synthetic_val=8 if small else 64,
-                synthetic_test=9 if small else 99, batch_size=8 if small else 32, epochs=1 if small else 2, output_dir=str(tmp / "run"), checkpoint_every=16, panels=2,
-                progress=False, tensorboard=False, device=os.environ.get("CHECK_DEVICE", "cuda"), amp=True, unc_warmup_steps=8,
+                synthetic_test=9 if small else 99, batch_size=8 if small else 32, epochs=1 if small else 2,
+                output_dir=str(tmp / "run"), checkpoint_every=16, panels=2, progress=False, tensorboard=False,
+                device=os.environ.get("CHECK_DEVICE", "cuda"), unc_warmup_steps=8,
                 model={"text": {"name": str(bert), "freeze": False}})
     report: dict = {"environment": {**environment_info(), "git_commit": git_commit()}}
     t0 = time.perf_counter()
-    straight = Trainer(TrainConfig(**base))
+    straight = build_trainer(TrainConfig(**base))
     results = straight.fit()
     report["straight"] = {"seconds": time.perf_counter() - t0, "steps": straight.step,
                           "test": {k: v for k, v in results["test"].items() if k != "breakdown"},

@@ -88,7 +88,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sections", type=_names, default=None,
                    help=f"any of {','.join(SECTIONS)} (default: modules,rows,sweep,batch + the flags below)")
     p.add_argument("--compile", action="store_true", help="add the torch.compile section")
-    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: graph-break check only)")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend (eager: graph-break check only)")
     p.add_argument("--compile-mode", type=_names, default=["default"],
                    help="comma list of torch.compile modes, each timed (default, reduce-overhead, max-autotune)")
     p.add_argument("--compile-batch", type=int, default=None,
@@ -105,7 +106,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--module-repeats", type=int, default=None, help="timed calls per module (default 2x repeats)")
     p.add_argument("--train-repeats", type=int, default=None, help="timed training steps (default: repeats)")
     p.add_argument("--max-seconds", type=float, default=None,
-                   help="cap on the timed phase of one table (fewer repeats, at least 3; default 4 on cuda, none on cpu)")
+                   help="cap on the timed phase of one table (fewer repeats, at least 3; default 4 on cuda, "
+                        "none on cpu)")
     p.add_argument("--time-budget", type=float, default=None,
                    help="seconds for the whole run; sections start only with --min-section-seconds left")
     p.add_argument("--min-section-seconds", type=float, default=60.0)

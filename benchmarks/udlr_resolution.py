@@ -137,7 +137,8 @@ def render_markdown(result: dict[str, Any]) -> str:
         return f"{rec['median_ms']:.0f} ms ({rec['p25_ms']:.0f}–{rec['p75_ms']:.0f}, n={rec['n']})"
 
     rows = [
-        ("FLOPs per image, inference", f"{f['gflops_infer']:.1f} G", f"{i['gflops_infer']:.1f} G", ratio("gflops_infer")),
+        ("FLOPs per image, inference", f"{f['gflops_infer']:.1f} G", f"{i['gflops_infer']:.1f} G",
+         ratio("gflops_infer")),
         ("  of which UDLR", f"{f['gflops_udlr_infer']:.2f} G", f"{i['gflops_udlr_infer']:.2f} G",
          ratio("gflops_udlr_infer")),
         ("FLOPs per image, training step", f"{f['gflops_train']:.1f} G", f"{i['gflops_train']:.1f} G",

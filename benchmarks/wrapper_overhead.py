@@ -154,7 +154,8 @@ def render_markdown(run: dict[str, Any]) -> str:
         whole = f"{100 * added / (backbone + b['total']):.1f} %" if backbone else "-"
         fl = row["flops"]
         lines.append(
-            f"| `{row['decoder']}` | {'' if row['variant'] == 'recipe' else row['variant'] + ': '}{row['description']} | {b['total'] / 1e6:.2f} M | "
+            f"| `{row['decoder']}` | {'' if row['variant'] == 'recipe' else row['variant'] + ': '}"
+            f"{row['description']} | {b['total'] / 1e6:.2f} M | "
             f"{added / 1e6:.2f} M ({f['rus'] / 1e6:.2f} / {f['ugf'] / 1e6:.2f} / {f['udlr'] / 1e6:.2f}) | "
             f"{100 * added / b['total']:.1f} % | {whole} | "
             f"{(fl['full']['inference'] - fl['base']['inference']) / 1e9:.1f} | "

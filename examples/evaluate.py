@@ -106,10 +106,12 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit(f"the {args.split} split of the {cfg.dataset} data under {root} is empty (0 samples): there "
                          "is nothing to evaluate. Check --data-root and --split.")
     workers = resolve_num_workers(cfg.num_workers, device=env.device)
-    loader = evaluation_loader(dataset, batch_size=per_rank_batch(cfg.batch_size, env.world_size, cfg.grad_accumulation),
+    batch = per_rank_batch(cfg.batch_size, env.world_size, cfg.grad_accumulation)
+    loader = evaluation_loader(dataset, batch_size=batch,
                                rank=env.rank, world_size=env.world_size, num_workers=workers)
     options = {"device": env.device, "progress": cfg.progress and env.is_main, "description": f"eval {args.split}",
-               "autocast_dtype": autocast_dtype(resolve_precision(cfg.precision, device=env.device, fp16_fallback=True))}
+               "autocast_dtype": autocast_dtype(resolve_precision(cfg.precision, device=env.device,
+                                                                  fp16_fallback=True))}
     results = {args.split: evaluate(model, loader, at_original_size=args.original_size, **options)}
     if args.text_masked:
         results[f"{args.split}/text_masked"] = evaluate(model, loader, blank_text=True, tokenizer=tokenizer,

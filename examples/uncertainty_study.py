@@ -128,7 +128,8 @@ def train_one(args: argparse.Namespace, variant: str, seed: int, out: Path) -> P
         max_steps=steps, epochs=1000, batch_size=args.batch_size, device=args.device, seed=seed,
         synthetic_train=args.synthetic_train, synthetic_seed=args.train_data_seed, cache_dir=args.cache_dir,
         progress=args.progress, panels=0, tensorboard=False, checkpoint_every=10**9, eval_splits="test",
-        output_dir=str(folder), model={**REFERENCE_MODEL, **model_changes}, resume=folder.is_dir(),  # continue an unfinished run
+        # resume: continue an unfinished run
+        output_dir=str(folder), model={**REFERENCE_MODEL, **model_changes}, resume=folder.is_dir(),
         **changes,
     )
     build_trainer(cfg).fit()

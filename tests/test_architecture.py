@@ -81,7 +81,8 @@ def test_the_rules_find_each_kind_of_violation(tmp_path: Path) -> None:
         "data/bad.py": "from ..models.text import TextEncoder\n",
         "training/bad.py": "from ..models._checkpoint import strip_wrapper_prefixes\nfrom .. import __version__\n",
         "inference.py": "from uncertainty_rrsis.data._io import read_image\nimport benchmarks\n",
-        "training/fine.py": "from .._ops import resize_logits\nfrom ._private import x\nfrom ..data import read_image\n",
+        "training/fine.py": ("from .._ops import resize_logits\nfrom ._private import x\n"
+                             "from ..data import read_image\n"),
     }
     for name, text in planted.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)

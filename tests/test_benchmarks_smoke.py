@@ -85,7 +85,8 @@ def test_out_defaults_to_env(monkeypatch, tmp_path):
     monkeypatch.setenv("OUT", str(tmp_path))
     args = parse_args(["--device", "cpu", "--preset", "micro", "--quick"])
     assert args.out == str(tmp_path) and args.out_display == "$OUT"
-    assert args.image_sizes == [64] and args.batch_sizes == [1] and args.sections == ["syncs", "modules", "rows", "sweep", "batch"]
+    assert args.image_sizes == [64] and args.batch_sizes == [1]
+    assert args.sections == ["syncs", "modules", "rows", "sweep", "batch"]
     monkeypatch.delenv("OUT")
     assert Path(parse_args(["--device", "cpu"]).out) == ROOT / "benchmarks" / "results"
 

@@ -220,7 +220,7 @@ def parse_window(text: str | Sequence[int] | None) -> tuple[int, int, int, int] 
         values = ()
     if len(values) != 4 or values[0] < 0 or values[1] < 0 or values[2] < 1 or values[3] < 1:
         raise ValueError(f"a window is col_off,row_off,width,height in pixels (offsets >= 0, sizes >= 1); got {text!r}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 # ------------------------------------------------------------------------------ reading

@@ -163,7 +163,7 @@ class ReferringPrediction:
 
         picture = self.image
         if picture.shape[:2] != size:
-            picture = np.asarray(Image.fromarray(picture).resize((size[1], size[0]), Image.BILINEAR))
+            picture = np.asarray(Image.fromarray(picture).resize((size[1], size[0]), Image.Resampling.BILINEAR))
         return render_panel(image=picture, sentence=self.sentence, prediction=shrink(self.mask, binary=True),
                             uncertainty_prob=shrink(self.uncertainty), refine_mask=shrink(self.refine_mask),
                             tile_size=side)

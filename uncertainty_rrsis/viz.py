@@ -81,10 +81,10 @@ def _map(x: Any, size: tuple[int, int], *, binary: bool, name: str) -> np.ndarra
     if arr.shape != (height, width):
         if binary:
             img = Image.fromarray(arr.astype(bool).astype(np.uint8) * 255).resize(
-                (width, height), Image.NEAREST
+                (width, height), Image.Resampling.NEAREST
             )
             return np.asarray(img) > 127
-        img = Image.fromarray(arr.astype(np.float32)).resize((width, height), Image.BILINEAR)
+        img = Image.fromarray(arr.astype(np.float32)).resize((width, height), Image.Resampling.BILINEAR)
         arr = np.asarray(img)
     return arr.astype(bool) if binary else arr.astype(np.float64)
 
@@ -163,7 +163,7 @@ def render_panel(
     for k, (tile, title) in enumerate(zip(tiles, titles, strict=True)):
         x = pad + k * (scale_w + pad)
         draw.text((x, band), title, fill=(80, 80, 80), font=font)
-        panel.paste(Image.fromarray(tile).resize((scale_w, scale_h), Image.NEAREST), (x, band + title_h))
+        panel.paste(Image.fromarray(tile).resize((scale_w, scale_h), Image.Resampling.NEAREST), (x, band + title_h))
     return panel
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -15,5 +16,6 @@ def load_example(name: str) -> ModuleType:
     if spec is None or spec.loader is None:
         raise FileNotFoundError(f"no example script {EXAMPLES / (name + '.py')}")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses and pickling look a module up by name
     spec.loader.exec_module(module)
     return module

@@ -3,6 +3,7 @@ parameter groups and counts, configs and presets, ``torch.compile``, save / load
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -176,7 +177,7 @@ def test_bf16_autocast_matches_float32(tiny_config, tiny_batch):
     for name, atol in MODEL_BF16_ATOL.items():
         out, want = getattr(got, name), getattr(expected, name)
         assert out.dtype == torch.bfloat16 and out.shape == want.shape, name
-        torch.testing.assert_close(out.float(), want, rtol=0, atol=atol, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(out.float(), want, rtol=0, atol=atol, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_refinement_starts_as_identity(full_model, tiny_batch):
@@ -239,7 +240,7 @@ def test_config_validation_and_replace(tiny_config):
         CroBIMUConfig(vision=VisionConfig(out_indices=(1, 2, 3)))
     with pytest.raises(ValueError, match="model_type"):
         TextConfig(hf_config={"hidden_size": 8})
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         tiny_config.dim = 8  # frozen
     changed = tiny_config.replace(use_fusion=False, decoder={"num_layers": 3})
     assert changed.decoder.num_layers == 3 and changed.decoder.num_heads == tiny_config.decoder.num_heads

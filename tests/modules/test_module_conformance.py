@@ -232,7 +232,7 @@ def assert_close_lists(actual, expected, **tol) -> None:
         if e is None:
             assert a is None, f"leaf {i}: expected no gradient"
             continue
-        torch.testing.assert_close(a, e, msg=lambda m: f"leaf {i}: {m}", **tol)
+        torch.testing.assert_close(a, e, msg=lambda m, i=i: f"leaf {i}: {m}", **tol)
 
 
 @pytest.fixture(autouse=True)
@@ -325,7 +325,7 @@ def test_autocast_bfloat16(case: Case) -> None:
     atol = BF16_ATOL_FLOAT32_MATH if case.out_shapes == ((),) else BF16_ATOL
     for i, (out, want) in enumerate(zip(outputs, expected)):
         assert torch.isfinite(out).all()
-        torch.testing.assert_close(out.float(), want, rtol=0, atol=atol, msg=lambda m: f"output {i}: {m}")
+        torch.testing.assert_close(out.float(), want, rtol=0, atol=atol, msg=lambda m, i=i: f"output {i}: {m}")
     loss.backward()
     for name, p in module.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name

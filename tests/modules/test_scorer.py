@@ -132,14 +132,20 @@ def test_shapes_property(batch, dim, text_dim, length, height, width, data):
 @pytest.mark.parametrize(
     ("args", "match"),
     [
-        ((torch.randn(2, 8, 4), torch.randn(2, 3, 8), None), r"`visual` must have shape \(B, C, H, W\).*got shape \(2, 8, 4\)"),
-        ((torch.randn(2, 6, 4, 4), torch.randn(2, 3, 8), None), r"`visual` must have shape.*8 at dim 1; got shape \(2, 6, 4, 4\)"),
+        ((torch.randn(2, 8, 4), torch.randn(2, 3, 8), None),
+         r"`visual` must have shape \(B, C, H, W\).*got shape \(2, 8, 4\)"),
+        ((torch.randn(2, 6, 4, 4), torch.randn(2, 3, 8), None),
+         r"`visual` must have shape.*8 at dim 1; got shape \(2, 6, 4, 4\)"),
         ((torch.randn(2, 8, 4, 4), torch.randn(2, 3), None), r"`text` must have shape \(B, L, D\)"),
-        ((torch.randn(2, 8, 4, 4), torch.randn(2, 3, 5), None), r"`text` must have shape.*8 at dim 2; got shape \(2, 3, 5\)"),
+        ((torch.randn(2, 8, 4, 4), torch.randn(2, 3, 5), None),
+         r"`text` must have shape.*8 at dim 2; got shape \(2, 3, 5\)"),
         ((torch.randn(2, 8, 4, 4), torch.randn(3, 3, 8), None), r"batch sizes differ.*\(2, 8, 4, 4\).*\(3, 3, 8\)"),
-        ((torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8), torch.ones(2, 3)), r"must be a bool tensor.*float32.*attention_mask == 0"),
-        ((torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8), torch.zeros(2, 4, dtype=torch.bool)), r"\(B, L\) = \(2, 3\).*got shape \(2, 4\)"),
-        ((torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8), torch.zeros(2, dtype=torch.bool)), r"`text_padding_mask` must have shape \(B, L\)"),
+        ((torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8), torch.ones(2, 3)),
+         r"must be a bool tensor.*float32.*attention_mask == 0"),
+        ((torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8), torch.zeros(2, 4, dtype=torch.bool)),
+         r"\(B, L\) = \(2, 3\).*got shape \(2, 4\)"),
+        ((torch.randn(2, 8, 4, 4), torch.randn(2, 3, 8), torch.zeros(2, dtype=torch.bool)),
+         r"`text_padding_mask` must have shape \(B, L\)"),
     ],
 )
 def test_bad_input_messages(args, match):

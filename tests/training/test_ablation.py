@@ -4,19 +4,17 @@ config file, the Table V-style table (Markdown + JSON), and the reuse / resume o
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from uncertainty_rrsis.training import TrainConfig, build_model_config
 
+from helpers.examples import load_example
 from helpers.tiny import tiny_train_config
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "examples"))
-
-import ablation  # noqa: E402
+ablation = load_example("ablation")
 
 MACHINE = ["--data-root", "/data/rrsisd", "--vision-weights", "/w/convnext_base.safetensors",
            "--text-weights", "/w/bert-base-uncased"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -27,8 +26,7 @@ from uncertainty_rrsis.training import (
     write_metrics,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "examples"))
+from helpers.examples import load_example
 
 SIZE = 16
 N = 7
@@ -200,7 +198,7 @@ def make_checkpoint(tmp: Path, tiny_config, tokenizer) -> Path:
 
 
 def test_evaluate_script_evaluates_a_checkpoint_without_a_trainer(tmp_path, tiny_config, tiny_tokenizer, monkeypatch):
-    import evaluate as evaluate_script
+    evaluate_script = load_example("evaluate")
 
     from uncertainty_rrsis.models import CroBIMU
     from uncertainty_rrsis.training import Trainer, build_dataset, load_tokenizer, prepare_data_root
@@ -243,7 +241,7 @@ def _evaluate_rank(rank: int, world: int, store: str, argv: list[str], out: str)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
-    import evaluate as evaluate_script  # the script finds the process group torchrun would have made
+    evaluate_script = load_example("evaluate")  # the script finds the process group torchrun would have made
 
     results = evaluate_script.main(argv)
     torch.save(results, Path(out) / f"rank{rank}.pt")
@@ -253,7 +251,7 @@ def _evaluate_rank(rank: int, world: int, store: str, argv: list[str], out: str)
 @pytest.mark.slow
 @pytest.mark.distributed
 def test_evaluate_script_under_two_ranks_counts_every_sample_once(tmp_path, tiny_config, tiny_tokenizer):
-    import evaluate as evaluate_script
+    evaluate_script = load_example("evaluate")
 
     folder = make_checkpoint(tmp_path, tiny_config, tiny_tokenizer)
     argv = [str(folder), "--device", "cpu", "--no-progress", "--panels", "0", "--output-dir", str(tmp_path / "eval")]

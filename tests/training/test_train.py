@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import runpy
 import signal
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch.multiprocessing as mp
 from uncertainty_rrsis.training import TrainConfig, Trainer, build_arg_parser, build_trainer, init_distributed
 from uncertainty_rrsis.training.checkpoint import find_checkpoint
 
+from helpers.examples import load_example
 from helpers.tiny import tiny_train_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,12 +53,12 @@ def test_short_run_writes_the_run_folder(tmp_path, tiny_bert_dir):
 
 @pytest.mark.slow
 def test_evaluate_script_matches_training_evaluation(tmp_path, tiny_bert_dir):
-    evaluate_script = runpy.run_path(str(REPO / "examples" / "evaluate.py"), run_name="evaluate_example")
+    evaluate_script = load_example("evaluate")
 
     cfg = tiny_train_config(tmp_path, tiny_bert_dir, epochs=1)
     results = build_trainer(cfg).fit()
     best = Path(cfg.output_dir) / "checkpoints" / "best"
-    again = evaluate_script["main"]([str(best), "--device", "cpu", "--no-progress", "--panels", "1",
+    again = evaluate_script.main([str(best), "--device", "cpu", "--no-progress", "--panels", "1",
                                   "--output-dir", str(tmp_path / "eval")])
     for key in ("oIoU", "mIoU", "Pr@0.5", "count", "unc/AUROC"):
         assert again["test"][key] == pytest.approx(results["test"][key], abs=1e-9)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +12,9 @@ import pytest
 from uncertainty_rrsis.models import get_preset
 from uncertainty_rrsis.training import build_model_config
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "examples"))
+from helpers.examples import load_example
 
-import uncertainty_study as study  # noqa: E402
+study = load_example("uncertainty_study")
 
 
 class _Recorder:

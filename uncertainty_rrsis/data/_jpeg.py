@@ -260,6 +260,7 @@ def _check_scan(raw: bytes, frame: tuple, scan: list, quant: dict[int, int], res
         step = quant.get(comps[cid][2], 1) or 1
         tables.append((dc, ac, runs, step, 1024 + 2 * step))
     total = cols * rows
+    parts: list[bytes]
     if restart:
         parts, start, i = [], 0, 0
         while True:

@@ -55,6 +55,7 @@ class ResizeNormalize:
         std: Sequence[float] = IMAGENET_STD,
         backend: Literal["pil", "torch"] = "pil",
     ) -> None:
+        size: tuple[int, ...]
         if isinstance(image_size, int):
             size = (image_size, image_size)
         else:
@@ -73,7 +74,7 @@ class ResizeNormalize:
         height, width = self.size
         if self.backend == "pil":
             if image.size != (width, height):
-                image = image.resize((width, height), Image.BILINEAR)
+                image = image.resize((width, height), Image.Resampling.BILINEAR)
             arr = np.asarray(image, dtype=np.uint8)
             return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
         arr = np.asarray(image, dtype=np.uint8)
@@ -89,7 +90,7 @@ class ResizeNormalize:
         height, width = self.size
         if mask.shape != (height, width):
             img = Image.fromarray(mask.astype(np.uint8) * 255)
-            mask = np.asarray(img.resize((width, height), Image.NEAREST)) > 127
+            mask = np.asarray(img.resize((width, height), Image.Resampling.NEAREST)) > 127
         return torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))
 
     def normalize(self, image: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -299,7 +299,7 @@ class UncertaintyQualityMetrics:
         error = pred != target
         self.update(prob, error)
         margin = margin_uncertainty(full)  # (b, 1, H, W)
-        grid = tuple(int(g) for g in (grid if grid is not None else uncertainty_logits.shape[-2:]))
+        grid = cast(tuple[int, int], tuple(int(g) for g in (grid if grid is not None else uncertainty_logits.shape[-2:])))
         pooled = resize_logits(torch.nn.functional.adaptive_avg_pool2d(margin, grid), size).clamp(0.0, 1.0)
         self._add(1, margin[:, 0].reshape(-1), error.reshape(-1))
         self._add(2, pooled[:, 0].reshape(-1), error.reshape(-1))

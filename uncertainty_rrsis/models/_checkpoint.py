@@ -144,7 +144,7 @@ def save_safetensors(
     tensors: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         t = value.detach().to("cpu").contiguous()
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset())
+        ident = (t.untyped_storage().data_ptr(), int(t.storage_offset()))
         if t.numel() and ident in seen:
             t = t.clone()
         seen.add(ident)

@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 __all__ = ["VisionConfig", "TextConfig", "DecoderConfig", "CroBIMUConfig", "ModelConfig"]
 
@@ -52,7 +52,7 @@ def _jsonable(value: Any) -> Any:
 class _ConfigBase:
     """Shared dict / JSON / replace logic of the config dataclasses."""
 
-    _nested: dict[str, type] = {}
+    _nested: ClassVar[dict[str, type[_ConfigBase]]] = {}
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]

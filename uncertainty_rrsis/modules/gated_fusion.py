@@ -9,7 +9,7 @@ Axis legend
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import rearrange
@@ -157,7 +157,8 @@ class UncertaintyGatedFusion(nn.Module):
         """Return ``V+`` (B, C, H, W); for a list of levels, the list of fused levels (:meth:`fuse_levels`)."""
         if isinstance(visual, (list, tuple)):
             return self.fuse_levels(visual, text, uncertainty, text_padding_mask)
-        return self.fuse_levels([visual], text, uncertainty, text_padding_mask)[0]
+        # one level: a tensor (anything else fails the input checks)
+        return self.fuse_levels([cast(torch.Tensor, visual)], text, uncertainty, text_padding_mask)[0]
 
     def fuse_levels(
         self,

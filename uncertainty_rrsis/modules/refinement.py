@@ -7,7 +7,7 @@ Axis legend
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -106,7 +106,7 @@ class UncertaintyDrivenRefinement(nn.Module):
         for layer in self.head:
             if isinstance(layer, nn.Conv2d):
                 layer.reset_parameters()
-        last = self.head[-1]
+        last = cast(nn.Conv2d, self.head[-1])
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
@@ -184,7 +184,7 @@ class UncertaintyDrivenRefinement(nn.Module):
         """``R([F ; P_fg ; U^p])`` (Eq. 15) without building the concatenation: the first convolution is
         applied to ``F`` and to ``[P_fg ; U^p]`` with the two slices of its weight and summed, which
         equals the convolution of the concatenation and spares a copy of the wide feature ``F``."""
-        first = self.head[0]
+        first = cast(nn.Conv2d, self.head[0])
         hidden = F.conv2d(feature, first.weight[:, : self.feature_dim], first.bias, padding=1)
         hidden = hidden + F.conv2d(torch.cat([coarse, prob], dim=1), first.weight[:, self.feature_dim :], padding=1)
         return self.head[1:](hidden)

@@ -13,7 +13,7 @@ Axis legend
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import rearrange
@@ -70,8 +70,9 @@ class SampleRiskHead(nn.Module):
             nn.GELU(),
             nn.Linear(self.hidden_dim, 1, **factory),
         )
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        last = cast(nn.Linear, self.mlp[-1])
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
     @staticmethod
     @torch.no_grad()
@@ -106,7 +107,7 @@ class SampleRiskHead(nn.Module):
             check_channels(owner, "uncertainty", uncertainty, 1, dim=1, layout="(B, 1, Hu, Wu)")
             check_channels(owner, "logits", logits, 1, dim=1, layout="(B, 1, H, W)")
             check_same_batch(owner, [("uncertainty", uncertainty), ("logits", logits)])
-        stats = self.statistics(uncertainty, logits).to(self.mlp[0].weight.dtype)
+        stats = self.statistics(uncertainty, logits).to(cast(nn.Linear, self.mlp[0]).weight.dtype)
         return self.mlp(stats)[:, 0]
 
     def extra_repr(self) -> str:

@@ -67,7 +67,7 @@ def texture(rng: np.random.Generator, s: int, name: str) -> np.ndarray:
         t = np.maximum(gx, gy)
     else:  # blobs: smooth low-frequency noise
         coarse = rng.random((5, 5)).astype(np.float32)
-        img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((s, s), Image.BICUBIC)
+        img = Image.fromarray((coarse * 255).astype(np.uint8)).resize((s, s), Image.Resampling.BICUBIC)
         t = np.asarray(img, dtype=np.float32) / 255.0
     t = t[..., None]
     out = np.asarray(base, np.float32) * (1 - t) + np.asarray(second, np.float32) * t
@@ -186,10 +186,10 @@ def draw_scene(
             if spec["category"] == "road" and geom["width"] >= 4:
                 canvas.detail_line(geom["pts"][::2], shade(geom["rgb"], 1.35))
             continue
-        rgb = tuple(
-            int(c)
-            for c in np.clip(np.asarray(_PALETTE[spec["colour"]]) + rng.integers(-12, 13, 3), 0, 255)
+        red, green, blue = (
+            int(c) for c in np.clip(np.asarray(_PALETTE[spec["colour"]]) + rng.integers(-12, 13, 3), 0, 255)
         )
+        rgb = (red, green, blue)
         if geom["kind"] == "circle":
             canvas.ellipse(geom["cx"], geom["cy"], geom["r"], rgb, label)
             if geom["r"] >= 4:
