@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
@@ -57,6 +57,9 @@ from .geo import (
     write_geotiff,
 )
 from .viz import heat_colormap, render_panel
+
+if TYPE_CHECKING:
+    from .models import CroBIMU
 
 __all__ = ["LoadedImage", "ReferringPrediction", "ReferringSegmenter"]
 
@@ -250,7 +253,7 @@ class ReferringSegmenter:
         batch_size: int = 8,
         device: torch.device | str | None = None,
         amp: bool = False,
-        resize_backend: str = "pil",
+        resize_backend: Literal["pil", "torch"] = "pil",
         reduce_large_images: bool = True,
         bands: Sequence[int] | str | None = None,
         window: Sequence[int] | str | None = None,
@@ -261,7 +264,7 @@ class ReferringSegmenter:
         self.model = model.eval()
         self.tokenizer = tokenizer
         config = getattr(model, "config", None)
-        self.image_size = int(image_size or getattr(config, "image_size", 480))
+        self.image_size = int(image_size) if image_size else int(getattr(config, "image_size", 480))
         self.max_tokens = int(config.text.max_tokens) if config is not None else 20
         self.batch_size = int(batch_size)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -362,7 +365,8 @@ class ReferringSegmenter:
         """
         single = isinstance(sentences, str) and not isinstance(images, (list, tuple))
         sentences = [sentences] if isinstance(sentences, str) else list(sentences)
-        images = list(images) if isinstance(images, (list, tuple)) else [images] * len(sentences)
+        # one image (a str is a path) or a list / tuple of them
+        images = list(images) if isinstance(images, (list, tuple)) else [cast(ImageLike, images)] * len(sentences)
         if len(images) != len(sentences):
             raise ValueError(f"got {len(images)} images and {len(sentences)} sentences; give one image for all "
                              "sentences or one image per sentence")
@@ -402,8 +406,9 @@ class ReferringSegmenter:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
             out = self.model(pixels.to(self.device), ids, text_padding_mask=pad)
         side = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-        unc = None if out.uncertainty is None else self.model.to_image_size(out.uncertainty.float(), side)
-        ref = None if out.refine_mask is None else self.model.to_image_size(out.refine_mask.float(), side)
+        to_image_size = cast("CroBIMU", self.model).to_image_size
+        unc = None if out.uncertainty is None else to_image_size(out.uncertainty.float(), side)
+        ref = None if out.refine_mask is None else to_image_size(out.refine_mask.float(), side)
         return out.logits.float(), unc, ref
 
     def _batch(self, images: list[LoadedImage], sentences: list[str]) -> list[ReferringPrediction]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -160,7 +160,7 @@ def _aeroreformer(recipe: DecoderRecipe, decoder: nn.Module, dim: tuple[int, ...
 
 def _caris(recipe: DecoderRecipe, decoder: nn.Module, dim: tuple[int, ...], text_dim: int) -> dict:
     """CARIS's pixel decoder: UGF on its ``input_convs`` (the projected encoder levels), F from ``mask_feature``."""
-    convs = recipe.layer(decoder, "input_convs")
+    convs = cast(nn.ModuleList, recipe.layer(decoder, "input_convs"))  # a ModuleList in CARIS
     names = tuple(f"input_convs.{i}" for i in range(len(convs)))
     for i, name in enumerate(names):  # coarsest first
         recipe.expect(f"{name}'s input", recipe.width(decoder, name, "in"), dim[-1 - i], _WIDTHS_FIX)

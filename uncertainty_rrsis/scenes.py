@@ -221,7 +221,7 @@ class SceneSegmenter:
         """Segment what each sentence refers to in one scene (one prediction per sentence; a list when
         ``sentences`` is a list). The scene is decoded in full (no reduced JPEG decode)."""
         single = isinstance(sentences, str)
-        sentences = [sentences] if single else list(sentences)
+        sentences = [sentences] if isinstance(sentences, str) else list(sentences)
         scene = self.segmenter.load(image, reduce=False)
         check_sentences(sentences, [scene] * len(sentences))
         window = self.window_side(scene.size)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import difflib
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -237,7 +237,7 @@ class RiskGuidedDecoder(nn.Module):
         self.scorer_dim = self._width(self.score_level)
         self.text_dim = int(text_dim) if text_dim is not None else self.scorer_dim
         self.fuse_at = tuple(fuse_at or ())
-        if self.fuse_at and fused_levels is not None and tuple(fused_levels):
+        if self.fuse_at and fused_levels is not None and bool(tuple(fused_levels)):
             raise ValueError(
                 f"RiskGuidedDecoder: pass either fused_levels={tuple(fused_levels)} (UGF on the features before "
                 f"the decoder) or fuse_at={self.fuse_at} (UGF inside the decoder), not both."
@@ -347,7 +347,7 @@ class RiskGuidedDecoder(nn.Module):
         return index % n
 
     def _width(self, level: int) -> int:
-        return self.level_dims[level] if self.level_dims is not None else self.dim
+        return self.level_dims[level] if self.level_dims is not None else cast(int, self.dim)  # one int width
 
     def _fusion_widths(self, fusion_dim: int | Sequence[int] | None) -> tuple[int, ...]:
         """The width of each ``fuse_at`` output: ``fusion_dim`` per name, or one width for all."""
@@ -372,11 +372,11 @@ class RiskGuidedDecoder(nn.Module):
 
     # ---- hooks ---------------------------------------------------------------------------------
 
-    def _capture(self, module: nn.Module, args: object, output: object) -> None:
+    def _capture(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
         if self._context is not None:
             self._captured.append(output[0] if isinstance(output, (tuple, list)) else output)
 
-    def _fuse_hook(self, name: str, index: int, module: nn.Module, args: object, output: object):
+    def _fuse_hook(self, name: str, index: int, module: nn.Module, args: tuple[Any, ...], output: Any):
         context = self._context
         if context is None:  # the decoder called on its own: unchanged
             return None
@@ -387,6 +387,7 @@ class RiskGuidedDecoder(nn.Module):
             check_channels(owner, f"output of decoder.{name}", output, self._fuse_widths[index], dim=1,
                            layout="(B, C, H, W)", fix=f"Pass fusion_dim={int(output.shape[1])} for {name!r}.")
         text, uncertainty, text_padding_mask = context
+        assert self.fusion is not None  # the fuse_at hooks exist only with UGF
         fusion = self.fusion[index] if isinstance(self.fusion, nn.ModuleList) else self.fusion
         return fusion(output, text, uncertainty, text_padding_mask)
 
@@ -461,6 +462,7 @@ class RiskGuidedDecoder(nn.Module):
     def _fuse_levels(self, features: list, text, uncertainty, text_padding_mask) -> list:
         indices = [i % len(features) for i in self.fused_levels]
         levels = [features[i] for i in indices]
+        assert self.fusion is not None  # called only with UGF
         if isinstance(self.fusion, nn.ModuleList):  # one UGF per width
             fused = [ugf(level, text, uncertainty, text_padding_mask) for ugf, level in zip(self.fusion, levels)]
         else:  # one shared UGF: one call, one token sequence, one attention

@@ -394,3 +394,12 @@ def test_documented_parameter_counts_match_the_model():
     ]
     for row in expected_rows:
         assert row in doc, f"docs/reference_model.md does not say {row!r}"
+
+
+def test_the_training_size_is_a_multiple_of_the_size_divisor():
+    from uncertainty_rrsis.models import get_preset
+
+    with pytest.raises(ValueError, match=r"`image_size`=500 must be a multiple of `size_divisor`=32.*480 or 512"):
+        get_preset("tiny", image_size=500)
+    with pytest.raises(ValueError, match="must be a multiple"):
+        get_preset("tiny", image_size=500, pad_input=False)  # without padding the model would refuse it

@@ -99,8 +99,8 @@ def test_synthetic_data_root_is_generated_once_at_the_model_size(tmp_path):
     root = prepare_data_root(cfg, image_size=48)
     assert prepare_data_root(cfg, image_size=48) == root  # cached
     assert prepare_data_root(cfg, image_size=64) != root  # another size, another folder
-    dataset = build_dataset("synthetic", root, "test", tokenizer=None, model_config=get_preset("tiny", image_size=48))
-    assert len(dataset) == 2 and tuple(dataset[0]["image"].shape) == (3, 48, 48)
+    dataset = build_dataset("synthetic", root, "test", tokenizer=None, model_config=get_preset("tiny", image_size=64))
+    assert len(dataset) == 2 and tuple(dataset[0]["image"].shape) == (3, 64, 64)  # resized to the model's size
 
 
 def test_a_real_dataset_needs_its_root():

@@ -101,7 +101,7 @@ def join_name(folder: Path, name: Any, *, what: str, where: str) -> tuple[Path, 
     return folder.joinpath(*normal.split("/")), None
 
 
-def mask_values_hint(records: list[Record], *, threshold: int, rule: str, layout: str) -> str:
+def mask_values_hint(records: Sequence[Record], *, threshold: int, rule: str, layout: str) -> str:
     """What the mask files hold, for the all-empty message: their largest value and a guess."""
     highest = None
     for record in records[:20]:

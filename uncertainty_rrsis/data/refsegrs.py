@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from ._errors import DatasetLayoutError
@@ -68,7 +70,7 @@ class RefSegRS(ReferringDataset):
         return (f"{self.root / f'output_phrase_{self.split}.txt'} lists no sample "
                 "(expected lines '<stem> <sentence...>')")
 
-    def _empty_masks_hint(self, records: list[Record]) -> str:
+    def _empty_masks_hint(self, records: Sequence[Record]) -> str:
         return mask_values_hint(records, threshold=self.mask_threshold,
                                  rule=f"RefSegRS masks are 0 / 255 with foreground > {self.mask_threshold}",
                                  layout=_LAYOUT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ class RISBench(ReferringDataset):
         return (f"{self.root / f'output_phrase_{self.split}.txt'} lists no sample "
                 "(expected lines '<name>.png <sentence...>')")
 
-    def _empty_masks_hint(self, records: list[Record]) -> str:
+    def _empty_masks_hint(self, records: Sequence[Record]) -> str:
         return mask_values_hint(records, threshold=0, rule="RISBench masks are 0 / 255, foreground > 0",
                                  layout=_LAYOUT)
 

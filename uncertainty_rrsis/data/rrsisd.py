@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ class RRSISD(ReferringDataset):
         return (f"{self.root / 'rrsisd' / self.refs_file} has no ref with split == {self.split!r} "
                 f"(splits found: {', '.join(self._splits_seen) or 'none'})")
 
-    def _empty_masks_hint(self, records: list[Record]) -> str:
+    def _empty_masks_hint(self, records: Sequence[Record]) -> str:
         return ("the masks are decoded from the 'segmentation' fields of instances.json; check that they "
                 "encode the objects (RLE counts or polygons of the right image)")
 
@@ -248,8 +249,10 @@ def _image_entry_problems(info: dict[str, Any], path: Path) -> list[str]:
         value = info.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             out.append(f"{path} image id={info.get('id')!r}: {key} must be a positive integer; got {type_name(value)}")
-    height, width = info.get("height"), info.get("width")
-    if not out and height * width > MAX_MASK_PIXELS:
+    if out:
+        return out
+    height, width = info["height"], info["width"]  # positive integers, checked above
+    if height * width > MAX_MASK_PIXELS:
         out.append(
             f"{path} image id={info.get('id')!r}: declares {height}x{width} pixels, more than the "
             f"{MAX_MASK_PIXELS} a mask may have; fix height/width"

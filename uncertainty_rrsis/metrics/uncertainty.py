@@ -299,7 +299,8 @@ class UncertaintyQualityMetrics:
         error = pred != target
         self.update(prob, error)
         margin = margin_uncertainty(full)  # (b, 1, H, W)
-        grid = cast(tuple[int, int], tuple(int(g) for g in (grid if grid is not None else uncertainty_logits.shape[-2:])))
+        cells = grid if grid is not None else uncertainty_logits.shape[-2:]
+        grid = cast(tuple[int, int], tuple(int(g) for g in cells))
         pooled = resize_logits(torch.nn.functional.adaptive_avg_pool2d(margin, grid), size).clamp(0.0, 1.0)
         self._add(1, margin[:, 0].reshape(-1), error.reshape(-1))
         self._add(2, pooled[:, 0].reshape(-1), error.reshape(-1))
@@ -316,7 +317,8 @@ class UncertaintyQualityMetrics:
         u_mask = (prob.reshape(prob.shape[0], -1).double() * weights).sum(1)
         u_image = prob.reshape(prob.shape[0], -1).double().mean(1)
         m_mask = (margin[:, 0].reshape(margin.shape[0], -1).double() * weights).sum(1)
-        risk_p = torch.sigmoid(risk.detach().to(self.device).double()) if risk is not None else torch.full_like(iou, math.nan)
+        risk_p = (torch.sigmoid(risk.detach().to(self.device).double()) if risk is not None
+                  else torch.full_like(iou, math.nan))
         rows = torch.stack([iou, u_mask, u_image, m_mask, risk_p], dim=1).cpu().tolist()
         self._samples.extend(tuple(r) for r in rows)
         tags = batch.get("tags")

@@ -243,8 +243,9 @@ class CroBIMUConfig(_ConfigBase):
         vision, text, decoder: the parts (a dict is accepted and converted).
         dim: the common embedding width C (256 in the paper): visual projections, text
             projection, decoder and uncertainty modules.
-        image_size: the training / evaluation resolution (480 in the paper). The model itself
-            accepts any size; data pipelines and benchmarks read this field.
+        image_size: the training / evaluation resolution (480 in the paper), a multiple of
+            ``size_divisor``. The model itself accepts any size; data pipelines and benchmarks read
+            this field.
         use_fusion: add UGF (paper Eq. 9-12); with ``use_refinement`` the four ablation rows.
         use_refinement: add UDLR (paper Eq. 13-16).
         fused_levels: feature levels (0 = stride 4 ... 3 = stride 32) that UGF updates.
@@ -314,6 +315,14 @@ class CroBIMUConfig(_ConfigBase):
             raise ValueError(
                 "CroBIMUConfig: `refine_mask_source` must be 'uncertainty', 'margin' or 'max'; "
                 f"got {self.refine_mask_source!r}."
+            )
+        if self.image_size % self.size_divisor:
+            raise ValueError(
+                f"CroBIMUConfig: `image_size`={self.image_size} must be a multiple of `size_divisor`="
+                f"{self.size_divisor}: the datasets resize every image to it, and on such a size the maps the "
+                f"model returns (U, M) cover the image exactly. Choose e.g. "
+                f"{self.image_size - self.image_size % self.size_divisor} or "
+                f"{self.image_size - self.image_size % self.size_divisor + self.size_divisor}."
             )
         if len(self.vision.out_indices) != 4:
             raise ValueError(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import rearrange, repeat
@@ -158,7 +158,7 @@ class CrossModalPixelDecoder(nn.Module):
 
     def reset_parameters(self) -> None:
         nn.init.normal_(self.level_embed)
-        for conv in (self.lateral[0], self.output[0], self.mask_projection):
+        for conv in (cast(nn.Conv2d, self.lateral[0]), cast(nn.Conv2d, self.output[0]), self.mask_projection):
             nn.init.kaiming_uniform_(conv.weight, a=1)
             if conv.bias is not None:
                 nn.init.zeros_(conv.bias)

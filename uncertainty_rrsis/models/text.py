@@ -19,7 +19,7 @@ import contextlib
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -27,6 +27,9 @@ from torch import nn
 from .._attention import keep_from_padding, padding_from_keep
 from .._contracts import check_rank, check_same_batch, checks_enabled
 from .config import TextConfig
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig
 
 __all__ = ["TextEncoder", "minilm_path", "resolve_text_source", "MINILM_ID"]
 
@@ -96,7 +99,7 @@ def _hidden_size(config: Any) -> int:
     raise ValueError(f"TextEncoder: cannot find the hidden width of {type(config).__name__} (no hidden_size/d_model).")
 
 
-def _pooling_kwargs(config: Any) -> dict[str, bool]:
+def _pooling_kwargs(config: Any) -> dict[str, Any]:
     """``{"add_pooling_layer": False}`` when the architecture's constructor takes that flag."""
     from transformers import AutoModel
 
@@ -105,7 +108,8 @@ def _pooling_kwargs(config: Any) -> dict[str, bool]:
     except (KeyError, AttributeError, ValueError):
         return {}
     try:
-        params = inspect.signature(cls.__init__).parameters
+        # the value is the model class (transformers annotates it as a tuple of classes)
+        params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
     except (TypeError, ValueError):
         return {}
     return {"add_pooling_layer": False} if "add_pooling_layer" in params else {}
@@ -233,8 +237,9 @@ class TextEncoder(nn.Module):
 
     def hf_config_dict(self) -> dict[str, Any]:
         """The encoder's transformers config as a JSON-able dict (with ``model_type``)."""
-        data = self.backbone.config.to_dict()
-        data["model_type"] = self.backbone.config.model_type
+        config = cast("PretrainedConfig", self.backbone.config)
+        data = config.to_dict()
+        data["model_type"] = config.model_type
         for key in ("_name_or_path", "transformers_version", "torch_dtype", "dtype", "_commit_hash"):
             data.pop(key, None)
         return data

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import timm
 import torch
@@ -24,6 +25,9 @@ from torch import nn
 
 from .._contracts import check_channels, check_rank, checks_enabled
 from ._checkpoint import LoadReport, load_state_file, strip_prefixes
+
+if TYPE_CHECKING:
+    from timm.models import FeatureInfo
 
 __all__ = ["VisionEncoder", "load_foreign_checkpoint", "group_norm_groups", "FOREIGN_PREFIXES"]
 
@@ -80,7 +84,7 @@ class VisionEncoder(nn.Module):
     ) -> None:
         super().__init__()
         self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
-        kwargs = dict(model_kwargs or {})
+        kwargs: dict[str, Any] = dict(model_kwargs or {})
         if weights is None or str(weights).lower() in RANDOM_WEIGHTS:
             pretrained, overlay = False, None
         elif str(weights) == "hub":
@@ -112,7 +116,7 @@ class VisionEncoder(nn.Module):
         self.name = name
         if overlay is not None:
             self._verify_weights(overlay["file"])
-        info = self.backbone.feature_info
+        info = cast("FeatureInfo", self.backbone.feature_info)  # set by features_only=True
         self.dim = int(dim)
         self.widths: tuple[int, ...] = tuple(int(c) for c in info.channels())
         self.strides: tuple[int, ...] = tuple(int(r) for r in info.reduction())

@@ -107,6 +107,7 @@ class UncertaintyDrivenRefinement(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 layer.reset_parameters()
         last = cast(nn.Conv2d, self.head[-1])
+        assert last.bias is not None  # built with a bias
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 

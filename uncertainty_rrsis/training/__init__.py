@@ -81,7 +81,8 @@ from .trainer import Trainer
 __all__ = [
     # settings
     "TrainConfig", "DEFAULT_RECIPE", "MODEL_SHORTCUTS", "build_arg_parser", "config_from_args",
-    "load_config_file", "checkpoint_settings", "merge_settings", "config_files", "RESUME_MAY_CHANGE", "RESUME_MAY_CHANGE_MODEL",
+    "load_config_file", "checkpoint_settings", "merge_settings", "config_files", "RESUME_MAY_CHANGE",
+    "RESUME_MAY_CHANGE_MODEL",
     "PRECISIONS", "SELECT_METRICS", "build_model_config",
     # building a run
     "build_trainer", "build_criterion", "check_splits",

@@ -104,7 +104,9 @@ def find_checkpoint(folder: str | Path) -> Path | None:
     return None
 
 
-def load_trainer_state(folder: str | Path, map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+def load_trainer_state(
+    folder: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read ``(trainer_state, info)`` from a checkpoint folder written by :func:`save_checkpoint`.
 
     Raises:

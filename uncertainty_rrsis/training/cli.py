@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,9 @@ def _settings_from_run_config(data: Mapping[str, Any], path: Path) -> dict[str, 
     section = data.get("model")
     if section is not None:
         if not isinstance(section, Mapping):
-            raise ValueError(f"{path}: the 'model' section must be a model config mapping; got {type(section).__name__}")
+            raise ValueError(
+                f"{path}: the 'model' section must be a model config mapping; got {type(section).__name__}"
+            )
         if build_model_config(TrainConfig.from_dict(settings)).to_dict() != dict(section):
             settings["model"] = merge_nested(settings.get("model", {}), section)  # the model the run used wins
     return settings
@@ -115,7 +117,7 @@ def _optional(kind):
     return parse
 
 
-_PARSERS = {bool: _bool, int: int, float: float, str: str, dict: json.loads}
+_PARSERS: dict[type, Callable[[str], Any]] = {bool: _bool, int: int, float: float, str: str, dict: json.loads}
 
 
 def _recipe_default(name: str) -> str:

@@ -356,7 +356,8 @@ def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
     for layer in layers:
         layer = {str(k).replace("-", "_"): v for k, v in layer.items()}
         shortcuts = {k: layer.pop(k) for k in list(layer) if k in MODEL_SHORTCUTS}
-        model = merge_nested(model, merge_nested(_as_overrides(layer.pop("model", None)), _shortcut_overrides(shortcuts)))
+        overrides = merge_nested(_as_overrides(layer.pop("model", None)), _shortcut_overrides(shortcuts))
+        model = merge_nested(model, overrides)
         out.update(layer)
     if model:
         out["model"] = model

@@ -248,7 +248,8 @@ def per_rank_batch(total: int, world_size: int, accumulation: int = 1) -> int:
     if total < parts or total % parts != 0:
         raise ValueError(
             f"--batch-size is the total batch over all processes and accumulation steps; {total} does not divide "
-            f"by world_size ({world_size}) x grad_accumulation ({accumulation}) = {parts}. Choose a multiple of {parts}."
+            f"by world_size ({world_size}) x grad_accumulation ({accumulation}) = {parts}. "
+            f"Choose a multiple of {parts}."
         )
     return total // parts
 

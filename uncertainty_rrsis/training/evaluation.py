@@ -62,8 +62,8 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     while True:
         if isinstance(model, DistributedDataParallel):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):
-            model = model._orig_mod
+        elif isinstance(compiled := getattr(model, "_orig_mod", None), torch.nn.Module):
+            model = compiled
         else:
             return model
 
@@ -191,8 +191,9 @@ def evaluate(
     if result["count"] == 0:  # the same on every rank: the count is summed over them
         dataset = getattr(loader, "dataset", None)
         what = ""
-        if getattr(dataset, "root", None) is not None:
-            what = f" (the {getattr(dataset, 'split', '?')} split under {dataset.root})"
+        root = getattr(dataset, "root", None)
+        if root is not None:
+            what = f" (the {getattr(dataset, 'split', '?')} split under {root})"
         raise ValueError(f"evaluate: the loader gave no samples{what}, on any rank; metrics over no samples would be "
                          "meaningless. Check that the split holds samples.")
     breakdown = seg.compute_breakdown()
@@ -274,7 +275,8 @@ def format_breakdown(metrics: Mapping[str, Any]) -> str:
     lines = []
     unc = metrics.get("unc_breakdown", {})
     for group, values in sorted(metrics.get("breakdown", {}).items()):
-        line = f"  {group:28s} mIoU {100 * values['mIoU']:6.2f}  oIoU {100 * values['oIoU']:6.2f}  n={int(values['count'])}"
+        line = (f"  {group:28s} mIoU {100 * values['mIoU']:6.2f}  oIoU {100 * values['oIoU']:6.2f}  "
+                f"n={int(values['count'])}")
         if group in unc:
             u = unc[group]
             line = (f"{line:70s} failed {100 * u['failure/rate']:5.1f} %  fail AUROC U^p {auroc(u, 'u_mask')}"

@@ -46,7 +46,9 @@ def resume(trainer: Any, optimizer, scheduler, accepted: Mapping[str, tuple[Any,
     if accepted:
         record["changes"] = {name: list(pair) for name, pair in accepted.items()}
     if loaded is None:
-        trainer.log.print(f"--resume: no checkpoint under {trainer.out / 'checkpoints' / 'last'}; starting from scratch")
+        trainer.log.print(
+            f"--resume: no checkpoint under {trainer.out / 'checkpoints' / 'last'}; starting from scratch"
+        )
         if accepted:
             trainer.log.write({**record, "step": 0, "from": None}, step=0)
         return False

@@ -61,7 +61,9 @@ class RunLog:
 
 
 class PhaseTimes:
-    """Wall seconds spent per phase of a run, for the time breakdown in ``log.jsonl`` and on the console::
+    """Wall seconds spent per phase of a run, for the time breakdown in ``log.jsonl`` and on the console.
+
+    ::
 
         times = PhaseTimes()
         with times("steps"):

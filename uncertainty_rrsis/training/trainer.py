@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -43,6 +43,9 @@ from .schedule import poly_schedule, total_steps
 from .setup import autocast_dtype, environment_info, resolve_num_workers, resolve_precision
 from .signals import StopOnSignal
 from .step import optimizer_step
+
+if TYPE_CHECKING:
+    from ..models import CroBIMU, CroBIMUConfig
 
 __all__ = ["Trainer"]
 
@@ -83,8 +86,9 @@ class Trainer:
         #: DataLoader workers per rank (--num-workers, "auto" resolved for the device)
         self.num_workers = resolve_num_workers(config.num_workers, device=self.device)
         self.times = times or PhaseTimes()
-        self.model, self.criterion, self.datasets, self.tokenizer = model.to(self.device), criterion, datasets, tokenizer
-        self.model_config = model.config
+        self.model, self.criterion = model.to(self.device), criterion
+        self.datasets, self.tokenizer = datasets, tokenizer
+        self.model_config = cast("CroBIMUConfig", model.config)
         if config.sync_bn and self.env.distributed:
             self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.net: torch.nn.Module = self.model
@@ -92,7 +96,7 @@ class Trainer:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index]
                                                if self.device.type == "cuda" else None)
         if config.compile:
-            self.net = torch.compile(self.net)
+            self.net = torch.compile(self.net)  # type: ignore[assignment]  # an OptimizedModule for a module
         self.per_rank_batch = per_rank_batch(config.batch_size, self.env.world_size, config.grad_accumulation)
         self.log = RunLog(self.out, is_main=self.env.is_main)
         self.step = self.epoch = self.batches_done = 0
@@ -130,7 +134,8 @@ class Trainer:
     def optimizer_and_schedule(self, total: int) -> tuple[torch.optim.Optimizer, Any]:
         """AdamW over the model's parameter groups and the per-iteration polynomial schedule of ``total`` steps."""
         cfg = self.cfg
-        optimizer = torch.optim.AdamW(self.model.param_groups(cfg.lr), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        param_groups = cast("CroBIMU", self.model).param_groups(cfg.lr)
+        optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = poly_schedule(optimizer, total_steps=total, power=cfg.poly_power, warmup_steps=cfg.lr_warmup_steps)
         return optimizer, scheduler
 
@@ -144,7 +149,8 @@ class Trainer:
         with claim_run_folder(cfg, self.model_config.to_dict(), env=self.env, log=self.log) as accepted:
             train_set = self.datasets["train"]
             if self.env.is_main and not (cfg.resume and (self.out / "config.json").is_file()):
-                atomic_write_text(self.out / "config.json", json.dumps(  # a resumed run keeps the settings it started with
+                # a resumed run keeps the settings it started with
+                atomic_write_text(self.out / "config.json", json.dumps(
                     {"train": cfg.to_dict(), "model": self.model_config.to_dict(), "environment": environment_info()},
                     indent=2, default=str))
             if cfg.tensorboard:
