@@ -33,6 +33,7 @@ from uncertainty_rrsis.training import (
     evaluation_loader,
     format_breakdown,
     format_metrics,
+    format_reliability,
     init_distributed,
     load_tokenizer,
     main_guard,
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--panels", type=int, default=8, help="samples drawn as PNG panels")
     parser.add_argument("--output-dir", default=None, help="where results go (default: next to the checkpoint)")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    parser.add_argument("--tta", action="store_true",
+                        help="also score the test-time-augmentation baseline (the model at 0.75x and 1.25x the input "
+                             "size; costs two more forward passes)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     args = parser.parse_args(argv)
     return main_guard(lambda: run(args))
@@ -112,7 +116,8 @@ def run(args: argparse.Namespace) -> dict:
     options = {"device": env.device, "progress": cfg.progress and env.is_main, "description": f"eval {args.split}",
                "autocast_dtype": autocast_dtype(resolve_precision(cfg.precision, device=env.device,
                                                                   fp16_fallback=True))}
-    results = {args.split: evaluate(model, loader, at_original_size=args.original_size, **options)}
+    results = {args.split: evaluate(model, loader, at_original_size=args.original_size,
+                                    tta_scales=(0.75, 1.25) if args.tta else (), **options)}
     if args.text_masked:
         results[f"{args.split}/text_masked"] = evaluate(model, loader, blank_text=True, tokenizer=tokenizer,
                                                         uncertainty=False, **options)
@@ -120,6 +125,8 @@ def run(args: argparse.Namespace) -> dict:
         out = Path(cfg.output_dir)
         for name, metrics in results.items():
             print(format_metrics(metrics, title=f"{name} ({'original size' if args.original_size else 'input size'})"))
+            if metrics.get("unc_reliability"):
+                print("predicted IoU against the actual one:\n" + format_reliability(metrics["unc_reliability"]))
             if metrics.get("breakdown"):
                 print(format_breakdown(metrics))
         payload = {"checkpoint": str(folder), "split": args.split, "original_size": args.original_size,

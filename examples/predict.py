@@ -26,10 +26,16 @@ file name and of the sentence, and the first 10 hex digits of the SHA-256 of the
 path and the exact sentence. Two images of the same name in different folders, sentences that
 differ only in case or punctuation, and sentences in any script therefore get files of their own,
 and the same pair gets the same names in every run. ``predictions.json`` and ``predictions.csv``
-list every pair with its files, the mask's area (pixels and share of the valid pixels), the
-mean uncertainty and, for rasters, the stretch that was applied; a pair given twice is predicted
-once. With ``--keep-going`` an image that cannot be read is reported in its rows' ``error`` column
-and the others go on (exit status 1 at the end).
+list every pair with its files, the mask's area (pixels and share of the valid pixels), how much
+to trust the answer, the mean uncertainty and, for rasters, the stretch that was applied; a pair
+given twice is predicted once. How much to trust each answer: with a model trained with the risk
+head, its ``predicted_iou`` and ``failure_probability`` (also printed and written on the panel);
+``mean_margin`` (the free score every model has) always; ``risk_score`` is the failure probability
+when there is one, else the mean margin. ``--sort-by risk`` lists the answers most likely wrong
+first (``predictions.csv`` / ``.json`` / ``.jsonl``), and ``--flag-above P`` marks those whose risk
+score exceeds ``P`` in the ``flagged`` column: the answers to check by hand. With ``--keep-going``
+an image that cannot be read is reported in its rows' ``error`` column and the others go on (exit
+status 1 at the end).
 
 Examples::
 
@@ -58,6 +64,7 @@ from uncertainty_rrsis.inference import ReferringPrediction, ReferringSegmenter
 from uncertainty_rrsis.scenes import COMBINE_MODES, SceneSegmenter
 
 COLUMNS = ["image", "sentence", "mask", "uncertainty", "panel", "width", "height", "mask_pixels", "mask_share",
+           "predicted_iou", "failure_probability", "mean_margin", "risk_score", "flagged",
            "mean_uncertainty", "mean_uncertainty_in_mask", "mean_uncertainty_outside", "georeferenced", "stretch",
            "mode", "windows", "error"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -159,6 +166,8 @@ def _row(image: str, sentence: str, pred: ReferringPrediction, paths: dict[str, 
             "uncertainty": str(paths["uncertainty"]) if "uncertainty" in paths else None,
             "panel": str(paths["panel"]), "width": int(width), "height": int(height),
             "mask_pixels": pred.mask_pixels, "mask_share": pred.mask_fraction,
+            "predicted_iou": pred.predicted_iou, "failure_probability": pred.failure_probability,
+            "mean_margin": pred.mean_margin, "risk_score": pred.risk_score, "flagged": False,
             "mean_uncertainty": pred.mean_uncertainty(),
             "mean_uncertainty_in_mask": pred.mean_uncertainty(pred.mask),
             "mean_uncertainty_outside": pred.mean_uncertainty(~pred.mask),
@@ -204,6 +213,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         help="coarse to fine: how windows and the whole-scene pass combine (default gate)")
     parser.add_argument("--keep-going", action="store_true",
                         help="record an image that cannot be read in its rows' error column and go on")
+    parser.add_argument("--sort-by", choices=("input", "risk"), default="input",
+                        help="order of the rows in predictions.csv / .json / .jsonl: as given, or the answers most "
+                             "likely wrong first (by risk_score)")
+    parser.add_argument("--flag-above", type=float, metavar="P",
+                        help="mark answers whose risk score (the failure probability, else the mean margin) exceeds P")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -261,15 +275,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
             paths = pred.save(out / stems[i], geotiff=geotiff)
             row = _row(image, pred.sentence, pred, paths)
             summary.append(row)
+            if args.flag_above is not None:
+                row["flagged"] = pred.risk_score > args.flag_above
             unc = "" if row["mean_uncertainty"] is None else f", mean U^p {row['mean_uncertainty']:.3f}"
+            trust = ("" if pred.predicted_iou is None else
+                     f", predicted IoU {pred.predicted_iou:.2f} (failure {100 * pred.failure_probability:.0f}%)")
+            flag = "  [check by hand]" if row["flagged"] else ""
             say(f"{Path(image).name} | {pred.sentence!r}: mask covers {100 * row['mask_share']:.2f}% of the image"
-                f"{unc} -> {paths['panel']}")
+                f"{trust}{unc}{flag} -> {paths['panel']}")
         del predictions
         if bar is not None:
             bar.update(len(indices))
     if bar is not None:
         bar.close()
+    if args.sort_by == "risk":  # the answers most likely wrong first; rows that failed to run at the end
+        summary.sort(key=lambda row: -row["risk_score"] if row.get("risk_score") is not None else float("inf"))
     (out / "predictions.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False), encoding="utf-8")
+    with (out / "predictions.jsonl").open("w", encoding="utf-8") as fh:
+        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in summary)
     with (out / "predictions.csv").open("w", encoding="utf-8", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=COLUMNS)
         writer.writeheader()

@@ -59,7 +59,7 @@ def _reference_windows(segmenter, image, sentence, *, window, overlap):
     for y in window_starts(height, h, sy):
         for x in window_starts(width, w, sx):
             crop = transform.normalize(transform.resize_image(Image.fromarray(image[y : y + h, x : x + w])))
-            logits, unc, _ = segmenter.logits(crop[None], tokens)
+            logits, unc = segmenter.logits(crop[None], tokens)[:2]
             logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
             unc = torch.nn.functional.interpolate(unc, size=(h, w), mode="bilinear", align_corners=False)
             num[y : y + h, x : x + w] += weight * logits[0, 0]

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -61,7 +61,7 @@ from .viz import heat_colormap, render_panel
 if TYPE_CHECKING:
     from .models import CroBIMU
 
-__all__ = ["LoadedImage", "ReferringPrediction", "ReferringSegmenter"]
+__all__ = ["LoadedImage", "ModelMaps", "ReferringPrediction", "ReferringSegmenter", "rank_by_risk"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,16 @@ PANEL_TILE = 1024
 _HEAT_ROWS = 512  # rows of the uncertainty heat map coloured at a time (bounds the memory)
 
 
+class ModelMaps(NamedTuple):
+    """What :meth:`ReferringSegmenter.logits` returns for a batch (see there)."""
+
+    logits: torch.Tensor
+    uncertainty: torch.Tensor | None
+    refine_mask: torch.Tensor | None
+    failure: torch.Tensor | None
+    quality: torch.Tensor | None
+
+
 @dataclass(frozen=True)
 class ReferringPrediction:
     """What the model says about one (image, sentence) pair, at the image's own size.
@@ -111,6 +121,9 @@ class ReferringPrediction:
         raster: the input raster's :class:`~uncertainty_rrsis.geo.RasterInfo` (CRS, geotransform):
             :meth:`save` then writes GeoTIFFs on its grid; None for pictures.
         details: how a scene was segmented coarse to fine (windows, region, ...); None otherwise.
+        failure_probability: the risk head's probability that this answer failed (IoU < 0.5); None
+            for a model without the head (see :attr:`risk_score`).
+        predicted_iou: the risk head's predicted IoU of this answer; None without the head.
     """
 
     sentence: str
@@ -122,6 +135,22 @@ class ReferringPrediction:
     valid: torch.Tensor | None = None
     raster: RasterInfo | None = None
     details: dict[str, Any] | None = None
+    failure_probability: float | None = None
+    predicted_iou: float | None = None
+
+    @property
+    def mean_margin(self) -> float:
+        """Mean margin ``1 - |2 p - 1|`` of the probability over the mask (over the valid pixels when the
+        mask is empty): the free per-answer risk score every model has."""
+        select = self.mask if self.mask_pixels else (self.valid if self.valid is not None else None)
+        values = self.probability if select is None else self.probability[select]
+        return float((1.0 - (2.0 * values.double() - 1.0).abs()).mean()) if values.numel() else 1.0
+
+    @property
+    def risk_score(self) -> float:
+        """How likely this answer is wrong, for sorting and flagging: the risk head's failure probability
+        when the model has the head, else the mean margin over the mask (:attr:`mean_margin`)."""
+        return self.failure_probability if self.failure_probability is not None else self.mean_margin
 
     @property
     def mask_pixels(self) -> int:
@@ -167,7 +196,10 @@ class ReferringPrediction:
         picture = self.image
         if picture.shape[:2] != size:
             picture = np.asarray(Image.fromarray(picture).resize((size[1], size[0]), Image.Resampling.BILINEAR))
-        return render_panel(image=picture, sentence=self.sentence, prediction=shrink(self.mask, binary=True),
+        caption = self.sentence
+        if self.predicted_iou is not None and self.failure_probability is not None:
+            caption += f"  [predicted IoU {self.predicted_iou:.2f}, failure {self.failure_probability:.0%}]"
+        return render_panel(image=picture, sentence=caption, prediction=shrink(self.mask, binary=True),
                             uncertainty_prob=shrink(self.uncertainty), refine_mask=shrink(self.refine_mask),
                             tile_size=side)
 
@@ -389,11 +421,10 @@ class ReferringSegmenter:
         return ids, pad
 
     @torch.no_grad()
-    def logits(
-        self, pixels: torch.Tensor, tokens: tuple[torch.Tensor, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    def logits(self, pixels: torch.Tensor, tokens: tuple[torch.Tensor, torch.Tensor]) -> ModelMaps:
         """The model on normalised pixels: final logits, uncertainty logits and UDLR's mask, all
-        (B, 1, h, w) float32 at the pixels' size (the latter two None when the model has no such map).
+        (B, 1, h, w) float32 at the pixels' size (the latter two None when the model has no such map),
+        and the risk head's failure probabilities and predicted IoUs, (B,) each (None without it).
 
         Args:
             pixels: (B, 3, h, w), normalised as :attr:`transform` does.
@@ -409,11 +440,13 @@ class ReferringSegmenter:
         to_image_size = cast("CroBIMU", self.model).to_image_size
         unc = None if out.uncertainty is None else to_image_size(out.uncertainty.float(), side)
         ref = None if out.refine_mask is None else to_image_size(out.refine_mask.float(), side)
-        return out.logits.float(), unc, ref
+        failure = None if out.risk is None else torch.sigmoid(out.risk.float())
+        quality = None if out.quality is None else torch.sigmoid(out.quality.float())
+        return ModelMaps(out.logits.float(), unc, ref, failure, quality)
 
     def _batch(self, images: list[LoadedImage], sentences: list[str]) -> list[ReferringPrediction]:
         x = torch.stack([self.transform.normalize(self.transform.resize_image(im.picture)) for im in images])
-        logits_s, unc, ref = self.logits(x, self.tokens(sentences))
+        logits_s, unc, ref, failure, quality = self.logits(x, self.tokens(sentences))
         results = []
         for b, (image, sentence) in enumerate(zip(images, sentences, strict=True)):
             logits = _at_size(logits_s[b : b + 1], image.size)  # (h, w)
@@ -430,6 +463,8 @@ class ReferringSegmenter:
                 refine_mask=None if ref is None else _at_size(ref[b : b + 1], image.size).clamp_(0, 1),
                 valid=valid,
                 raster=image.raster,
+                failure_probability=None if failure is None else float(failure[b]),
+                predicted_iou=None if quality is None else float(quality[b]),
             ))
         return results
 
@@ -451,3 +486,12 @@ def _at_size(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     if y is x:
         y = y.clone()
     return y[0, 0].cpu()
+
+
+def rank_by_risk(predictions: Sequence[ReferringPrediction], *, flag_above: float | None = None
+                 ) -> list[tuple[ReferringPrediction, bool]]:
+    """``predictions`` sorted from the most to the least likely wrong (:attr:`ReferringPrediction.risk_score`),
+    each with whether it is flagged for a check by hand: its risk score is above ``flag_above`` (never
+    flagged when ``flag_above`` is None). The order of equal scores is kept."""
+    order = sorted(range(len(predictions)), key=lambda i: -predictions[i].risk_score)
+    return [(predictions[i], flag_above is not None and predictions[i].risk_score > flag_above) for i in order]

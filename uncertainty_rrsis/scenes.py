@@ -43,6 +43,7 @@ Axis legend
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -230,14 +231,19 @@ class SceneSegmenter:
         seg = self.segmenter
         x = seg.transform.normalize(seg.transform.resize_image(scene.picture))[None]  # (1, 3, s, s)
         coarse: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+        risks: list[tuple[float | None, float | None]] = []  # the whole-scene pass decides the referent
         for start in range(0, len(sentences), seg.batch_size):
             chunk = sentences[start : start + seg.batch_size]
-            logits, unc, _ = seg.logits(x.expand(len(chunk), -1, -1, -1), seg.tokens(chunk))
-            coarse += [(logits[b : b + 1].cpu(), None if unc is None else unc[b : b + 1].cpu())
+            maps = seg.logits(x.expand(len(chunk), -1, -1, -1), seg.tokens(chunk))
+            unc = maps.uncertainty
+            coarse += [(maps.logits[b : b + 1].cpu(), None if unc is None else unc[b : b + 1].cpu())
                        for b in range(len(chunk))]
+            risks += [(None if maps.failure is None else float(maps.failure[b]),
+                       None if maps.quality is None else float(maps.quality[b])) for b in range(len(chunk))]
         pixels = np.asarray(scene.picture, dtype=np.uint8)
-        results = [self._refine(scene, pixels, sentence, window, *c)
-                   for sentence, c in zip(sentences, coarse, strict=True)]
+        results = [dataclasses.replace(self._refine(scene, pixels, sentence, window, *c), failure_probability=failure,
+                                       predicted_iou=quality)
+                   for sentence, c, (failure, quality) in zip(sentences, coarse, risks, strict=True)]
         return results[0] if single else results
 
     # ------------------------------------------------------------------------------ the region
@@ -362,7 +368,7 @@ class _WindowPass:
                 transform.normalize(transform.resize_image(Image.fromarray(self.pixels[b.y : b.y + h, b.x : b.x + w])))
                 for b in batch
             ])
-            logits, unc, _ = seg.logits(crops, self.tokens)
+            logits, unc = seg.logits(crops, self.tokens)[:2]
             logits = resize_logits(logits, (h, w)).cpu()
             unc = None if unc is None else resize_logits(unc, (h, w)).cpu()
             for k, b in enumerate(batch):

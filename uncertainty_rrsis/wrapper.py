@@ -29,7 +29,13 @@ from torch import nn
 
 from ._contracts import check_channels, check_padding_mask, check_rank, check_same_batch, checks_enabled, trust_inputs
 from ._ops import resize_logits
-from .modules import ReferringUncertaintyScorer, SampleRiskHead, UncertaintyDrivenRefinement, UncertaintyGatedFusion
+from .modules import (
+    PixelRiskHead,
+    ReferringUncertaintyScorer,
+    SampleRiskHead,
+    UncertaintyDrivenRefinement,
+    UncertaintyGatedFusion,
+)
 from .recipes import DecoderRecipe, get_recipe
 
 __all__ = ["RiskGuidedDecoder", "RiskGuidedOutput"]
@@ -49,7 +55,12 @@ class RiskGuidedOutput(NamedTuple):
         refine_mask: (B, 1, H, W) the soft refinement mask ``M``, or None when refinement is off.
         risk: (B,) failure logits of the :class:`~uncertainty_rrsis.modules.SampleRiskHead` (an
             option beyond the paper; ``sigmoid(risk)`` estimates the probability that IoU < 0.5),
-            or None without a risk head.
+            or None without it.
+        quality: (B,) IoU logits of the same head (``sigmoid(quality)`` is the predicted IoU), or
+            None without it.
+        error_map: (B, 1, h, w) error logits of the :class:`~uncertainty_rrsis.modules.PixelRiskHead`
+            on the mask feature's grid (``sigmoid`` = the probability that the prediction is wrong
+            there), or None without it.
     """
 
     logits: torch.Tensor
@@ -57,6 +68,8 @@ class RiskGuidedOutput(NamedTuple):
     uncertainty: torch.Tensor | None = None
     refine_mask: torch.Tensor | None = None
     risk: torch.Tensor | None = None
+    quality: torch.Tensor | None = None
+    error_map: torch.Tensor | None = None
 
 
 def _default_call(decoder: nn.Module, features: list, text: torch.Tensor, text_padding_mask):
@@ -147,7 +160,11 @@ class RiskGuidedDecoder(nn.Module):
             (the paper predicts Delta "at full resolution"). ``"input"`` costs about
             ``(output_size / logit grid)^2`` times UDLR's FLOPs.
         risk_head: add a :class:`~uncertainty_rrsis.modules.SampleRiskHead` (an option beyond the
-            paper): a failure logit per sample from ``U^p`` and the prediction, in the output's ``risk``.
+            paper): per sample, a failure logit and a predicted IoU from the predicted object, the
+            sentence and the other candidates ``U`` marks (output ``risk`` and ``quality``).
+        pixel_risk_head: add a :class:`~uncertainty_rrsis.modules.PixelRiskHead` (an option beyond
+            the paper): error logits of the final prediction per pixel (output ``error_map``).
+        risk_kwargs: extra keyword options of the risk heads (``hidden_dim``, ``detach``).
         num_heads: heads of UGF's attention (must divide every fused width).
         refine_hidden_dim: hidden width of UDLR's head.
         scorer_kwargs, fusion_kwargs, refinement_kwargs: extra keyword options of the modules.
@@ -198,6 +215,8 @@ class RiskGuidedDecoder(nn.Module):
         use_refinement: bool = True,
         refine_at: str = "feature",
         risk_head: bool = False,
+        pixel_risk_head: bool = False,
+        risk_kwargs: dict | None = None,
         num_heads: int = 8,
         refine_hidden_dim: int = 64,
         scorer_kwargs: dict | None = None,
@@ -283,8 +302,14 @@ class RiskGuidedDecoder(nn.Module):
             if self.use_refinement
             else None
         )
-        self.risk = SampleRiskHead(**factory) if (risk_head and self.scorer is not None) else None
-        trust_inputs(self.scorer, self.fusion, self.refinement, self.risk)  # the wrapper checks at its entry
+        if (risk_head or pixel_risk_head) and self.scorer is None:
+            raise ValueError("RiskGuidedDecoder: the risk heads read U; they need RUS (use_fusion or use_refinement).")
+        options = dict(risk_kwargs or {})
+        self.risk = (SampleRiskHead(self.mask_feature_dim, self.text_dim, **options, **factory)
+                     if risk_head else None)
+        pixel_options = {k: v for k, v in options.items() if k != "hidden_dim"}
+        self.pixel_risk = PixelRiskHead(self.mask_feature_dim, **pixel_options, **factory) if pixel_risk_head else None
+        trust_inputs(self.scorer, self.fusion, self.refinement, self.risk, self.pixel_risk)  # checked at the entry
 
         # ---- hooks into the decoder: active only while forward() runs the decoder ----------
         self._context: tuple | None = None  # (text, uncertainty, text_padding_mask) during the decoder call
@@ -492,7 +517,7 @@ class RiskGuidedDecoder(nn.Module):
         if checks_enabled(self):
             self._check_decoder_output(coarse, mask_feature)
         if self.refinement is None:
-            return self._output(coarse, coarse, uncertainty, None)
+            return self._output(coarse, coarse, uncertainty, None, mask_feature, text, text_padding_mask)
         if mask_feature is None:
             raise ValueError(
                 f"RiskGuidedDecoder: the decoder ({type(self.decoder).__name__}) returned only coarse logits, so "
@@ -510,11 +535,25 @@ class RiskGuidedDecoder(nn.Module):
                 )
             to_refine = resize_logits(coarse, output_size)  # F is resized inside UDLR
         logits, refine_mask = self.refinement.refine(mask_feature, to_refine, uncertainty)
-        return self._output(logits, coarse, uncertainty, refine_mask)
+        return self._output(logits, coarse, uncertainty, refine_mask, mask_feature, text, text_padding_mask)
 
-    def _output(self, logits, coarse, uncertainty, refine_mask) -> RiskGuidedOutput:
-        risk = self.risk(uncertainty, logits) if (self.risk is not None and uncertainty is not None) else None
-        return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask, risk)
+    def _output(self, logits, coarse, uncertainty, refine_mask, mask_feature, text, text_padding_mask
+                ) -> RiskGuidedOutput:
+        """The output, with the risk heads' estimates when the wrapper has them."""
+        if self.risk is None and self.pixel_risk is None:
+            return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask)
+        if mask_feature is None:
+            raise ValueError(
+                f"RiskGuidedDecoder: the risk heads read the mask feature F, but the decoder "
+                f"({type(self.decoder).__name__}) gave none: return (coarse_logits, mask_feature) or pass "
+                "mask_feature_from='<dotted submodule name>'."
+            )
+        risk = quality = error_map = None
+        if self.risk is not None:
+            risk, quality = self.risk(mask_feature, logits, coarse, uncertainty, text, text_padding_mask)
+        if self.pixel_risk is not None:
+            error_map = self.pixel_risk(mask_feature, logits, coarse, uncertainty)
+        return RiskGuidedOutput(logits, coarse, uncertainty, refine_mask, risk, quality, error_map)
 
     def extra_repr(self) -> str:
         where = f"fuse_at={self.fuse_at}, fusion_dim={self.fusion_dim}" if self.fuse_at else (

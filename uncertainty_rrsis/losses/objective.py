@@ -34,8 +34,10 @@ class RiskGuidedLossOutput(NamedTuple):
             ``P_ref`` when ``lambda_ref = 0`` and refinement is on (see the module docstring).
         unc: ``L_unc`` (unweighted).
         ref: ``L_seg(P_ref)`` on the refined logits (unweighted).
-        risk: the BCE of the optional per-sample risk head against the failures (unweighted), or
-            None without a risk head.
+        risk: the loss of the optional per-sample risk head (unweighted): BCE of its failure logits
+            against the failures plus BCE of its IoU logits against the IoU; None without the head.
+        pixel_risk: the loss of the optional pixel risk head (unweighted): ``L_unc``'s weighting
+            (Eq. 4-8) against the errors of the final prediction; None without the head.
     """
 
     total: torch.Tensor
@@ -43,6 +45,7 @@ class RiskGuidedLossOutput(NamedTuple):
     unc: torch.Tensor
     ref: torch.Tensor
     risk: torch.Tensor | None = None
+    pixel_risk: torch.Tensor | None = None
 
     def as_floats(self) -> dict[str, float]:
         """The values as Python floats, for logging (synchronises with the device)."""
@@ -64,8 +67,10 @@ class RiskGuidedLoss(nn.Module):
             defaults to :class:`BCEDiceLoss`.
         uncertainty_loss: the ``L_unc`` module; defaults to ``OnlineErrorLoss(warmup_steps=...)``.
         warmup_steps: warm-up of the default ``L_unc`` (ignored when ``uncertainty_loss`` is given).
-        lambda_risk: weight of the risk head's loss, when the output carries ``risk`` (an option
-            beyond the paper): BCE of the failure logits against ``IoU(P > 0, y) < fail_below``.
+        lambda_risk: weight of the risk heads' losses, when the output carries ``risk`` /
+            ``quality`` or ``error_map`` (options beyond the paper): BCE of the failure logits against
+            ``IoU(P > 0, y) < fail_below`` plus BCE of the IoU logits against that IoU; and the
+            online error loss of the error map against the errors of the final prediction.
         fail_below: the IoU below which a sample has failed, for the risk head.
 
     Shapes:
@@ -94,6 +99,7 @@ class RiskGuidedLoss(nn.Module):
         self.uncertainty_loss = (
             uncertainty_loss if uncertainty_loss is not None else OnlineErrorLoss(warmup_steps=warmup_steps)
         )
+        self.pixel_risk_loss = OnlineErrorLoss()
 
     def forward(self, output, target: torch.Tensor, step: int | torch.Tensor | None = None) -> RiskGuidedLossOutput:
         """Return the total of Eq. 18 and its parts; ``step`` drives the warm-up of ``L_unc``."""
@@ -108,19 +114,32 @@ class RiskGuidedLoss(nn.Module):
         if refined and self.lambda_ref != 0:
             ref = self.seg_loss(output.logits, target)
         total = seg + self.lambda_unc * unc + self.lambda_ref * ref
-        risk = output.risk
-        if risk is None:
-            return RiskGuidedLossOutput(total, seg, unc, ref)
-        risk_loss = self._risk_loss(risk, output.logits, target)
-        return RiskGuidedLossOutput(total + self.lambda_risk * risk_loss, seg, unc, ref, risk_loss)
+        risk_loss = pixel_loss = None
+        if output.risk is not None or output.quality is not None:
+            failed, iou = _risk_targets(output.logits, as_target_mask(target, type(self).__name__)[:, 0],
+                                       fail_below=self.fail_below)
+            risk_loss = zero
+            if output.risk is not None:
+                risk_loss = risk_loss + F.binary_cross_entropy_with_logits(output.risk.float(), failed)
+            if output.quality is not None:
+                risk_loss = risk_loss + F.binary_cross_entropy_with_logits(output.quality.float(), iou)
+            total = total + self.lambda_risk * risk_loss
+        if output.error_map is not None:
+            pixel_loss = self.pixel_risk_loss(output.error_map, output.logits, target)
+            total = total + self.lambda_risk * pixel_loss
+        return RiskGuidedLossOutput(total, seg, unc, ref, risk_loss, pixel_loss)
 
-    def _risk_loss(self, risk: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """BCE of the failure logits (B,) against ``IoU(logits > 0, target) < fail_below`` (no gradient to logits)."""
-        target = as_target_mask(target, type(self).__name__)
-        with torch.no_grad():
-            pred = resize_logits(logits.detach().float(), target.shape[-2:]) > 0
-            inter = (pred & target).flatten(1).sum(1).float()
-            union = (pred | target).flatten(1).sum(1).float()
-            iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(union))
-            failed = (iou < self.fail_below).to(torch.float32)
-        return F.binary_cross_entropy_with_logits(risk.float(), failed)
+
+def _risk_targets(logits: torch.Tensor, target: torch.Tensor, *, fail_below: float = 0.5
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(failed (B,) float, IoU (B,) float)`` of ``logits > 0`` against ``target`` (no gradient).
+
+    Shapes:
+        logits: (B, 1, H', W'), resized to the target's size; target: (B, H, W) bool.
+    """
+    with torch.no_grad():
+        pred = resize_logits(logits.detach().float(), target.shape[-2:])[:, 0] > 0
+        inter = (pred & target).flatten(1).sum(1).float()
+        union = (pred | target).flatten(1).sum(1).float()
+        iou = torch.where(union > 0, inter / union.clamp_min(1.0), torch.zeros_like(union))
+        return (iou < fail_below).float(), iou

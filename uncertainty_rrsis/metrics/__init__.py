@@ -22,9 +22,10 @@ Submodules (everything public is importable from here):
 * ``segmentation``: the field's protocol, :class:`ReferringSegmentationMetrics`,
   :func:`per_sample_iou`, :func:`boundary_iou` and :func:`mask_boundary`,
   :func:`binarize_logits` and :data:`THRESHOLDS`;
-* ``uncertainty``: :class:`UncertaintyQualityMetrics`, the baseline :func:`margin_uncertainty`,
-  the exact rankings :func:`binary_auroc`, :func:`average_precision` and :func:`risk_coverage`,
-  and :data:`SAMPLE_SCORES`.
+* ``uncertainty``: :class:`UncertaintyQualityMetrics`, the baseline :func:`margin_uncertainty`
+  and :data:`SAMPLE_SCORES`;
+* ``ranking``: the exact rankings :func:`binary_auroc`, :func:`average_precision` and
+  :func:`risk_coverage`.
 
 Axis letters: B batch, H/W mask height/width, S input size.
 """
@@ -32,6 +33,7 @@ Axis letters: B batch, H/W mask height/width, S input size.
 from __future__ import annotations
 
 from . import segmentation, uncertainty
+from .ranking import average_precision, binary_auroc, risk_coverage
 from .segmentation import (
     ReferringSegmentationMetrics,
     binarize_logits,
@@ -39,13 +41,7 @@ from .segmentation import (
     mask_boundary,
     per_sample_iou,
 )
-from .uncertainty import (
-    UncertaintyQualityMetrics,
-    average_precision,
-    binary_auroc,
-    margin_uncertainty,
-    risk_coverage,
-)
+from .uncertainty import UncertaintyQualityMetrics, margin_uncertainty
 
 # Bound here too (the same objects), so that the API reference shows their doc comments.
 #: Precision thresholds of the field.

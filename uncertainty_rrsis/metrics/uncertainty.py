@@ -5,8 +5,7 @@ margin of its own logits, :func:`margin_uncertainty`): AUROC and AUPRC as a scor
 pixels and the share of error pixels caught in the top 5/10/20 % most uncertain pixels, from
 fixed histograms (memory does not grow with the split, ranks sum with one ``all_reduce``); and,
 per sample, how well a score detects a failed sample (IoU < 0.5) and ranks samples for selective
-prediction (risk-coverage, AURC). The per-sample rankings are exact: :func:`binary_auroc`,
-:func:`average_precision` and :func:`risk_coverage`.
+prediction (risk-coverage, AURC). The per-sample rankings are exact (:mod:`.ranking`).
 
 Axis letters: B batch, H/W mask height/width, N samples.
 """
@@ -21,14 +20,12 @@ import torch
 
 from .._ops import resize_logits
 from ._common import _groups
+from .ranking import _ranking, average_precision, binary_auroc, risk_coverage
 from .segmentation import per_sample_iou
 
 __all__ = [
     "UncertaintyQualityMetrics",
     "margin_uncertainty",
-    "binary_auroc",
-    "average_precision",
-    "risk_coverage",
     "SAMPLE_SCORES",
 ]
 
@@ -45,97 +42,12 @@ def margin_uncertainty(logits: torch.Tensor) -> torch.Tensor:
     return 1.0 - (2.0 * torch.sigmoid(logits.float()) - 1.0).abs()
 
 
-def _ranking(err: torch.Tensor, ok: torch.Tensor, top_fractions: Sequence[float]) -> dict[str, float]:
-    """AUROC, AUPRC and caught@k from two histograms over score bins (most uncertain bin first)."""
-    n_err, n_ok = float(err.sum()), float(ok.sum())
-    total = n_err + n_ok
-    out: dict[str, float] = {}
-    if n_err > 0 and n_ok > 0:
-        tp = torch.cat([torch.zeros(1, dtype=torch.float64), err.cumsum(0)])
-        fp = torch.cat([torch.zeros(1, dtype=torch.float64), ok.cumsum(0)])
-        tpr, fpr = tp / n_err, fp / n_ok
-        out["AUROC"] = float(torch.trapezoid(tpr, fpr))
-        mask = err > 0
-        precision = tp[1:] / (tp[1:] + fp[1:]).clamp_min(1e-300)
-        out["AUPRC"] = float(((err / n_err) * precision)[mask].sum())
-    else:
-        out["AUROC"] = float("nan")
-        out["AUPRC"] = float("nan")
-    both = err + ok
-    cum = both.cumsum(0)
-    cum_err = err.cumsum(0)
-    bins = err.numel()
-    for frac in top_fractions:
-        key = f"caught@{frac * 100:g}%"
-        if n_err == 0:
-            out[key] = float("nan")
-            continue
-        budget = frac * total
-        k = int(torch.searchsorted(cum, torch.tensor([budget], dtype=torch.float64)).item())
-        k = min(k, bins - 1)
-        before = float(cum[k - 1]) if k > 0 else 0.0
-        err_before = float(cum_err[k - 1]) if k > 0 else 0.0
-        share = (budget - before) / float(both[k]) if float(both[k]) > 0 else 0.0
-        out[key] = (err_before + share * float(err[k])) / n_err
-    return out
-
-
-def binary_auroc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Exact AUROC of ``scores`` for ``labels`` (ties count one half); NaN without both classes.
-
-    Shapes:
-        scores: (N,) float;  labels: (N,) bool, True = positive (e.g. a failed sample).
-    """
-    scores, labels = scores.double().flatten(), labels.bool().flatten()
-    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    # Mann-Whitney U with mid-ranks for ties
-    _, inverse, counts = torch.unique(scores, sorted=True, return_inverse=True, return_counts=True)
-    first = counts.cumsum(0) - counts  # 0-based position of each distinct value's first sample
-    rank_of = (first + (counts + 1) / 2.0).double()[inverse]  # 1-based mid-rank of every sample
-    u = float(rank_of[labels].sum()) - n_pos * (n_pos + 1) / 2.0
-    return u / (n_pos * n_neg)
-
-
-def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """Average precision of ``scores`` for ``labels`` (tied scores enter together); NaN without positives.
-
-    Shapes:
-        scores: (N,) float;  labels: (N,) bool.
-    """
-    scores, labels = scores.double().flatten(), labels.bool().flatten()
-    n_pos = int(labels.sum())
-    if n_pos == 0:
-        return float("nan")
-    values, inverse = torch.unique(scores, sorted=True, return_inverse=True)
-    pos = torch.zeros(values.numel(), dtype=torch.float64).index_add_(0, inverse, labels.double()).flip(0)
-    all_ = torch.zeros(values.numel(), dtype=torch.float64).index_add_(0, inverse, torch.ones_like(scores)).flip(0)
-    tp, seen = pos.cumsum(0), all_.cumsum(0)
-    return float(((pos / n_pos) * (tp / seen)).sum())
-
-
-def risk_coverage(scores: torch.Tensor, risk: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The risk-coverage curve of selective prediction and its area (AURC).
-
-    Samples are kept in order of increasing ``scores`` (the most confident first); at coverage
-    ``k / N`` the risk is the mean ``risk`` of the ``k`` kept samples. AURC is the mean of the
-    risks over k = 1..N (lower is better; sorting by the true risk gives the smallest possible).
-
-    Shapes:
-        scores, risk: (N,) float -> coverage (N,), risk curve (N,), AURC float.
-    """
-    scores, risk = scores.double().flatten(), risk.double().flatten()
-    if scores.numel() == 0:
-        return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64), float("nan")
-    order = torch.argsort(scores, stable=True)
-    n = torch.arange(1, scores.numel() + 1, dtype=torch.float64)
-    curve = risk[order].cumsum(0) / n
-    return n / scores.numel(), curve, float(curve.mean())
-
-
-#: Sample-level scores of :class:`UncertaintyQualityMetrics` (higher = more likely wrong).
-SAMPLE_SCORES: tuple[str, ...] = ("u_mask", "u_image", "margin")
+#: Sample-level scores of :class:`UncertaintyQualityMetrics` (higher = more likely wrong), in report
+#: order; those a batch does not feed (``disagreement`` without coarse logits, ``risk`` and ``quality``
+#: without a risk head, scores passed as ``sample_scores``) are left out.
+SAMPLE_SCORES: tuple[str, ...] = (
+    "u_mask", "u_image", "u_outside", "margin", "disagreement", "risk", "quality",
+)
 
 
 class UncertaintyQualityMetrics:
@@ -151,24 +63,33 @@ class UncertaintyQualityMetrics:
     * ``caught@5%`` (10 %, 20 %): share of error pixels among the 5 % most uncertain pixels;
       inside the bin that straddles the cut, errors are counted pro rata.
 
-    The scores are ``U^p`` (keys without prefix) and, when fed through
-    :meth:`update_from_batch`, two baselines: ``margin/...``, the margin of the final logits
+    The scores are ``U^p`` (keys without prefix), a pixel risk head's error probabilities
+    (``error_map/...``) when given, and, when fed through :meth:`update_from_batch`, two
+    baselines: ``margin/...``, the margin of the final logits
     ``1 - |2 sigmoid(P) - 1|`` at full resolution (:func:`margin_uncertainty`), and
     ``margin_pooled/...``, that margin averaged over the cells of ``U``'s grid and resized back
     (bilinear), which gives it ``U``'s resolution: the control that separates "``U`` is
     coarse" from "``U`` is uninformative". With 1000 bins the numbers agree with exact
     per-pixel computations to about 1e-3.
 
-    **Samples (failure detection).** Each sample's IoU (the field's protocol) and three scores:
-    ``u_mask`` (mean ``U^p`` over the predicted mask; over the image when the prediction is
-    empty), ``u_image`` (mean ``U^p`` over the image) and ``margin`` (mean margin over the
-    predicted mask, same rule), and ``risk`` when a risk head's logits are given. For each score:
-    ``failure/<score>/AUROC`` and ``/AUPRC`` of
-    detecting a failed sample (IoU < ``fail_below``, 0.5), and ``/AURC``, the area under the
-    risk-coverage curve with risk ``1 - IoU`` (:func:`risk_coverage`); ``failure/oracle/AURC``
-    (sorted by the true risk) and ``failure/random/AURC`` (the mean risk) bound it.
-    ``failure/rate`` and ``failure/count`` describe the split. :meth:`compute_breakdown` gives
-    the sample metrics per tag group (``dense=true``, ``query=relation``, ...).
+    **Samples (failure detection).** Each sample's IoU (the field's protocol) and its scores
+    (:data:`SAMPLE_SCORES`, higher = more likely wrong): ``u_mask`` (mean ``U^p`` over the
+    predicted mask; over the image when the prediction is empty), ``u_image`` (mean ``U^p`` over
+    the image), ``u_outside`` (mean ``U^p`` outside the predicted mask: candidates left out),
+    ``margin`` (mean margin over the predicted mask, same rule), ``disagreement`` (``1 - IoU`` of
+    the coarse and the final prediction, when coarse logits are given), ``risk`` (the risk head's
+    failure probability) and ``quality`` (``1 -`` its predicted IoU), and any score passed as
+    ``sample_scores`` (e.g. a test-time augmentation). For each score: ``failure/<score>/AUROC``
+    and ``/AUPRC`` of detecting a failed sample (IoU < ``fail_below``, 0.5), and ``/AURC``, the
+    area under the risk-coverage curve with risk ``1 - IoU`` (:func:`risk_coverage`);
+    ``failure/oracle/AURC`` (sorted by the true risk) and ``failure/random/AURC`` (the mean risk)
+    bound it. ``failure/rate`` and ``failure/count`` describe the split.
+
+    **Calibration of a predicted IoU** (a risk head's ``quality``): ``quality/MAE``, the mean
+    absolute error of the predicted IoU; ``quality/MAE_constant``, that of the best constant (the
+    split's mean IoU, an optimistic baseline since it is fitted on the split it is scored on);
+    ``quality/bias`` (mean predicted minus mean IoU); :meth:`reliability` gives the table.
+    :meth:`compute_breakdown` gives the sample metrics per tag group (``dense=true``, ...).
 
     **Pixels by outcome.** ``outcome/<TP|FP|FN|TN>/u_mean`` and ``/margin_mean``: the mean
     ``U^p`` and the mean margin over the true-positive, false-positive, false-negative and
@@ -186,7 +107,7 @@ class UncertaintyQualityMetrics:
         device: where the float64 histograms live.
     """
 
-    _PIXEL_SCORES = ("", "margin", "margin_pooled")
+    _PIXEL_SCORES = ("", "margin", "margin_pooled", "error_map")
     _OUTCOMES = ("TP", "FP", "FN", "TN")
 
     def __init__(
@@ -211,7 +132,8 @@ class UncertaintyQualityMetrics:
         # per outcome (TP, FP, FN, TN): sum of U^p, sum of the margin, pixel count
         self._cells = torch.zeros(len(self._OUTCOMES), 3, dtype=torch.float64, device=self.device)
         self._baselines = False
-        self._samples: list[tuple[float, ...]] = []  # (iou, u_mask, u_image, margin, risk or NaN)
+        self._error_map = False
+        self._samples: list[dict[str, float]] = []  # {"iou": ..., score: ..., "predicted_iou": ...}
         self._tags: list[Mapping[str, Any]] = []
         self._synced = False
 
@@ -261,7 +183,11 @@ class UncertaintyQualityMetrics:
         batch: Mapping[str, Any],
         *,
         grid: Sequence[int] | None = None,
+        coarse_logits: torch.Tensor | None = None,
         risk: torch.Tensor | None = None,
+        quality: torch.Tensor | None = None,
+        error_map: torch.Tensor | None = None,
+        sample_scores: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         """Add a batch from what a model outputs and the collated batch it was given.
 
@@ -274,20 +200,23 @@ class UncertaintyQualityMetrics:
 
         Args:
             uncertainty_logits: (B, 1, h, w) float, the uncertainty logits ``U`` on a grid that
-                covers exactly the input image (for a model that pads its input, crop the
-                padding away first, e.g. with ``CroBIMU.to_image_size``).
+                covers exactly the input image.
             logits: (B, 1, H', W') float, the final foreground logits.
             batch: a collated batch with ``"mask"`` (B, H, W) bool.
             grid: (h, w), the cells of ``U``'s own grid over the image, for the pooled margin;
-                defaults to the size of ``uncertainty_logits`` (pass it when those logits were
-                resized, e.g. to crop a padded canvas).
-            risk: (B,) failure logits of a risk head, scored as the sample score ``risk``.
+                defaults to the size of ``uncertainty_logits``.
+            coarse_logits: (B, 1, H', W') the coarse logits, for the ``disagreement`` score.
+            risk: (B,) failure logits of a risk head (score ``risk``).
+            quality: (B,) IoU logits of a risk head (score ``quality`` and the calibration).
+            error_map: (B, 1, h', w') error logits of a pixel risk head (pixel score ``error_map``).
+            sample_scores: more (B,) sample scores by name, higher = more likely wrong.
         """
         if "mask" not in batch:
             raise ValueError(f"batch must hold 'mask' (B, H, W) bool; got keys {sorted(batch)}")
         target = batch["mask"].to(self.device).bool()
-        for name, x in (("uncertainty_logits", uncertainty_logits), ("logits", logits)):
-            if x.dim() != 4 or x.shape[1] != 1 or x.shape[0] != target.shape[0]:
+        for name, x in (("uncertainty_logits", uncertainty_logits), ("logits", logits),
+                        ("coarse_logits", coarse_logits), ("error_map", error_map)):
+            if x is not None and (x.dim() != 4 or x.shape[1] != 1 or x.shape[0] != target.shape[0]):
                 raise ValueError(
                     f"{name} must be (B, 1, h, w) with B = {target.shape[0]} (the batch's masks); "
                     f"got {tuple(x.shape)}"
@@ -305,24 +234,50 @@ class UncertaintyQualityMetrics:
         self._add(1, margin[:, 0].reshape(-1), error.reshape(-1))
         self._add(2, pooled[:, 0].reshape(-1), error.reshape(-1))
         self._baselines = True
+        if error_map is not None:
+            risk_map = torch.sigmoid(resize_logits(error_map.to(self.device).float(), size))
+            self._add(3, risk_map[:, 0].reshape(-1), error.reshape(-1))
+            self._error_map = True
         outcome = torch.where(pred, torch.where(target, 0, 1), torch.where(target, 2, 3)).reshape(-1)  # TP FP FN TN
         values = torch.stack([prob.reshape(-1).double(), margin[:, 0].reshape(-1).double(),
                               torch.ones_like(prob.reshape(-1), dtype=torch.float64)], dim=1)  # (N, 3)
         self._cells.index_add_(0, outcome, values)
+        self._add_samples(pred, target, prob, margin[:, 0], batch, coarse_logits=coarse_logits, risk=risk,
+                          quality=quality, sample_scores=sample_scores)
+
+    def _add_samples(self, pred, target, prob, margin, batch, *, coarse_logits, risk, quality, sample_scores) -> None:
+        """One row per sample: its IoU and every sample score this batch feeds."""
         _, _, iou = per_sample_iou(pred, target)
-        flat_pred = pred.reshape(pred.shape[0], -1).to(torch.float64)
-        covered = flat_pred.sum(1)
-        weights = torch.where(covered[:, None] > 0, flat_pred, torch.ones_like(flat_pred))
+        flat = lambda x: x.reshape(x.shape[0], -1).double()  # noqa: E731 - (b, h, w) -> (b, h*w)
+        inside = flat(pred)
+        covered = inside.sum(1, keepdim=True)
+        weights = torch.where(covered > 0, inside, torch.ones_like(inside))
         weights = weights / weights.sum(1, keepdim=True)
-        u_mask = (prob.reshape(prob.shape[0], -1).double() * weights).sum(1)
-        u_image = prob.reshape(prob.shape[0], -1).double().mean(1)
-        m_mask = (margin[:, 0].reshape(margin.shape[0], -1).double() * weights).sum(1)
-        risk_p = (torch.sigmoid(risk.detach().to(self.device).double()) if risk is not None
-                  else torch.full_like(iou, math.nan))
-        rows = torch.stack([iou, u_mask, u_image, m_mask, risk_p], dim=1).cpu().tolist()
-        self._samples.extend(tuple(r) for r in rows)
+        outside = 1.0 - inside
+        columns: dict[str, torch.Tensor] = {
+            "iou": iou,
+            "u_mask": (flat(prob) * weights).sum(1),
+            "u_image": flat(prob).mean(1),
+            "u_outside": (flat(prob) * outside).sum(1) / outside.sum(1).clamp_min(1.0),
+            "margin": (flat(margin) * weights).sum(1),
+        }
+        if coarse_logits is not None:
+            coarse = resize_logits(coarse_logits.to(self.device).float(), target.shape[-2:])[:, 0] > 0
+            _, _, agreement = per_sample_iou(coarse, pred)
+            both_empty = ~(flat(coarse).sum(1).bool() | covered[:, 0].bool())
+            columns["disagreement"] = torch.where(both_empty, torch.zeros_like(agreement), 1.0 - agreement)
+        if risk is not None:
+            columns["risk"] = torch.sigmoid(risk.detach().to(self.device).double())
+        if quality is not None:
+            predicted = torch.sigmoid(quality.detach().to(self.device).double())
+            columns["quality"], columns["predicted_iou"] = 1.0 - predicted, predicted
+        for name, score in (sample_scores or {}).items():
+            columns[name] = score.detach().to(self.device).double().reshape(-1)
+        names = list(columns)
+        table = torch.stack([columns[n].to(self.device).double() for n in names], dim=1).cpu().tolist()
+        self._samples.extend(dict(zip(names, row)) for row in table)
         tags = batch.get("tags")
-        self._tags.extend(tags if tags is not None else [{}] * len(rows))
+        self._tags.extend(tags if tags is not None else [{}] * len(table))
 
     @torch.no_grad()
     def sync(self, group: Any = None) -> UncertaintyQualityMetrics:
@@ -336,10 +291,12 @@ class UncertaintyQualityMetrics:
             self._hist = packed[: self._hist.numel()].view_as(self._hist).clone()
             self._cells = packed[self._hist.numel():].view_as(self._cells).clone()
             gathered: list[Any] = [None] * dist.get_world_size(group)
-            dist.all_gather_object(gathered, (self._samples, self._tags, self._baselines), group=group)
+            dist.all_gather_object(gathered, (self._samples, self._tags, self._baselines, self._error_map),
+                                   group=group)
             self._samples = [row for part in gathered for row in part[0]]
             self._tags = [tag for part in gathered for tag in part[1]]
             self._baselines = any(part[2] for part in gathered)
+            self._error_map = any(part[3] for part in gathered)
         self._synced = True
         return self
 
@@ -347,24 +304,52 @@ class UncertaintyQualityMetrics:
         """(2, bins) float64 counts of ``U^p``: row 0 error pixels, row 1 correct pixels."""
         return self._hist[0].clone()
 
-    def _sample_metrics(self, rows: Sequence[tuple[float, ...]]) -> dict[str, float]:
+    def _sample_metrics(self, rows: Sequence[Mapping[str, float]]) -> dict[str, float]:
         if not rows:
             return {}
-        table = torch.tensor(rows, dtype=torch.float64)
-        iou = table[:, 0]
+        iou = torch.tensor([r["iou"] for r in rows], dtype=torch.float64)
         failed = iou < self.fail_below
         risk = 1.0 - iou
         out: dict[str, float] = {"failure/count": float(len(rows)), "failure/rate": float(failed.double().mean())}
-        names = SAMPLE_SCORES + (("risk",) if not torch.isnan(table[:, 4]).any() else ())
-        for column, name in enumerate(names, start=1):
-            score = table[:, column]
+        for name in self.sample_score_names(rows):
+            score = torch.tensor([r[name] for r in rows], dtype=torch.float64)
             out[f"failure/{name}/AUROC"] = binary_auroc(score, failed)
             out[f"failure/{name}/AUPRC"] = average_precision(score, failed)
             out[f"failure/{name}/AURC"] = risk_coverage(score, risk)[2]
             out[f"failure/{name}/mean"] = float(score.mean())
         out["failure/oracle/AURC"] = risk_coverage(risk, risk)[2]
         out["failure/random/AURC"] = float(risk.mean())
+        if all("predicted_iou" in r for r in rows):
+            predicted = torch.tensor([r["predicted_iou"] for r in rows], dtype=torch.float64)
+            out["quality/MAE"] = float((predicted - iou).abs().mean())
+            out["quality/MAE_constant"] = float((iou - iou.mean()).abs().mean())
+            out["quality/bias"] = float(predicted.mean() - iou.mean())
         return out
+
+    @staticmethod
+    def sample_score_names(rows: Sequence[Mapping[str, float]]) -> list[str]:
+        """The sample scores every row holds: :data:`SAMPLE_SCORES` first, then the others by name."""
+        if not rows:
+            return []
+        common = set(rows[0]).intersection(*rows[1:]) - {"iou", "predicted_iou"}
+        return [n for n in SAMPLE_SCORES if n in common] + sorted(common - set(SAMPLE_SCORES))
+
+    def reliability(self, bins: int = 10) -> list[dict[str, float]]:
+        """The reliability table of the predicted IoU: per bin of predicted IoU (equal widths of
+        [0, 1]), its range, the number of samples, the mean predicted and the mean actual IoU.
+        Empty when no predicted IoU was fed."""
+        rows = [r for r in self._samples if "predicted_iou" in r]
+        if not rows:
+            return []
+        table = []
+        for k in range(bins):
+            lo, hi = k / bins, (k + 1) / bins
+            inside = [r for r in rows if lo <= r["predicted_iou"] < hi or (k == bins - 1 and r["predicted_iou"] == 1)]
+            if inside:
+                table.append({"from": lo, "to": hi, "count": float(len(inside)),
+                              "predicted": sum(r["predicted_iou"] for r in inside) / len(inside),
+                              "actual": sum(r["iou"] for r in inside) / len(inside)})
+        return table
 
     def compute(self) -> dict[str, float]:
         """The pixel metrics of ``U^p`` (``AUROC``, ``AUPRC``, ``caught@5%``, ``caught@10%``,
@@ -375,7 +360,8 @@ class UncertaintyQualityMetrics:
         """
         out: dict[str, float] = {}
         for row, name in enumerate(self._PIXEL_SCORES):
-            if row > 0 and not self._baselines:
+            if (name in ("margin", "margin_pooled") and not self._baselines) or (name == "error_map" and not
+                                                                                   self._error_map):
                 continue
             ranked = _ranking(self._hist[row, 0].flip(0).cpu(), self._hist[row, 1].flip(0).cpu(), self.top_fractions)
             out.update({(f"{name}/{k}" if name else k): v for k, v in ranked.items()})
@@ -394,7 +380,7 @@ class UncertaintyQualityMetrics:
 
     def compute_breakdown(self) -> dict[str, dict[str, float]]:
         """``{"<tag>=<value>": failure-detection metrics of those samples}`` for every tag group seen."""
-        groups: dict[str, list[tuple[float, ...]]] = {}
+        groups: dict[str, list[dict[str, float]]] = {}
         for row, tags in zip(self._samples, self._tags):
             for group in _groups(tags):
                 groups.setdefault(group, []).append(row)

@@ -261,8 +261,12 @@ class CroBIMUConfig(_ConfigBase):
         refine_at: where UDLR runs: ``"feature"`` (the stride-4 grid of the decoder's logits, then
             upsampled; this library's cheaper reading) or ``"input"`` (the input resolution, the
             paper's "at full resolution", with ``P_fg`` and ``F`` upsampled first).
-        risk_head: add a per-sample failure head (:class:`~uncertainty_rrsis.modules.SampleRiskHead`,
-            an option beyond the paper).
+        risk_head: add the per-sample risk head (:class:`~uncertainty_rrsis.modules.SampleRiskHead`,
+            an option beyond the paper): failure probability and predicted IoU of each answer.
+        pixel_risk_head: add the pixel risk head (:class:`~uncertainty_rrsis.modules.PixelRiskHead`,
+            an option beyond the paper): error logits of the final prediction.
+        risk_detach: the risk heads read the model without passing it a gradient.
+        risk_hidden_dim: width of the per-sample risk head.
         refine_mask_source: what UDLR's mask thresholds: ``"uncertainty"`` (``U^p``, the paper),
             ``"margin"`` or ``"max"`` of the two (options beyond the paper).
         size_divisor: inputs are padded (bottom / right, with zeros) to a multiple of this and
@@ -290,6 +294,9 @@ class CroBIMUConfig(_ConfigBase):
     refine_at: str = "feature"
     refine_mask_source: str = "uncertainty"
     risk_head: bool = False
+    pixel_risk_head: bool = False
+    risk_detach: bool = True
+    risk_hidden_dim: int = 64
     size_divisor: int = 32
     pad_input: bool = True
 

@@ -140,6 +140,8 @@ class CroBIMU(nn.Module):
             use_refinement=config.use_refinement,
             refine_at=config.refine_at,
             risk_head=config.risk_head,
+            pixel_risk_head=config.pixel_risk_head,
+            risk_kwargs={"detach": config.risk_detach, "hidden_dim": config.risk_hidden_dim},
             num_heads=config.fusion_heads,
             refine_hidden_dim=config.refine_hidden_dim,
             fusion_kwargs={"dropout": config.fusion_dropout},
@@ -262,7 +264,7 @@ class CroBIMU(nn.Module):
             "rus": count(wrapper.scorer),
             "ugf": count(wrapper.fusion),
             "udlr": count(wrapper.refinement),
-            "risk": count(wrapper.risk),
+            "risk": count(wrapper.risk) + count(wrapper.pixel_risk),
         }
         parts["uncertainty"] = parts["rus"] + parts["ugf"] + parts["udlr"] + parts["risk"]
         parts["total"] = count(self)

@@ -1,8 +1,8 @@
-"""The three plug-and-play modules of CroBIM-U (torch + einops only), and an optional per-sample risk head."""
+"""The three plug-and-play modules of CroBIM-U (torch + einops only), and the optional risk heads."""
 
 from .gated_fusion import UncertaintyGatedFusion
 from .refinement import UncertaintyDrivenRefinement
-from .risk import RISK_STATISTICS, SampleRiskHead
+from .risk import RISK_STATISTICS, PixelRiskHead, SampleRiskHead
 from .scorer import ReferringUncertaintyScorer
 
 __all__ = [
@@ -10,5 +10,6 @@ __all__ = [
     "UncertaintyGatedFusion",
     "UncertaintyDrivenRefinement",
     "SampleRiskHead",
+    "PixelRiskHead",
     "RISK_STATISTICS",
 ]

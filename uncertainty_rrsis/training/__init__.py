@@ -51,6 +51,7 @@ from .evaluation import (
     final_report,
     format_breakdown,
     format_metrics,
+    format_reliability,
     format_uncertainty,
     forward_batch,
     save_panels,
@@ -96,8 +97,8 @@ __all__ = [
     "RunLock", "RunFolderError",
     # evaluation
     "evaluate", "evaluation_loader", "blank_sentences", "forward_batch", "unwrap_model", "format_metrics",
-    "format_uncertainty", "format_breakdown", "text_cost", "final_report", "write_metrics", "save_panels",
-    "split_names", "PROTOCOL",
+    "format_uncertainty", "format_breakdown", "format_reliability", "text_cost", "final_report", "write_metrics",
+    "save_panels", "split_names", "PROTOCOL",
     # checkpoints and processes
     "save_checkpoint", "load_trainer_state", "find_checkpoint", "read_weights", "atomic_write_text",
     "DistEnv", "EpochSampler", "ShardedSampler", "init_distributed", "cleanup_distributed", "main_guard",

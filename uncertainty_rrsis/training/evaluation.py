@@ -46,6 +46,7 @@ __all__ = [
     "final_report",
     "format_metrics",
     "format_breakdown",
+    "format_reliability",
     "write_metrics",
     "save_panels",
 ]
@@ -133,6 +134,7 @@ def evaluate(
     progress: bool = False,
     description: str = "eval",
     boundary: bool = False,
+    tta_scales: Sequence[float] = (),
 ) -> dict[str, Any]:
     """The field's metrics of ``model`` over ``loader``, summed over DDP ranks.
 
@@ -154,6 +156,11 @@ def evaluate(
         progress: show a progress bar.
         description: the progress bar's label.
         boundary: also report ``bIoU``, the mean boundary IoU (overall and per tag).
+        tta_scales: test-time augmentation for a baseline sample score, ``tta``: the model is run
+            again on the images resized by each factor (e.g. ``(0.75, 1.25)``, sides kept multiples
+            of 32); the score is ``1 -`` the mean IoU between those predictions (resized back) and
+            the plain one. A change of scale keeps every sentence true (a flip would turn "left"
+            into "right").
 
     Returns:
         ``{"oIoU", "mIoU", "Pr@0.5", ..., "Pr@0.9", "count"}`` (fractions in [0, 1]),
@@ -184,7 +191,10 @@ def evaluate(
         logits = out.logits.float()
         seg.update_from_batch(logits, batch)
         if unc is not None and out.uncertainty is not None:
-            unc.update_from_batch(out.uncertainty.float(), logits, batch, risk=out.risk)
+            extra = {"tta": _tta_disagreement(model, batch, logits, tta_scales, device=device,
+                                              autocast_dtype=autocast_dtype)} if tta_scales else None
+            unc.update_from_batch(out.uncertainty.float(), logits, batch, coarse_logits=out.coarse_logits,
+                                  risk=out.risk, quality=out.quality, error_map=out.error_map, sample_scores=extra)
     model.train(was_training)
     seg.sync()
     result: dict[str, Any] = dict(seg.compute())
@@ -206,7 +216,30 @@ def evaluate(
             unc_breakdown = unc.compute_breakdown()
             if unc_breakdown:
                 result["unc_breakdown"] = unc_breakdown
+            reliability = unc.reliability()
+            if reliability:
+                result["unc_reliability"] = reliability
     return result
+
+
+def _tta_disagreement(model: torch.nn.Module, batch: Mapping[str, Any], logits: torch.Tensor,
+                      scales: Sequence[float], *, device: torch.device,
+                      autocast_dtype: torch.dtype | None) -> torch.Tensor:
+    """``1 -`` the mean IoU between the predictions at each scale of ``scales`` and ``logits > 0`` (B,)."""
+    height, width = batch["image"].shape[-2:]
+    pred = logits[:, 0] > 0
+    ious = []
+    for scale in scales:
+        size = [max(32, int(round(side * scale / 32)) * 32) for side in (height, width)]
+        scaled = dict(batch)
+        scaled["image"] = torch.nn.functional.interpolate(batch["image"].float(), size=size, mode="bilinear",
+                                                          align_corners=False)
+        other = forward_batch(model, scaled, device=device, autocast_dtype=autocast_dtype).logits.float()
+        other_pred = resize_logits(other, logits.shape[-2:])[:, 0] > 0
+        inter = (other_pred & pred).flatten(1).sum(1).double()
+        union = (other_pred | pred).flatten(1).sum(1).double()
+        ious.append(torch.where(union > 0, inter / union.clamp_min(1.0), torch.ones_like(union)))
+    return 1.0 - torch.stack(ious).mean(0)
 
 
 def format_metrics(metrics: Mapping[str, Any], *, title: str = "") -> str:
@@ -237,7 +270,8 @@ def format_uncertainty(metrics: Mapping[str, Any]) -> str:
     pixels = int(metrics.get("unc/pixels", 0))
     lines = [f"error pixels: {100 * metrics.get('unc/error_rate', 0.0):.2f} % of {pixels}",
              f"  {'score':<36s}{'AUROC':>12s}{'AUPRC':>12s}{'caught@10%':>12s}"]
-    for prefix, name in (("", "U^p (RUS)"), ("margin/", "margin of P"), ("margin_pooled/", "margin on U's grid")):
+    for prefix, name in (("", "U^p (RUS)"), ("margin/", "margin of P"), ("margin_pooled/", "margin on U's grid"),
+                         ("error_map/", "pixel risk head")):
         if f"unc/{prefix}AUROC" in metrics:
             lines.append(row(name, [f"unc/{prefix}{k}" for k in ("AUROC", "AUPRC", "caught@10%")]))
     if "unc/outcome/TP/u_mean" in metrics:
@@ -251,12 +285,36 @@ def format_uncertainty(metrics: Mapping[str, Any]) -> str:
         lines += [f"failed samples (IoU < 0.5): {100 * metrics['unc/failure/rate']:.1f} % of "
                   f"{int(metrics['unc/failure/count'])}",
                   f"  {'score':<36s}{'AUROC':>12s}{'AUPRC':>12s}{'AURC':>12s}"]
-        for key, name in (("u_mask", "mean U^p over the predicted mask"), ("u_image", "mean U^p over the image"),
-                          ("margin", "mean margin over the predicted mask"), ("risk", "risk head")):
-            if f"unc/failure/{key}/AUROC" not in metrics:
-                continue
+        scores = [k.split("/")[2] for k in metrics if k.startswith("unc/failure/") and k.endswith("/AUROC")]
+        for key in scores:
+            name = SAMPLE_SCORE_NAMES.get(key, key)
             lines.append(row(name, [f"unc/failure/{key}/{k}" for k in ("AUROC", "AUPRC", "AURC")]))
         lines.append(row("oracle / random order", ["", "unc/failure/oracle/AURC", "unc/failure/random/AURC"]))
+    if "unc/quality/MAE" in metrics:
+        lines.append(f"predicted IoU: mean absolute error {metrics['unc/quality/MAE']:.3f} (a constant: "
+                     f"{metrics['unc/quality/MAE_constant']:.3f}), bias {metrics['unc/quality/bias']:+.3f}")
+    return "\n".join(lines)
+
+
+#: How the report names each sample score.
+SAMPLE_SCORE_NAMES = {
+    "u_mask": "mean U^p over the predicted mask",
+    "u_image": "mean U^p over the image",
+    "u_outside": "mean U^p outside the predicted mask",
+    "margin": "mean margin over the predicted mask",
+    "disagreement": "coarse vs final, 1 - IoU",
+    "risk": "risk head: failure probability",
+    "quality": "risk head: 1 - predicted IoU",
+    "tta": "test-time scales, 1 - IoU",
+}
+
+
+def format_reliability(table: Sequence[Mapping[str, float]]) -> str:
+    """The reliability table of a predicted IoU (:meth:`UncertaintyQualityMetrics.reliability`)."""
+    lines = [f"  {'predicted IoU':<16s}{'samples':>9s}{'mean predicted':>16s}{'mean actual':>13s}"]
+    for row in table:
+        lines.append(f"  {row['from']:.1f}-{row['to']:.1f}{'':<9s}{int(row['count']):>9d}{row['predicted']:16.3f}"
+                     f"{row['actual']:13.3f}")
     return "\n".join(lines)
 
 
@@ -265,7 +323,8 @@ def format_breakdown(metrics: Mapping[str, Any]) -> str:
 
     When ``metrics["unc_breakdown"]`` has the group, the line goes on with the share of failed
     samples (IoU < 0.5) and the AUROC with which the mean ``U^p`` over the predicted mask and the
-    mean margin detect them ("-" where a group has only failures or none).
+    mean margin (and the risk head, when the model has one) detect them ("-" where a group has only
+    failures or none).
     """
 
     def auroc(values: Mapping[str, Any], score: str) -> str:
@@ -281,6 +340,8 @@ def format_breakdown(metrics: Mapping[str, Any]) -> str:
             u = unc[group]
             line = (f"{line:70s} failed {100 * u['failure/rate']:5.1f} %  fail AUROC U^p {auroc(u, 'u_mask')}"
                     f"  margin {auroc(u, 'margin')}")
+            if "failure/risk/AUROC" in u:
+                line += f"  risk head {auroc(u, 'risk')}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -42,6 +42,9 @@ def final_evaluation(trainer: Any) -> dict[str, Any]:
         results[split] = trainer.evaluate(split)
         results[f"{split}/text_masked"] = trainer.evaluate(split, blank_text=True, uncertainty=False)
         trainer.log.print(evaluation.format_metrics(results[split], title=f"{split} ({source} checkpoint)"))
+        if results[split].get("unc_reliability"):
+            trainer.log.print("predicted IoU against the actual one:\n"
+                              + evaluation.format_reliability(results[split]["unc_reliability"]))
         if results[split].get("breakdown"):
             trainer.log.print(f"{split} per tag:\n" + evaluation.format_breakdown(results[split]))
         trainer.log.print(evaluation.text_cost(split, results[split], results[f"{split}/text_masked"]))
