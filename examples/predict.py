@@ -60,6 +60,7 @@ from typing import Any
 
 import torch
 
+from uncertainty_rrsis.data import DEFAULT_MAX_PIXELS
 from uncertainty_rrsis.inference import ReferringPrediction, ReferringSegmenter
 from uncertainty_rrsis.scenes import COMBINE_MODES, SceneSegmenter
 
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
     parser.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     parser.add_argument("--batch-size", type=int, default=8, help="pairs (or windows) per forward pass")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                        help="refuse a picture that would decode to more pixels than this (default "
+                             f"{DEFAULT_MAX_PIXELS:,}); 0: no limit")
     parser.add_argument("--bands", help="raster bands for red, green, blue (1-based, e.g. 3,2,1), or one for grey")
     parser.add_argument("--stretch", help="auto (default), none, percentile[:LOW,HIGH] or minmax:LO,HI[/LO,HI/LO,HI]")
     parser.add_argument("--window", help="read only this pixel window of each raster: col_off,row_off,width,height")
@@ -245,7 +249,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     segmenter = ReferringSegmenter.from_pretrained(args.checkpoint, device=device, amp=args.amp,
                                                    batch_size=args.batch_size, bands=args.bands,
-                                                   stretch=args.stretch, window=args.window)
+                                                   stretch=args.stretch, window=args.window,
+                                                   max_pixels=args.max_pixels or None)
     scenes = None
     if args.coarse_to_fine:
         scenes = SceneSegmenter(segmenter, window_size=args.window_size, overlap=args.overlap, combine=args.combine)

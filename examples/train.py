@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 
 from uncertainty_rrsis.training import (
+    CheckpointWriteError,
     RunFolderError,
     SettingsError,
     build_arg_parser,
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     def body() -> dict:
         try:
             return build_trainer(config).fit()
-        except (RunFolderError, SettingsError) as err:  # in use / holds a run / settings: say so, no traceback
+        except (RunFolderError, SettingsError, CheckpointWriteError) as err:  # say so, no traceback
             raise SystemExit(f"error: {err}") from None
 
     return main_guard(body)

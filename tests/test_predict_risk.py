@@ -75,3 +75,37 @@ def test_predict_writes_sorts_and_flags_by_the_predicted_quality(checkpoint, tmp
     lines = [json.loads(line) for line in (out / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert lines == rows == json.loads((out / "predictions.json").read_text(encoding="utf-8"))
     assert all(Path(r["panel"]).is_file() for r in rows)
+
+
+# ------------------------------------------------------------------ inputs that would be silently wrong
+
+
+def test_a_small_png_that_declares_a_huge_size_is_refused_before_decoding(checkpoint, tmp_path):
+    from uncertainty_rrsis.inference import ReferringSegmenter
+
+    huge = tmp_path / "huge.png"
+    Image.new("L", (12_000, 12_000)).save(huge, optimize=True)  # a few hundred KB on disk
+    assert huge.stat().st_size < 2_000_000
+    segmenter = ReferringSegmenter.from_pretrained(checkpoint, device="cpu")
+    with pytest.raises(ValueError, match=r"declares 12000 x 12000 pixels.*pixel budget of 100,000,000.*max_pixels"):
+        segmenter.load(huge)
+    small = ReferringSegmenter.from_pretrained(checkpoint, device="cpu", max_pixels=1000)
+    picture = tmp_path / "small.png"
+    Image.new("RGB", (40, 40)).save(picture)
+    with pytest.raises(ValueError, match="pixel budget of 1,000"):
+        small.load(picture)  # the budget is a setting
+    assert ReferringSegmenter.from_pretrained(checkpoint, device="cpu").load(picture).size == (40, 40)
+
+
+def test_predict_given_a_run_folder_or_a_weights_file_says_what_to_give(checkpoint, tmp_path, capsys):
+    from uncertainty_rrsis.inference import ReferringSegmenter
+
+    run = checkpoint.parent.parent / "run"
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"is a training run folder, not a checkpoint"):
+        ReferringSegmenter.from_pretrained(run)
+    weights = tmp_path / "model.pth"
+    weights.write_bytes(b"not a folder")
+    with pytest.raises(ValueError, match=r"model.pth is a file; expected a checkpoint folder"):
+        ReferringSegmenter.from_pretrained(weights)

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ._ops import resize_logits
-from .data import ResizeNormalize, image_to_rgb, read_image, tokenize
+from .data import DEFAULT_MAX_PIXELS, ResizeNormalize, image_to_rgb, read_image, tokenize
 from .geo import (
     GeoreferenceWarning,
     RasterInfo,
@@ -274,6 +274,9 @@ class ReferringSegmenter:
             :class:`~uncertainty_rrsis.geo.Stretch` (``"percentile:2,98"``, ``"minmax:0,3000"``).
             GeoTIFFs are always read this way; with any of the three given, every file is (extra
             ``geo``).
+        max_pixels: refuse a picture that would decode to more pixels than this (after a JPEG's
+            reduced-scale decode), before decoding it (default
+            :data:`~uncertainty_rrsis.data.DEFAULT_MAX_PIXELS`, 100 million; None: no limit).
     """
 
     def __init__(
@@ -290,6 +293,7 @@ class ReferringSegmenter:
         bands: Sequence[int] | str | None = None,
         window: Sequence[int] | str | None = None,
         stretch: Stretch | str | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -307,6 +311,7 @@ class ReferringSegmenter:
         self.bands = parse_bands(bands)
         self.window = parse_window(window)
         self.stretch = None if stretch is None else Stretch.parse(stretch)
+        self.max_pixels = max_pixels
 
     @classmethod
     def from_pretrained(
@@ -322,6 +327,9 @@ class ReferringSegmenter:
         from .models import CroBIMU
 
         directory = Path(directory)
+        if directory.is_file() or ((directory / "checkpoints").is_dir()
+                                   and not (directory / "model.safetensors").is_file()):
+            CroBIMU.from_pretrained(directory)  # raises the error that says what to give instead
         if tokenizer is None:
             tokenizer_dir = directory / "tokenizer"
             if not tokenizer_dir.is_dir():
@@ -371,7 +379,7 @@ class ReferringSegmenter:
             reduce = self.reduce_large_images if reduce is None else reduce
             side = 2 * self.image_size
             picture = read_image(path, layout="any image file PIL can read (PNG, JPEG, TIFF, ...)",
-                                 min_size=(side, side) if reduce else None)
+                                 min_size=(side, side) if reduce else None, max_pixels=self.max_pixels)
             width, height = picture.info.get("full_size", picture.size)
             return LoadedImage(picture, (height, width), name=str(path))
         if isinstance(image, Image.Image):

@@ -458,3 +458,37 @@ def test_rrsisd_huge_declared_image_size(rrsisd_copy):
     index = next(i for i, r in enumerate(ds.records) if r.id.startswith("102_"))
     with pytest.raises(SampleError, match=r"image id=3002 declares 4000x4000 \(HxW\) but .*03002\.jpg is 48x64"):
         ds[index]
+
+
+# --------------------------------------------------------------------------------------------
+# every sentence counts once
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_line_given_twice_is_read_once_and_reported(tmp_path):
+    from uncertainty_rrsis.data import DuplicateEntryWarning
+
+    root = tmp_path / "risbench"
+    write_risbench(root, risbench_samples(size=S))
+    phrases = root / "output_phrase_test.txt"
+    lines = phrases.read_text().splitlines()
+    phrases.write_text("\n".join([*lines, lines[0]]) + "\n")  # the first line again, at the end
+    with pytest.warns(DuplicateEntryWarning, match=rf"at {phrases}:{len(lines) + 1} .* repeats {phrases}:1 "):
+        dataset = RISBench(root, "test", image_size=S)
+    assert len(dataset) == len(lines) and not any("#" in r.id for r in dataset.records)
+    report = check_dataset(RISBench(root, "test", image_size=S, strict=False))
+    assert report.ok and len(report.warnings) == 1 and "duplicate entry, read once" in str(report)
+
+
+def test_an_rrsisd_ref_listed_twice_is_read_once(rrsisd_copy):
+    from uncertainty_rrsis.data import DuplicateEntryWarning
+
+    root, refs, instances = rrsisd_copy
+    tests = [r for r in refs if r["split"] == "test"]
+    sentences = sum(len(r["sentences"]) for r in tests)
+    write_rrsisd_annotations(root, [*refs, copy.deepcopy(tests[1])], instances)  # ref 101 twice
+    with pytest.warns(DuplicateEntryWarning, match=r"2 duplicate entries read once"):
+        dataset = RRSISD(root, "test", image_size=S)
+    assert len(dataset) == sentences  # each of the ref's two sentences once
+    report = check_dataset(RRSISD(root, "test", image_size=S, strict=False))
+    assert len(report.warnings) == 2 and "ref_id=101" in report.warnings[0]

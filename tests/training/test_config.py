@@ -236,7 +236,7 @@ def test_loss_knobs_on_the_command_line_and_their_checks():
         0.05, 5, False, 0.4)
     with pytest.raises(ValueError, match="unc-target-blur must be an odd"):
         config_from_args(parser.parse_args(["--unc-target-blur", "4"]))
-    with pytest.raises(ValueError, match=r"unc-warmup-fraction must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"unc-warmup-fraction must be in \[0, 1\]; got 2.0"):
         config_from_args(parser.parse_args(["--unc-warmup-fraction", "2"]))
 
 

@@ -5,6 +5,7 @@ checkpoint, an empty or too small training split, an empty split to evaluate."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from torch import nn
 
 from uncertainty_rrsis.models import CroBIMU
 from uncertainty_rrsis.training import build_trainer, evaluate, evaluation_loader
+from uncertainty_rrsis.training.checkpoint import read_weights
 
 from helpers.examples import load_example
 from helpers.tiny import tiny_train_config
@@ -130,7 +132,7 @@ def test_the_trainer_names_a_truncated_weights_file(tmp_path, tiny_bert_dir, tin
     truncate(folder / "model.safetensors")
     trainer = build_trainer(tiny_train_config(tmp_path, tiny_bert_dir))
     with pytest.raises(ValueError, match=rf"{folder / 'model.safetensors'}.*truncated or corrupt"):
-        trainer.load_weights(folder)
+        trainer.model.load_state_dict(read_weights(trainer.model, folder))
 
 
 @pytest.mark.slow
@@ -204,3 +206,84 @@ def test_a_missing_evaluation_split_is_refused_before_training(tmp_path, tiny_be
     message = str(info.value)
     assert "--eval-splits" in message and "output_phrase_test.txt" in message
     assert not (Path(cfg.output_dir) / "config.json").exists()
+
+
+# ------------------------------------------------------------------ settings checked before anything is written
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--lr", "-0.001"], r"--lr must be > 0; got -0.001"),
+        (["--lr", "nan"], r"--lr must be a finite number; got nan"),
+        (["--lr", "inf"], r"--lr must be a finite number; got inf"),
+        (["--max-steps", "0"], r"--max-steps must be >= 1; got 0"),
+        (["--weight-decay", "-1"], r"--weight-decay must be >= 0; got -1"),
+        (["--unc-hard-iou-threshold", "1.5"], r"--unc-hard-iou-threshold must be in \[0, 1\]; got 1.5"),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_before_the_run_folder_exists(tmp_path, capsys, flags, message):
+    train = load_example("train")
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as info:
+        train.main([*flags, "--output-dir", str(out)])
+    assert info.value.code == 2 and re.search(message, capsys.readouterr().err)
+    assert not out.exists()  # the corrected command into the same folder is not blocked
+
+
+def test_a_value_of_the_wrong_type_in_a_config_file_names_its_key(tmp_path, capsys):
+    (tmp_path / "run.yaml").write_text("batch-size: four\nlr: 0.001\n")
+    with pytest.raises(SystemExit):
+        load_example("train").main(["--config", str(tmp_path / "run.yaml"), "--output-dir", str(tmp_path / "run")])
+    assert "--batch-size must be a whole number; got 'four' (str)" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ the report describes the checkpoint it scored
+
+
+@pytest.mark.slow
+def test_after_a_resume_metrics_json_describes_the_best_checkpoint_it_scored(tmp_path, tiny_bert_dir):
+    """A run killed right after writing a best checkpoint newer than its resumable one: the resumable
+    checkpoint still remembers an older, lower best. The report must name the checkpoint it scores."""
+    cfg = tiny_train_config(tmp_path, tiny_bert_dir, panels=0, eval_every=2, checkpoint_every=100)
+    build_trainer(cfg).fit()
+    run = Path(cfg.output_dir)
+    best = json.loads((run / "checkpoints" / "best" / "trainer_state.json").read_text())
+    last_state = run / "checkpoints" / "last" / "trainer_state.json"
+    last = json.loads(last_state.read_text())
+    last.update(best_val=best["best_val"] / 2, best_step=1)  # what the older resumable checkpoint would say
+    last_state.write_text(json.dumps(last))
+    resumed = build_trainer(cfg.replace(resume=True))
+    resumed.fit()
+    assert (resumed.best, resumed.best_step) == (best["best_val"], best["best_step"])
+    selection = json.loads((run / "metrics.json").read_text())["selection"]
+    assert (selection["value"], selection["step"]) == (best["best_val"], best["best_step"])
+
+
+def test_a_full_disk_while_writing_a_checkpoint_names_the_space_and_the_path(tmp_path, monkeypatch):
+    from uncertainty_rrsis.training import checkpoint as ckpt
+
+    class Model:
+        def save_pretrained(self, folder):
+            Path(folder).mkdir(parents=True)
+            (Path(folder) / "model.safetensors").write_text("weights")
+
+    folder = tmp_path / "checkpoints" / "last"
+    ckpt.save_checkpoint(folder, model=Model(), trainer_state={"step": torch.tensor(1)}, info={"step": 1})
+
+    def full(*args, **kwargs):  # what torch.save says when the disk fills up half-way through
+        raise RuntimeError("[enforce fail at inline_container.cc:626] . unexpected pos 2054272 vs 2054160")
+
+    monkeypatch.setattr(ckpt.torch, "save", full)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=0))
+    with pytest.raises(ckpt.CheckpointWriteError) as info:
+        ckpt.save_checkpoint(folder, model=Model(), trainer_state={"step": torch.tensor(2)}, info={"step": 2})
+    message = str(info.value)
+    assert f"cannot write the checkpoint {folder}: no space left on the device (0 MB free in" in message
+    assert "unexpected pos" in message and "--resume" in message and "previous checkpoint" in message
+    assert json.loads((folder / "trainer_state.json").read_text())["step"] == 1  # the previous one is kept
+    assert not folder.with_name("last.tmp").exists()
+    monkeypatch.setattr(ckpt.torch, "save", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied")))
+    with pytest.raises(ckpt.CheckpointWriteError, match=r"no permission to write in .*checkpoints"):
+        ckpt.save_checkpoint(folder, model=Model(), trainer_state={}, info={"step": 3})

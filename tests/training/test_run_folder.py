@@ -31,6 +31,7 @@ from uncertainty_rrsis.training import (
     prepare_data_root,
 )
 from uncertainty_rrsis.training import lock as lock_module
+from uncertainty_rrsis.training.checkpoint import read_weights
 from uncertainty_rrsis.training.run_folder import remove_run_files, run_markers, settings_changes
 
 from helpers.tiny import tiny_train_config
@@ -114,7 +115,7 @@ def test_overwrite_starts_clean_and_reports_its_own_scores(tmp_path, tiny_bert_d
     assert config["train"]["seed"] == 4 and config["train"]["synthetic_val"] == 0
     # its scores are those of its own final weights
     fresh = build_trainer(second.replace(overwrite=False, output_dir=str(tmp_path / "scratch")))
-    fresh.load_weights(run / "checkpoints" / "final")
+    fresh.model.load_state_dict(read_weights(fresh.model, run / "checkpoints" / "final"))
     again = fresh.evaluate("test")
     assert again["mIoU"] == pytest.approx(results["test"]["mIoU"], abs=1e-12)
     assert metrics["results"]["test"]["mIoU"] == pytest.approx(again["mIoU"], abs=1e-12)

@@ -16,9 +16,9 @@ the reference model, timm or transformers: pass a tokenizer object in.
 """
 
 from ._errors import DatasetError, DatasetLayoutError, EmptySplitError, SampleError
-from ._io import image_to_rgb, read_image
+from ._io import DEFAULT_MAX_PIXELS, image_to_rgb, read_image
 from ._text import tokenize
-from .base import SPLITS, Record, ReferringDataset, join_name, read_phrase_file
+from .base import SPLITS, DuplicateEntryWarning, Record, ReferringDataset, join_name, read_phrase_file
 from .collate import collate
 from .refsegrs import RefSegRS
 from .registry import get_dataset_class, list_datasets, register_dataset
@@ -41,6 +41,7 @@ __all__ = [
     "SPLITS",
     "join_name",
     "read_phrase_file",
+    "DuplicateEntryWarning",
     "RRSISD",
     "RefSegRS",
     "RISBench",
@@ -56,6 +57,7 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "read_image",
+    "DEFAULT_MAX_PIXELS",
     "image_to_rgb",
     "tokenize",
     "check_dataset",

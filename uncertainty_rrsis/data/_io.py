@@ -28,7 +28,7 @@ from PIL import Image, UnidentifiedImageError
 from ._errors import SampleError
 from ._jpeg import JpegDataError, verify_jpeg
 
-__all__ = ["read_image", "read_mask_file", "image_to_rgb", "mask_value_range"]
+__all__ = ["read_image", "read_mask_file", "image_to_rgb", "mask_value_range", "DEFAULT_MAX_PIXELS"]
 
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -67,8 +67,13 @@ def _bits_per_sample(img: Image.Image, data: bytes) -> int:
     return 8
 
 
-def _decode(path: Path, what: str, layout: str | None, *, verify: bool, min_size: tuple[int, int] | None
-            ) -> tuple[Image.Image, int]:
+#: The largest number of pixels an image is decoded at (after a JPEG's reduced-scale decode): about 4.5 GB
+#: of peak memory for a prediction at the image's size. Larger files are refused before they are decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+
+
+def _decode(path: Path, what: str, layout: str | None, *, verify: bool, min_size: tuple[int, int] | None,
+            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, int]:
     """Open, check and fully decode ``path``; returns the image and the file's bits per sample."""
     if not path.is_file():
         where = f"\nExpected layout:\n{layout}" if layout else ""
@@ -92,6 +97,15 @@ def _decode(path: Path, what: str, layout: str | None, *, verify: bool, min_size
             full_size = img.size
             if min_size is not None and img.format == "JPEG":
                 img.draft(None, (int(min_size[1]), int(min_size[0])))
+            width, height = img.size  # what would be decoded (a JPEG's reduced size after draft)
+            if max_pixels is not None and width * height > max_pixels:
+                raise SampleError(
+                    f"{what} file {path} declares {full_size[0]} x {full_size[1]} pixels; decoding it "
+                    f"({width} x {height} = {width * height:,} pixels) would exceed the pixel budget of "
+                    f"{max_pixels:,} (about {width * height * 45 / 1e9:.1f} GB to predict at that size). Shrink "
+                    "the image, read it as a GeoTIFF (by windows), or raise the budget (max_pixels=..., "
+                    "predict.py --max-pixels)"
+                )
             img.load()
             out = img.copy()
     except _READ_ERRORS as exc:
@@ -151,6 +165,7 @@ def read_image(
     layout: str | None = None,
     verify: bool = True,
     min_size: tuple[int, int] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Image.Image:
     """Open an image file as an 8-bit RGB PIL image (size W x H), strictly.
 
@@ -164,13 +179,16 @@ def read_image(
             DCT scaling) as long as the result stays at least this large; the file's own size is
             then in ``image.info["full_size"]`` as ``(width, height)``. Other formats, and JPEGs
             smaller than twice ``min_size``, are decoded at their own size.
+        max_pixels: refuse, before decoding, a file that would decode to more pixels than this
+            (:data:`DEFAULT_MAX_PIXELS`; None: no limit). A small file can declare a huge size (a
+            PNG of 140 KB can hold 12,000 x 12,000 pixels, 6 GB to predict on).
 
     Raises:
         SampleError: the file is missing, truncated, corrupt or unsupported, or has 16-bit,
             32-bit or out-of-range float pixels; the message names the file and says what to do.
     """
     path = Path(path)
-    img, bits = _decode(path, "image", layout, verify=verify, min_size=min_size)
+    img, bits = _decode(path, "image", layout, verify=verify, min_size=min_size, max_pixels=max_pixels)
     out = image_to_rgb(img, source=f"image file {path}", bits=bits)
     if "full_size" in img.info:
         out.info["full_size"] = img.info["full_size"]

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ntpath
 import posixpath
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from .transforms import IMAGENET_MEAN, IMAGENET_STD, ResizeNormalize
 
 __all__ = [
     "ReferringDataset", "Record", "SPLITS", "read_phrase_file", "join_name", "type_name", "mask_values_hint",
+    "DuplicateEntryWarning",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -138,6 +140,26 @@ def read_phrase_file(path: Path, *, layout: str) -> list[tuple[int, str, str]]:
         parts = line.strip().split(None, 1)
         out.append((number, parts[0], parts[1].strip() if len(parts) > 1 else ""))
     return out
+
+
+class DuplicateEntryWarning(UserWarning):
+    """A split lists the same entry (same id, image and sentences) more than once; it is read once."""
+
+
+def _drop_duplicates(records: Sequence[Record]) -> tuple[list[Record], list[str]]:
+    """``records`` without repeats of an entry (same id, image and sentences: a line given twice, an
+    RRSIS-D ref id listed twice), the first kept; and where each repeat was, for the report."""
+    first: dict[tuple[str, str, tuple[str, ...]], tuple[int, Record]] = {}
+    kept, repeats = [], []
+    for i, r in enumerate(records):
+        key = (r.id, str(r.image_path), tuple(r.sentences))
+        if key in first:
+            j, original = first[key]
+            repeats.append(f"{r.id!r} at {r.where} (entry {i}) repeats {original.where} (entry {j})")
+            continue
+        first[key] = (i, r)
+        kept.append(r)
+    return kept, repeats
 
 
 def _unique_ids(ids: Sequence[str]) -> list[str]:
@@ -239,6 +261,13 @@ class ReferringDataset(Dataset):
             raise EmptySplitError(
                 f"{self.name} {split} under {self.root} has no samples: {self._empty_split_detail()}"
             )
+        records, self.duplicates = _drop_duplicates(records)
+        if self.duplicates and strict:
+            shown = "\n  ".join(self.duplicates[:5])
+            more = f"\n  ... and {len(self.duplicates) - 5} more" if len(self.duplicates) > 5 else ""
+            warnings.warn(f"{self.name} {split} under {self.root}: {len(self.duplicates)} duplicate entr"
+                          f"{'y' if len(self.duplicates) == 1 else 'ies'} read once (every sentence counts once):"
+                          f"\n  {shown}{more}", DuplicateEntryWarning, stacklevel=2)
         ids = _unique_ids([r.id for r in records])
         self.records: list[Record] = [
             r if r.id == i else Record(i, r.image_path, r.sentences, r.mask_source, r.where, r.tags, r.problem)

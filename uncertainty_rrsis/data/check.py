@@ -41,7 +41,8 @@ class CheckReport:
     """Result of :func:`check_dataset`.
 
     ``problems`` are the bad samples; ``errors`` what is wrong with the split as a whole
-    (no sample at all, every target mask empty).
+    (no sample at all, every target mask empty); ``warnings`` what was read but deserves a look
+    (entries listed twice, read once). Warnings do not make a report fail.
     """
 
     dataset: str
@@ -49,6 +50,7 @@ class CheckReport:
     total: int
     problems: list[SampleProblem] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -56,7 +58,9 @@ class CheckReport:
 
     def __str__(self) -> str:
         head = f"{self.dataset} {self.split}: {self.total} samples, {len(self.problems)} bad"
-        lines = [head, *(f"  {e}" for e in self.errors)]
+        if self.warnings:
+            head += f", {len(self.warnings)} warning(s)"
+        lines = [head, *(f"  {e}" for e in self.errors), *(f"  warning: {w}" for w in self.warnings)]
         return "\n".join([*lines, *(f"  [{p.index}] {p.id}: {p.message}" for p in self.problems)])
 
 
@@ -72,6 +76,7 @@ def check_dataset(dataset: ReferringDataset, *, progress: bool = False) -> Check
     target masks are all empty is reported in ``errors``.
     """
     report = CheckReport(dataset=dataset.name, split=dataset.split, total=len(dataset))
+    report.warnings += [f"duplicate entry, read once: {d}" for d in dataset.duplicates]
     if not len(dataset):
         report.errors.append(f"{dataset.name} {dataset.split} under {dataset.root} has no samples")
         return report

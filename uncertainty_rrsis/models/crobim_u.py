@@ -386,6 +386,12 @@ class CroBIMU(nn.Module):
         """
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        if directory.is_file():
+            raise ValueError(
+                f"CroBIMU.from_pretrained: {directory} is a file; expected a checkpoint folder (config.json and "
+                "model.safetensors, as save_pretrained and training write them). A bare weights file loads with "
+                "CroBIMU(config) and load_state_dict, or into the vision encoder with load_foreign_checkpoint."
+            )
         if (directory / "checkpoints").is_dir() and not weights_path.is_file():
             raise ValueError(f"CroBIMU.from_pretrained: {_run_folder_message(directory)}")
         config = cls.config_from_pretrained(directory) if config_path.is_file() else None

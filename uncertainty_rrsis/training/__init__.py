@@ -19,7 +19,14 @@ One home per concern:
 """
 
 from .build import build_criterion, build_trainer, check_splits
-from .checkpoint import atomic_write_text, find_checkpoint, load_trainer_state, read_weights, save_checkpoint
+from .checkpoint import (
+    CheckpointWriteError,
+    atomic_write_text,
+    find_checkpoint,
+    load_trainer_state,
+    read_weights,
+    save_checkpoint,
+)
 from .cli import build_arg_parser, checkpoint_settings, config_files, config_from_args, load_config_file
 from .config import (
     DEFAULT_RECIPE,
@@ -100,7 +107,8 @@ __all__ = [
     "format_uncertainty", "format_breakdown", "format_reliability", "text_cost", "final_report", "write_metrics",
     "save_panels", "split_names", "PROTOCOL",
     # checkpoints and processes
-    "save_checkpoint", "load_trainer_state", "find_checkpoint", "read_weights", "atomic_write_text",
+    "save_checkpoint", "CheckpointWriteError", "load_trainer_state", "find_checkpoint", "read_weights",
+    "atomic_write_text",
     "DistEnv", "EpochSampler", "ShardedSampler", "init_distributed", "cleanup_distributed", "main_guard",
     "per_rank_batch", "broadcast_from_main", "broadcast_state",
 ]

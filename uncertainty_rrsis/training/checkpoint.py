@@ -15,6 +15,7 @@ saving leaves the previous checkpoint intact (at worst under ``<name>.old``, whi
 
 from __future__ import annotations
 
+import errno
 import json
 import pickle
 import random
@@ -25,7 +26,9 @@ from typing import Any
 import torch
 
 __all__ = [
-    "save_checkpoint", "load_trainer_state", "find_checkpoint", "read_weights", "ModelSaver", "rng_state",
+    "CheckpointWriteError",
+    "save_checkpoint",
+    "save_weights", "load_trainer_state", "find_checkpoint", "read_weights", "ModelSaver", "rng_state",
     "set_rng_state", "atomic_write_text",
 ]
 
@@ -60,6 +63,29 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     tmp.replace(path)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, no permission, ...); the message names the
+    folder, the cause and what to do. The previous checkpoint of that name is kept."""
+
+
+def _write_failure(folder: Path, err: BaseException) -> str:
+    """Why writing ``folder`` failed, in words: the space left on its disk, or the operating system's reason."""
+    try:
+        free = shutil.disk_usage(folder.parent).free
+    except OSError:
+        free = None
+    reason = f"{type(err).__name__}: {err}"
+    if isinstance(err, PermissionError):
+        cause = f"no permission to write in {folder.parent}"
+    elif getattr(err, "errno", None) == errno.ENOSPC or (free is not None and free < 64 * 2**20):
+        cause = ("no space left on the device" + (f" ({free / 2**20:.0f} MB free in {folder.parent})"
+                                                  if free is not None else ""))
+    else:
+        cause = "the operating system refused the write"
+    return (f"cannot write the checkpoint {folder}: {cause} ({reason}). The previous checkpoint {folder} is kept. "
+            "Free some space (or choose another --output-dir), then continue the run with --resume.")
+
+
 def save_checkpoint(
     folder: str | Path,
     *,
@@ -82,9 +108,13 @@ def save_checkpoint(
     old = folder.with_name(folder.name + ".old")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
-    torch.save(trainer_state, tmp / "trainer_state.pt")
-    (tmp / "trainer_state.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+    try:
+        model.save_pretrained(tmp)
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps(info, indent=2, sort_keys=True, default=str))
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError ("unexpected pos ...")
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(_write_failure(folder, err)) from err
     if folder.exists():
         if old.exists():
             shutil.rmtree(old)
@@ -92,6 +122,22 @@ def save_checkpoint(
     tmp.replace(folder)
     if old.exists():
         shutil.rmtree(old)
+    return folder
+
+
+def save_weights(folder: str | Path, model: Any) -> Path:
+    """Write ``model.save_pretrained`` into ``folder`` atomically (through ``<folder>.tmp``): the weights of
+    a finished run, without trainer state."""
+    folder = Path(folder)
+    tmp = folder.with_name(folder.name + ".tmp")
+    try:
+        model.save_pretrained(tmp)
+    except (OSError, RuntimeError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(_write_failure(folder, err)) from err
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.replace(folder)
     return folder
 
 

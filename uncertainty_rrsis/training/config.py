@@ -31,6 +31,7 @@ overrides of their level.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -230,7 +231,7 @@ class TrainConfig:
     weight_decay: float = _opt(UNSET, "AdamW weight decay")
     poly_power: float = _opt(UNSET, "power of the per-iteration polynomial decay")
     lr_warmup_steps: int = _opt(0, "linear learning-rate warm-up steps")
-    grad_clip: float | None = _opt(UNSET, "clip the gradient norm to this value (none: no clipping)")
+    grad_clip: float | None = _opt(UNSET, "clip the gradient norm to this value (none or 0: no clipping)")
     lambda_unc: float = _opt(1.0, "weight of L_unc (Eq. 18)")
     lambda_ref: float = _opt(1.0, "weight of L_seg(P_ref) (Eq. 18)")
     unc_warmup_steps: int = _opt(UNSET, "L_unc is zero for the first N optimizer steps")
@@ -321,15 +322,14 @@ class TrainConfig:
             get_loss(self.seg_loss)
         except ValueError as err:
             raise ValueError(f"--seg-loss: {err}") from None
-        for name in ("batch_size", "grad_accumulation", "epochs", "checkpoint_every", "log_every"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be positive; got {getattr(self, name)}")
+        for f in fields(self):
+            _check_setting(f.name, getattr(self, f.name), str(f.type))
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"--max-steps must be at least 1 (or left out to train --epochs); got {self.max_steps}")
         if self.resume and self.overwrite:
             raise ValueError("--resume and --overwrite contradict each other: --resume continues the run in "
                              f"{self.output_dir}, --overwrite deletes it and starts again; give one of them")
-        if self.unc_warmup_fraction is not None and not 0.0 <= self.unc_warmup_fraction <= 1.0:
-            raise ValueError(f"--unc-warmup-fraction must lie in [0, 1]; got {self.unc_warmup_fraction}")
-        if self.unc_target_blur is not None and (self.unc_target_blur < 1 or self.unc_target_blur % 2 == 0):
+        if self.unc_target_blur is not None and self.unc_target_blur % 2 == 0:
             raise ValueError(f"--unc-target-blur must be an odd kernel size (e.g. 3); got {self.unc_target_blur}")
         if self.resume_with_changes and not self.resume:
             raise ValueError("--resume-with-changes goes with --resume: it accepts changed settings when continuing "
@@ -338,9 +338,56 @@ class TrainConfig:
             raise ValueError(f"--select-metric must be one of {', '.join(SELECT_METRICS)}; got {self.select_metric!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if not (self.num_workers == "auto" or (isinstance(self.num_workers, int) and not isinstance(
-                self.num_workers, bool) and self.num_workers >= 0)):
+        if isinstance(self.num_workers, str) and self.num_workers != "auto":
             raise ValueError(f"--num-workers must be a number >= 0 or auto; got {self.num_workers!r}")
+
+
+#: The allowed range of each numeric setting: (lowest, highest); None = unbounded on that side, and
+#: :data:`ABOVE_ZERO` as the lowest value means "more than 0". Every float setting must also be finite.
+ABOVE_ZERO = -0.0  # marks an open bound at 0 (it compares equal to 0)
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "synthetic_train": (0, None), "synthetic_val": (0, None), "synthetic_test": (0, None),
+    "num_workers": (0, None), "epochs": (1, None), "max_steps": (1, None), "batch_size": (1, None),
+    "grad_accumulation": (1, None), "lr": (ABOVE_ZERO, None), "weight_decay": (0, None), "poly_power": (0, None),
+    "lr_warmup_steps": (0, None), "grad_clip": (0, None), "lambda_unc": (0, None), "lambda_ref": (0, None),
+    "unc_warmup_steps": (0, None), "unc_warmup_fraction": (0, 1), "unc_hard_sample_weight": (0, None),
+    "unc_hard_iou_threshold": (0, 1), "unc_target_blur": (1, None), "lambda_risk": (0, None),
+    "checkpoint_every": (1, None), "eval_every": (0, None), "log_every": (1, None), "panels": (0, None),
+}
+
+
+def _check_setting(name: str, value: Any, annotation: str) -> None:
+    """Raise a ValueError naming ``--<name>``, its value and what is allowed, for a value of the wrong
+    type (from a config file, say), out of :data:`RANGES`, or not finite."""
+    flag = "--" + name.replace("_", "-")
+    kinds = [k.strip() for k in annotation.split("|")]
+    if value is None:
+        if "None" not in kinds:
+            raise ValueError(f"{flag} must be given (a {kinds[0]}); got none")
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ((("bool" in kinds) and isinstance(value, bool))
+          or ("int" in kinds and number and isinstance(value, int))
+          or ("float" in kinds and number)
+          or ("str" in kinds and isinstance(value, str))
+          or ("dict" in kinds and isinstance(value, dict)))
+    if not ok:
+        wanted = " or ".join({"int": "a whole number", "float": "a number", "bool": "true or false",
+                              "str": "a text", "dict": "a mapping"}.get(k, k) for k in kinds if k != "None")
+        raise ValueError(f"{flag} must be {wanted}; got {value!r} ({type(value).__name__})")
+    if not number or name not in RANGES:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{flag} must be a finite number; got {value!r}")
+    low, high = RANGES[name]
+    open_low = low is not None and math.copysign(1.0, low) < 0  # ABOVE_ZERO
+    too_low = low is not None and (value <= low if open_low else value < low)
+    if too_low or (high is not None and value > high):
+        if high is not None:
+            allowed = f"in [{low:g}, {high:g}]"
+        else:
+            allowed = "> 0" if open_low else f">= {low:g}"
+        raise ValueError(f"{flag} must be {allowed}; got {value!r}")
 
 
 def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import evaluation
-from .checkpoint import find_checkpoint, read_weights
+from .checkpoint import find_checkpoint, load_trainer_state, read_weights
 from .distributed import read_on_main
 
 __all__ = ["final_evaluation"]
@@ -14,7 +14,9 @@ __all__ = ["final_evaluation"]
 def final_evaluation(trainer: Any) -> dict[str, Any]:
     """Evaluate ``trainer``'s best checkpoint (or the final weights without val) on ``cfg.eval_splits``.
 
-    Rank 0 reads the best checkpoint and broadcasts its weights. Each split is evaluated as is
+    Rank 0 reads the best checkpoint and broadcasts its weights; the step and the validation score
+    reported for it are the ones it carries (its ``trainer_state.json``), so the report describes the
+    checkpoint it scored, also after a resume. Each split is evaluated as is
     and with every sentence blanked (``<split>/text_masked``); rank 0 prints the tables, writes
     ``metrics.json`` (whose ``checkpoint`` and ``selection`` say which checkpoint and which
     metric chose it) and draws the panels.
@@ -25,7 +27,9 @@ def final_evaluation(trainer: Any) -> dict[str, Any]:
 
         def read() -> dict[str, Any] | None:
             folder = find_checkpoint(trainer.out / "checkpoints" / "best")
-            return None if folder is None else {"weights": read_weights(trainer.model, folder)}
+            if folder is None:
+                return None
+            return {"weights": read_weights(trainer.model, folder), "info": load_trainer_state(folder)[1]}
 
         best = read_on_main(trainer.env, read, f"the best checkpoint of {trainer.out}")
     source = "final"
@@ -33,10 +37,12 @@ def final_evaluation(trainer: Any) -> dict[str, Any]:
                                  "note": "no best checkpoint on val (no val split): the final weights"}
     if best is not None:
         trainer.model.load_state_dict(best["weights"], strict=True)
+        value, step = best["info"].get("best_val"), best["info"].get("best_step", best["info"].get("step"))
         source = f"best (val {metric})"
-        selection = {"metric": metric, "split": "val", "value": trainer.best, "step": trainer.best_step}
-        at = f" at step {trainer.best_step}" if trainer.best_step is not None else ""
-        trainer.log.print(f"evaluating the best checkpoint by val {metric}: {100 * trainer.best:.2f}{at}")
+        selection = {"metric": metric, "split": "val", "value": value, "step": step}
+        score = f": {100 * value:.2f}" if value is not None else ""
+        at = f" at step {step}" if step is not None else ""
+        trainer.log.print(f"evaluating the best checkpoint by val {metric}{score}{at}")
     results: dict[str, Any] = {}
     for split in evaluation.split_names(trainer.cfg.eval_splits):
         results[split] = trainer.evaluate(split)
@@ -54,7 +60,10 @@ def final_evaluation(trainer: Any) -> dict[str, Any]:
         report["selection"], report["precision"] = selection, trainer.precision
         evaluation.write_metrics(trainer.out / "metrics.json", report)
         first = next(iter(results), None)
-        if first is not None and trainer.cfg.panels > 0:
-            trainer.save_panels(first.split("/")[0], trainer.cfg.panels)
+        if first is not None and trainer.cfg.panels > 0:  # the first samples of the split: a fixed set
+            split = first.split("/")[0]
+            evaluation.save_panels(trainer.net, trainer.datasets[split], trainer.out / "panels", split=split,
+                                   count=trainer.cfg.panels, device=trainer.device,
+                                   autocast_dtype=trainer.autocast_dtype)
     trainer.env.barrier()
     return results

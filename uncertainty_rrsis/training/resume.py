@@ -7,6 +7,7 @@ before, by :func:`~.run_folder.claim_run_folder`.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,7 +22,8 @@ __all__ = ["resume", "restore_best"]
 
 
 def _read_resume_state(trainer: Any) -> dict[str, Any] | None:
-    """Rank 0: the resumable checkpoint's weights, trainer state and progress, or None without one."""
+    """Rank 0: the resumable checkpoint's weights, trainer state and progress, or None without one; and
+    the progress the best checkpoint carries (it may be newer than the resumable one)."""
     folder = find_checkpoint(trainer.out / "checkpoints" / "last")
     if folder is None:
         return None
@@ -31,7 +33,14 @@ def _read_resume_state(trainer: Any) -> dict[str, Any] | None:
     except (ValueError, OSError) as err:
         raise RunFolderError(f"cannot resume the run in {trainer.out} from {folder}: {err}\n"
                              f"{way_out(trainer.out, folder)}") from err
-    return {"folder": str(folder), "weights": weights, "state": state, "info": info}
+    best_info = None
+    best = find_checkpoint(trainer.out / "checkpoints" / "best")
+    if best is not None:
+        try:
+            best_info = json.loads((best / "trainer_state.json").read_text())
+        except (ValueError, OSError):  # unreadable: the final evaluation will say so; the run can go on
+            best_info = None
+    return {"folder": str(folder), "weights": weights, "state": state, "info": info, "best_info": best_info}
 
 
 def resume(trainer: Any, optimizer, scheduler, accepted: Mapping[str, tuple[Any, Any]]) -> bool:
@@ -62,7 +71,9 @@ def resume(trainer: Any, optimizer, scheduler, accepted: Mapping[str, tuple[Any,
         _apply_optimizer_settings(trainer, optimizer, scheduler)
     set_rng_state(state["rng"])
     trainer.step, trainer.epoch, trainer.batches_done = info["step"], info["epoch"], info["batches_done"]
-    trainer.best, trainer.best_step = restore_best(info, trainer.cfg.select_metric, log=trainer.log)
+    # the best checkpoint on disk carries its own score; it may be newer than the resumable checkpoint
+    trainer.best, trainer.best_step = restore_best(loaded["best_info"] or info, trainer.cfg.select_metric,
+                                                   log=trainer.log)
     trainer.log.print(f"resumed from {folder} at step {trainer.step} (epoch {trainer.epoch}, batch "
                       f"{trainer.batches_done})")
     trainer.log.write({**record, "step": trainer.step, "from": str(folder)}, step=trainer.step)

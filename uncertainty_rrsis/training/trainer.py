@@ -21,7 +21,6 @@ Who may write into the folder is decided by :func:`~.run_folder.claim_run_folder
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,9 +32,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..data import collate
 from . import evaluation, resume
-from .checkpoint import ModelSaver, atomic_write_text, read_weights, rng_state, save_checkpoint
+from .checkpoint import (
+    CheckpointWriteError,
+    ModelSaver,
+    atomic_write_text,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+)
 from .config import TrainConfig
-from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch
+from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch, stop_together
 from .final import final_evaluation
 from .run_folder import claim_run_folder
 from .run_log import PhaseTimes, RunLog
@@ -114,21 +120,24 @@ class Trainer:
     def save(self, name: str, optimizer, scheduler) -> None:
         """Write ``checkpoints/<name>`` atomically (rank 0): weights, optimizer, scheduler, fp16's
         gradient scaler and rank 0's RNG states (every rank seeds and draws alike)."""
-        if self.env.is_main:
+        def write() -> None:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()}
             if self.scaler is not None:
                 state["scaler"] = self.scaler.state_dict()
             save_checkpoint(self.out / "checkpoints" / name, model=ModelSaver(self.model, self.tokenizer),
                             trainer_state=state, info=self._info())
-        self.env.barrier()
 
-    def load_weights(self, folder: str | Path) -> None:
-        """Load ``folder/model.safetensors`` strictly into the model (read on this rank).
+        self._write_on_main(write, f"the checkpoint {name}")
 
-        Raises:
-            ValueError: the file is truncated or corrupt, or its tensors do not fit the model.
-        """
-        self.model.load_state_dict(read_weights(self.model, folder), strict=True)
+    def _write_on_main(self, write: Any, what: str) -> None:
+        """``write()`` on rank 0; when it fails (a full disk, ...) every rank stops, rank 0 with the reason."""
+        failure: BaseException | None = None
+        if self.env.is_main:
+            try:
+                write()
+            except CheckpointWriteError as err:
+                failure = err
+        stop_together(self.env, failure, f"write {what}")
 
     # ------------------------------------------------------------------------------ training
     def optimizer_and_schedule(self, total: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -265,20 +274,13 @@ class Trainer:
         self.net.train()
 
     def _save_final(self) -> None:
-        if self.env.is_main:
-            final, tmp = self.out / "checkpoints" / "final", self.out / "checkpoints" / "final.tmp"
-            ModelSaver(self.model, self.tokenizer).save_pretrained(tmp)
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.replace(final)
-        self.env.barrier()
+        saver = ModelSaver(self.model, self.tokenizer)
+        self._write_on_main(lambda: save_weights(self.out / "checkpoints" / "final", saver), "the final weights")
 
     # ------------------------------------------------------------------------------ evaluation
     def evaluate(self, split: str, *, blank_text: bool = False, uncertainty: bool = True,
                  progress: bool | None = None) -> dict[str, Any]:
-        """:func:`~uncertainty_rrsis.training.evaluate` of the model on ``split`` (each sample once over all
-        ranks): ``oIoU``, ``mIoU``, ``Pr@t``, ``count``, the ``unc/...`` metrics and, when the samples
-        carry tags, ``breakdown``."""
+        """:func:`~uncertainty_rrsis.training.evaluate` of the model on ``split``, each sample once over all ranks."""
         loader = evaluation.evaluation_loader(self.datasets[split], batch_size=self.per_rank_batch,
                                               rank=self.env.rank, world_size=self.env.world_size,
                                               num_workers=self.num_workers)
@@ -291,8 +293,3 @@ class Trainer:
         """Evaluate the best checkpoint (or the final weights without val) on ``cfg.eval_splits``, write
         ``metrics.json`` and the panels (see :func:`~.final.final_evaluation`)."""
         return final_evaluation(self)
-
-    def save_panels(self, split: str, count: int) -> list[Path]:
-        """Draw the first ``count`` samples of ``split`` (a fixed set) as PNG panels under ``panels/`` (rank 0)."""
-        return evaluation.save_panels(self.net, self.datasets[split], self.out / "panels", split=split, count=count,
-                                      device=self.device, autocast_dtype=self.autocast_dtype)
