@@ -232,3 +232,36 @@ def test_nodata_and_bad_input(segmenter):
         SceneSegmenter(segmenter, combine="vote")
     with pytest.raises(ValueError, match="not found"):
         SceneSegmenter(segmenter)("missing.png", SENTENCE)
+
+
+def _components_by_growing(mask: torch.Tensor) -> torch.Tensor:
+    """The slow reference: every pixel takes the largest id of its 8-connected component."""
+    keep = mask[None, None]
+    ids = torch.arange(1, mask.numel() + 1, dtype=torch.float64).reshape(1, 1, *mask.shape)
+    labels = torch.where(keep, ids, torch.zeros_like(ids))
+    while True:
+        grown = torch.where(keep, torch.nn.functional.max_pool2d(labels, 3, stride=1, padding=1), labels)
+        if torch.equal(grown, labels):
+            return labels[0, 0].long()
+        labels = grown
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_connected_components_partition_pixels_as_growing_labels_does(seed):
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(40, 53, generator=g) < 0.45  # many components, touching diagonally, winding
+    labels, count = connected_components(mask)
+    reference = _components_by_growing(mask)
+    pairs = torch.stack([labels[mask], reference[mask]], dim=1).unique(dim=0)
+    assert count == len(reference[mask].unique()) == len(pairs)  # one to one: the same partition
+    assert torch.equal(labels[~mask], torch.zeros_like(labels[~mask]))
+    assert sorted(labels[mask].unique().tolist()) == list(range(1, count + 1))
+
+
+def test_a_serpentine_is_one_component():
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[::4] = True  # rows 0, 4, 8, ...
+    for i, row in enumerate(range(0, 60, 4)):  # joined alternately at the right and the left end
+        mask[row : row + 5, 63 if i % 2 == 0 else 0] = True
+    labels, count = connected_components(mask)
+    assert count == 1 and int(labels.max()) == 1
