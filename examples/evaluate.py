@@ -21,7 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from uncertainty_rrsis.data import DatasetError
+from uncertainty_rrsis.data import CHECK_RECORD_NAME, DatasetError
 from uncertainty_rrsis.models import CroBIMU
 from uncertainty_rrsis.training import (
     TrainConfig,
@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> dict:
     root = prepare_data_root(cfg, image_size=model.config.image_size, env=env)
     try:
         dataset = build_dataset(cfg.dataset, root, args.split, tokenizer=tokenizer, model_config=model.config,
-                                return_orig_mask=args.original_size)
+                                return_orig_mask=args.original_size,
+                                check_record=Path(cfg.cache_dir) / CHECK_RECORD_NAME)
     except DatasetError as err:  # an empty split, a missing folder, bad annotations: the reader says which
         raise SystemExit(f"examples/evaluate.py: cannot read the {args.split} split of the {cfg.dataset} data:\n"
                          f"{err}") from None

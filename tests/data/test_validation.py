@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
 import shutil
 import tracemalloc
 from pathlib import Path
@@ -492,3 +493,89 @@ def test_an_rrsisd_ref_listed_twice_is_read_once(rrsisd_copy):
     assert len(dataset) == sentences  # each of the ref's two sentences once
     report = check_dataset(RRSISD(root, "test", image_size=S, strict=False))
     assert len(report.warnings) == 2 and "ref_id=101" in report.warnings[0]
+
+
+# ------------------------------------------------------------------ the JPEG check, once per unchanged file
+def _count_checks(monkeypatch) -> list[int]:
+    from uncertainty_rrsis.data import _io
+
+    calls = [0]
+    real = _io.verify_jpeg
+
+    def counting(data):
+        calls[0] += 1
+        return real(data)
+
+    monkeypatch.setattr(_io, "verify_jpeg", counting)
+    return calls
+
+
+def test_a_file_that_passed_is_not_checked_again_until_it_changes(tmp_path, monkeypatch):
+    from uncertainty_rrsis.data import CheckedFiles
+
+    calls = _count_checks(monkeypatch)
+    good = jpeg_bytes(textured_image(64, 64, seed=4), quality=92)
+    path = tmp_path / "scene.jpg"
+    path.write_bytes(good)
+    checked = CheckedFiles()
+    for _ in range(3):
+        read_image(path, checked=checked)
+    assert calls[0] == 1 and len(checked) == 1
+    # the same size, another modification time: checked again, and refused
+    path.write_bytes(damage_jpeg(good, seed=2))
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    for _ in range(2):  # a file that failed is never recorded
+        with pytest.raises(SampleError, match="its JPEG data is damaged"):
+            read_image(path, checked=checked)
+    assert calls[0] == 3
+    path.write_bytes(good)  # repaired: checked, and recorded again
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))
+    read_image(path, checked=checked)
+    read_image(path, checked=checked)
+    assert calls[0] == 4
+    read_image(path)  # without a record every read checks
+    assert calls[0] == 5
+
+
+def test_the_record_file_is_shared_by_processes_and_loader_workers(tmp_path, rrsisd, monkeypatch):
+    import pickle
+    import sqlite3
+
+    from torch.utils.data import DataLoader
+
+    from uncertainty_rrsis.data import CheckedFiles, _io, collate
+
+    record = tmp_path / "cache" / "checked_images.sqlite"
+    dataset = RRSISD(rrsisd.root, "train", image_size=S, check_record=record)
+    # the first epoch in two worker processes: each checks its files and writes them into the record
+    assert sum(b["image"].shape[0] for b in DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate)) \
+        == len(dataset)
+    with sqlite3.connect(record) as db:
+        listed = {row[0] for row in db.execute("SELECT path FROM checked")}
+    assert listed == {str(r.image_path.resolve()) for r in dataset.records}
+
+    def refuse(data):
+        raise AssertionError("an unchanged file that passed was checked again")
+
+    monkeypatch.setattr(_io, "verify_jpeg", refuse)  # the next epoch's workers are forked with this
+    assert sum(b["image"].shape[0] for b in DataLoader(dataset, batch_size=2, num_workers=2, collate_fn=collate)) \
+        == len(dataset)
+    later = RRSISD(rrsisd.root, "train", image_size=S, check_record=record)  # a later run
+    later[0]
+    copy_ = pickle.loads(pickle.dumps(later.checked_files))  # what a spawned worker receives
+    assert isinstance(copy_, CheckedFiles) and copy_.path == record
+    assert CheckedFiles.key(later.records[0].image_path) in copy_
+
+
+def test_a_record_that_cannot_be_written_falls_back_to_memory(tmp_path):
+    from uncertainty_rrsis.data import CheckedFiles
+
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the record's folder should be")
+    checked = CheckedFiles(blocker / "checked_images.sqlite")
+    path = tmp_path / "scene.jpg"
+    path.write_bytes(jpeg_bytes(textured_image(32, 32, seed=5), quality=90))
+    with pytest.warns(RuntimeWarning, match="cannot be used"):
+        read_image(path, checked=checked)
+    assert CheckedFiles.key(path) in checked  # still remembered in this process

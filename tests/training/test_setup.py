@@ -91,7 +91,8 @@ def test_build_dataset_reads_image_size_and_tokens_from_the_model_config(monkeyp
     dataset = build_dataset("recorder", "/data", "val", tokenizer="tok", model_config=model_config,
                             return_orig_mask=True)
     assert (dataset.root, dataset.split) == ("/data", "val")
-    assert dataset.kwargs == {"tokenizer": "tok", "max_tokens": 12, "image_size": 96, "return_orig_mask": True}
+    assert dataset.kwargs == {"tokenizer": "tok", "max_tokens": 12, "image_size": 96, "return_orig_mask": True,
+                              "check_record": None}
 
 
 def test_synthetic_data_root_is_generated_once_at_the_model_size(tmp_path):

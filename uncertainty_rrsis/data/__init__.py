@@ -7,7 +7,8 @@ synthetic benchmark, generated on first use in the RISBench layout (:func:`ensur
 (:mod:`.base`: :class:`Record`, :func:`join_name`, :func:`read_phrase_file`). Batch with
 :func:`collate`; find every bad sample with :func:`check_dataset`. Datasets are found by name
 through one registry (:func:`get_dataset_class`, :func:`register_dataset`, :func:`list_datasets`);
-:func:`read_image` and :func:`tokenize` are the input pipeline's file reader and tokenizer call,
+:func:`read_image` (with its record of checked files, :class:`CheckedFiles`) and
+:func:`tokenize` are the input pipeline's file reader and tokenizer call,
 for code that prepares single samples the way the readers do; :func:`image_to_rgb` applies the
 reader's rules on pixel formats to a picture already in memory.
 
@@ -15,6 +16,7 @@ This package needs numpy, pillow (and pycocotools for polygon masks); it never i
 the reference model, timm or transformers: pass a tokenizer object in.
 """
 
+from ._checked import CHECK_RECORD_NAME, CheckedFiles
 from ._errors import DatasetError, DatasetLayoutError, EmptySplitError, SampleError
 from ._io import DEFAULT_MAX_PIXELS, image_to_rgb, read_image
 from ._text import tokenize
@@ -57,6 +59,8 @@ __all__ = [
     "list_datasets",
     "register_dataset",
     "read_image",
+    "CheckedFiles",
+    "CHECK_RECORD_NAME",
     "DEFAULT_MAX_PIXELS",
     "image_to_rgb",
     "tokenize",

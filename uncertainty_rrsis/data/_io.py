@@ -5,7 +5,9 @@ picture is never returned silently.
 
 * **Truncated or corrupt files** raise. Pillow decodes a JPEG whose compressed data is
   damaged without an error (libjpeg only warns, and Pillow drops the warning), so the
-  compressed data of every baseline JPEG is checked first (:mod:`._jpeg`).
+  compressed data of every baseline JPEG is checked first (:mod:`._jpeg`). Given a record of
+  checked files (:class:`~._checked.CheckedFiles`), a file that passed once and has not changed
+  since (same size and modification time) is not checked again.
 * **8-bit pictures** (RGB, grey, palette, with or without alpha, CMYK, YCbCr) are converted
   to RGB as before (alpha is dropped, grey is repeated in three channels).
 * **16-bit and 32-bit integer pictures are refused** with a message that says how to convert
@@ -25,6 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ._checked import CheckedFiles
 from ._errors import SampleError
 from ._jpeg import JpegDataError, verify_jpeg
 
@@ -73,18 +76,21 @@ DEFAULT_MAX_PIXELS = 100_000_000
 
 
 def _decode(path: Path, what: str, layout: str | None, *, verify: bool, min_size: tuple[int, int] | None,
-            max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, int]:
+            max_pixels: int | None = DEFAULT_MAX_PIXELS, checked: CheckedFiles | None = None
+            ) -> tuple[Image.Image, int]:
     """Open, check and fully decode ``path``; returns the image and the file's bits per sample."""
     if not path.is_file():
         where = f"\nExpected layout:\n{layout}" if layout else ""
         raise SampleError(f"{what} file not found: {path}{where}")
     try:
-        data = path.read_bytes()
+        key = CheckedFiles.key(path) if verify and checked is not None else None  # before reading: a change after
+        data = path.read_bytes()  # this moment gives the file another key
     except OSError as exc:
         raise SampleError(f"cannot read {what} file {path}: {exc}") from exc
-    if verify and data[:2] == b"\xff\xd8":
+    if verify and data[:2] == b"\xff\xd8" and not (key is not None and key in checked):  # type: ignore[operator]
         try:
-            verify_jpeg(data)
+            if verify_jpeg(data) is None and key is not None:
+                checked.add(key)  # type: ignore[union-attr]
         except JpegDataError as exc:
             raise SampleError(
                 f"corrupt {what} file {path}: its JPEG data is damaged ({exc}); Pillow would decode it "
@@ -166,6 +172,7 @@ def read_image(
     verify: bool = True,
     min_size: tuple[int, int] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    checked: CheckedFiles | None = None,
 ) -> Image.Image:
     """Open an image file as an 8-bit RGB PIL image (size W x H), strictly.
 
@@ -182,21 +189,25 @@ def read_image(
         max_pixels: refuse, before decoding, a file that would decode to more pixels than this
             (:data:`DEFAULT_MAX_PIXELS`; None: no limit). A small file can declare a huge size (a
             PNG of 140 KB can hold 12,000 x 12,000 pixels, 6 GB to predict on).
+        checked: a record of files that passed the check (:class:`~uncertainty_rrsis.data.CheckedFiles`):
+            a recorded file with the same size and modification time is not checked again, and a
+            file that passes is recorded. None: every read checks.
 
     Raises:
         SampleError: the file is missing, truncated, corrupt or unsupported, or has 16-bit,
             32-bit or out-of-range float pixels; the message names the file and says what to do.
     """
     path = Path(path)
-    img, bits = _decode(path, "image", layout, verify=verify, min_size=min_size, max_pixels=max_pixels)
+    img, bits = _decode(path, "image", layout, verify=verify, min_size=min_size, max_pixels=max_pixels,
+                        checked=checked)
     out = image_to_rgb(img, source=f"image file {path}", bits=bits)
     if "full_size" in img.info:
         out.info["full_size"] = img.info["full_size"]
     return out
 
 
-def _mask_array(path: Path, layout: str, verify: bool) -> np.ndarray:
-    img, bits = _decode(path, "mask", layout, verify=verify, min_size=None)
+def _mask_array(path: Path, layout: str, verify: bool, checked: CheckedFiles | None = None) -> np.ndarray:
+    img, bits = _decode(path, "mask", layout, verify=verify, min_size=None, checked=checked)
     mode = img.mode
     if bits > 8 and mode not in _WIDE_INT_MODES:
         raise SampleError(
@@ -219,14 +230,15 @@ def _mask_array(path: Path, layout: str, verify: bool) -> np.ndarray:
     return arr
 
 
-def read_mask_file(path: Path, *, threshold: int, layout: str, verify: bool = True) -> np.ndarray:
+def read_mask_file(path: Path, *, threshold: int, layout: str, verify: bool = True,
+                   checked: CheckedFiles | None = None) -> np.ndarray:
     """Read a mask image as (H, W) bool: ``value > threshold`` on channel 0.
 
     8-bit masks of any mode Pillow converts to grey or RGB, one-channel 16/32-bit integer
     masks (compared as stored) and finite float masks are read; 16-bit colour masks (Pillow
-    keeps only their high byte) and NaN are refused.
+    keeps only their high byte) and NaN are refused. ``verify`` and ``checked``: as for :func:`read_image`.
     """
-    return _mask_array(path, layout, verify) > threshold
+    return _mask_array(path, layout, verify, checked) > threshold
 
 
 def mask_value_range(path: Path, *, layout: str) -> tuple[Any, Any]:

@@ -40,6 +40,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ._checked import CheckedFiles
 from ._errors import DatasetError, DatasetLayoutError, EmptySplitError, SampleError
 from ._io import mask_value_range, read_image
 from ._text import tokenize
@@ -199,7 +200,16 @@ class ReferringDataset(Dataset):
             sample is an error either way.
         verify_images: check the compressed data of JPEG images and masks before decoding
             (Pillow decodes a damaged JPEG to a wrong picture without an error); costs about
-            0.1-0.2 s per MB of JPEG data. See :func:`~uncertainty_rrsis.data.read_image`.
+            0.1-0.2 s per MB of JPEG data. See :func:`~uncertainty_rrsis.data.read_image`. Each file
+            is checked once while it does not change (:attr:`checked_files`).
+        check_record: an SQLite file that records the files that passed the check, by path, size and
+            modification time, shared by the loader's worker processes and by later runs (the
+            training example keeps one in its cache folder); None: the record lives in this
+            process's memory (worker processes that end with their epoch take theirs with them).
+
+    Attributes:
+        checked_files: the :class:`~uncertainty_rrsis.data.CheckedFiles` record; readers pass it to
+            :func:`~uncertainty_rrsis.data.read_image` and ``read_mask_file``.
     """
 
     #: Short dataset name (used by :mod:`.check`).
@@ -240,6 +250,7 @@ class ReferringDataset(Dataset):
         return_orig_mask: bool = False,
         strict: bool = True,
         verify_images: bool = True,
+        check_record: str | Path | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
@@ -256,6 +267,7 @@ class ReferringDataset(Dataset):
         self.transform = ResizeNormalize(image_size=image_size, mean=mean, std=std, backend=resize_backend)  # type: ignore[arg-type]
         self.return_orig_mask = bool(return_orig_mask)
         self.verify_images = bool(verify_images)
+        self.checked_files = CheckedFiles(check_record)
         records = self.build_records()
         if not records:
             raise EmptySplitError(
@@ -379,7 +391,8 @@ class ReferringDataset(Dataset):
             raise SampleError(record.problem)
         if not record.sentences or any(not s.strip() for s in record.sentences):
             raise SampleError(f"{record.where}: empty sentence for sample {record.id!r}")
-        image = read_image(record.image_path, layout=self.layout, verify=self.verify_images)
+        image = read_image(record.image_path, layout=self.layout, verify=self.verify_images,
+                           checked=self.checked_files)
         mask = self.read_mask(record)
         if mask.shape != (image.height, image.width):
             raise SampleError(

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._checked import CHECK_RECORD_NAME
 from ._errors import DatasetError
 from .base import SPLITS, ReferringDataset
 from .registry import get_dataset_class, list_datasets
@@ -73,7 +74,8 @@ def check_dataset(dataset: ReferringDataset, *, progress: bool = False) -> Check
     ``verify_images`` says. Build the dataset with ``strict=False`` so that annotation problems
     (empty sentences, values of the wrong type, dangling ids, file names outside the dataset)
     are reported per sample here instead of raised by the constructor. A split whose readable
-    target masks are all empty is reported in ``errors``.
+    target masks are all empty is reported in ``errors``. Files the dataset's record of checked
+    files (``check_record``) lists unchanged are not checked again; those that pass are added.
     """
     report = CheckReport(dataset=dataset.name, split=dataset.split, total=len(dataset))
     report.warnings += [f"duplicate entry, read once: {d}" for d in dataset.duplicates]
@@ -115,13 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a registered dataset name (synthetic reads a generated RISBench-format folder)")
     parser.add_argument("--root", required=True, type=Path)
     parser.add_argument("--split", default="all", choices=[*SPLITS, "all"])
+    parser.add_argument("--check-record", type=Path,
+                        help="SQLite record of the image files that passed the JPEG check: unchanged files already "
+                             "in it are not checked again, and files that pass are added. Give the training "
+                             f"example's (<cache_dir>/{CHECK_RECORD_NAME}, by default .cache/uncertainty_rrsis/"
+                             f"{CHECK_RECORD_NAME}) and its first epoch does not check them again")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     splits = SPLITS if args.split == "all" else (args.split,)
     status = 0
     for split in splits:
         try:
-            dataset = get_dataset_class(args.dataset)(args.root, split, strict=False)
+            dataset = get_dataset_class(args.dataset)(args.root, split, strict=False,
+                                                      check_record=args.check_record)
         except DatasetError as exc:
             print(f"{args.dataset} {split}: {exc}", file=sys.stderr)
             status = 1

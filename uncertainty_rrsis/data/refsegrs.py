@@ -64,7 +64,7 @@ class RefSegRS(ReferringDataset):
 
     def read_mask(self, record: Record) -> np.ndarray:
         return read_mask_file(record.mask_source, threshold=self.mask_threshold, layout=_LAYOUT,
-                         verify=self.verify_images)
+                              verify=self.verify_images, checked=self.checked_files)
 
     def _empty_split_detail(self) -> str:
         return (f"{self.root / f'output_phrase_{self.split}.txt'} lists no sample "

@@ -43,7 +43,8 @@ def register_dataset(name, reader=None, *, overwrite=False):
     Args:
         name: the name given to ``--dataset`` (lower case, no spaces).
         reader: a :class:`~uncertainty_rrsis.data.ReferringDataset` subclass, called as
-            ``reader(root, split, tokenizer=..., max_tokens=..., image_size=..., return_orig_mask=...)``.
+            ``reader(root, split, tokenizer=..., max_tokens=..., image_size=..., return_orig_mask=...,
+            check_record=...)``.
         overwrite: replace a reader already registered under ``name``.
 
     Returns:

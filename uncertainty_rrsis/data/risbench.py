@@ -142,5 +142,6 @@ class RISBench(ReferringDataset):
         )
 
     def read_mask(self, record: Record) -> np.ndarray:
-        return read_mask_file(record.mask_source, threshold=0, layout=_LAYOUT, verify=self.verify_images)
+        return read_mask_file(record.mask_source, threshold=0, layout=_LAYOUT, verify=self.verify_images,
+                              checked=self.checked_files)
 

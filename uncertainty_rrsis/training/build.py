@@ -13,8 +13,10 @@ your own, build them yourself and call ``Trainer(config, model, criterion, datas
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from ..data import CHECK_RECORD_NAME
 from ..losses import OnlineErrorLoss, RiskGuidedLoss, get_loss
 from .config import TrainConfig, build_model_config
 from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch
@@ -110,7 +112,8 @@ def build_trainer(config: TrainConfig, *, env: DistEnv | None = None, model_conf
     tokenizer = load_tokenizer(model_config.text.name)
     with times("data preparation"):
         root = prepare_data_root(config, image_size=model_config.image_size, env=env)
-    datasets = SplitDatasets(config.dataset, root, tokenizer=tokenizer, model_config=model_config)
+    datasets = SplitDatasets(config.dataset, root, tokenizer=tokenizer, model_config=model_config,
+                             check_record=Path(config.cache_dir) / CHECK_RECORD_NAME)
     check_splits(config, datasets, world_size=env.world_size)
     model = CroBIMU(model_config)
     batch = per_rank_batch(config.batch_size, env.world_size, config.grad_accumulation)

@@ -129,18 +129,20 @@ def prepare_data_root(config: TrainConfig, *, image_size: int, env: DistEnv | No
 
 
 def build_dataset(name: str, root: str | Path, split: str, *, tokenizer: Any, model_config: Any,
-                  return_orig_mask: bool = False):
+                  return_orig_mask: bool = False, check_record: str | Path | None = None):
     """The dataset ``name`` (looked up in the registry) of ``split`` under ``root``.
 
     Its samples are sized and tokenized as the model expects: ``image_size`` and
-    ``text.max_tokens`` come from ``model_config``.
+    ``text.max_tokens`` come from ``model_config``. ``check_record``: the SQLite record of image
+    files that passed the JPEG check (:class:`~uncertainty_rrsis.data.CheckedFiles`), so each
+    unchanged file is checked once.
 
     Raises:
         ValueError: ``name`` is not registered (the message lists the registered names).
     """
     reader = get_dataset_class(name)
     return reader(root, split, tokenizer=tokenizer, max_tokens=model_config.text.max_tokens,
-                  image_size=model_config.image_size, return_orig_mask=return_orig_mask)
+                  image_size=model_config.image_size, return_orig_mask=return_orig_mask, check_record=check_record)
 
 
 class SplitDatasets(Mapping[str, Dataset]):
@@ -153,18 +155,19 @@ class SplitDatasets(Mapping[str, Dataset]):
     Args:
         name: a registered dataset name.
         root: the dataset folder (:func:`prepare_data_root`).
-        tokenizer, model_config: as for :func:`build_dataset`.
+        tokenizer, model_config, check_record: as for :func:`build_dataset`.
     """
 
-    def __init__(self, name: str, root: str | Path, *, tokenizer: Any, model_config: Any) -> None:
+    def __init__(self, name: str, root: str | Path, *, tokenizer: Any, model_config: Any,
+                 check_record: str | Path | None = None) -> None:
         self.name, self.root = name, Path(root)
-        self.tokenizer, self.model_config = tokenizer, model_config
+        self.tokenizer, self.model_config, self.check_record = tokenizer, model_config, check_record
         self._built: dict[str, Dataset] = {}
 
     def __getitem__(self, split: str) -> Dataset:
         if split not in self._built:
             self._built[split] = build_dataset(self.name, self.root, split, tokenizer=self.tokenizer,
-                                               model_config=self.model_config)
+                                               model_config=self.model_config, check_record=self.check_record)
         return self._built[split]
 
     def __contains__(self, split: object) -> bool:
