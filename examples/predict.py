@@ -5,7 +5,9 @@ model expects to be wrong) and a panel (``*_panel.png``: image, prediction, ``U^
 ``M``), and prints the share of the image the mask covers and the mean uncertainty. Pictures (PNG,
 JPEG, TIFF) give ``*_mask.png`` (0 / 255 at the image's size) and ``*_uncertainty.png`` (heat map);
 GeoTIFFs give ``*_mask.tif`` (uint8 0 / 255) and ``*_uncertainty.tif`` (float32 ``U^p``, nodata
-NaN) with the input's CRS, geotransform and size (extra ``geo``: rasterio).
+NaN) with the input's CRS, geotransform and size (extra ``geo``: rasterio); they are read by
+windows and their outputs written band by band, so a scene larger than memory works (with a
+progress bar over the windows and the rows written).
 
 Inputs:
 
@@ -61,8 +63,9 @@ from typing import Any
 import torch
 
 from uncertainty_rrsis.data import DEFAULT_MAX_PIXELS
+from uncertainty_rrsis.geo import is_geotiff
 from uncertainty_rrsis.inference import ReferringPrediction, ReferringSegmenter
-from uncertainty_rrsis.scenes import COMBINE_MODES, SceneSegmenter
+from uncertainty_rrsis.scenes import COMBINE_MODES, SceneResult, SceneSegmenter
 
 COLUMNS = ["image", "sentence", "mask", "uncertainty", "panel", "width", "height", "mask_pixels", "mask_share",
            "predicted_iou", "failure_probability", "mean_margin", "risk_score", "flagged",
@@ -154,8 +157,8 @@ def _progress(total: int, enabled: bool) -> Any:
     return None
 
 
-def _row(image: str, sentence: str, pred: ReferringPrediction, paths: dict[str, Path]) -> dict[str, Any]:
-    height, width = pred.mask.shape
+def _row(image: str, sentence: str, pred: ReferringPrediction | SceneResult, paths: dict[str, Path]
+         ) -> dict[str, Any]:
     details = pred.details or {}
     stretch = None
     if pred.raster is not None:  # what became 0 and 255 in each channel: the stretch can be repeated exactly
@@ -163,15 +166,16 @@ def _row(image: str, sentence: str, pred: ReferringPrediction, paths: dict[str, 
         pairs = zip(info.bands, info.ranges or [], strict=False)  # no ranges: 8-bit data taken as it is
         ranges = "; ".join(f"band {b}: {lo:g} to {hi:g}" for b, (lo, hi) in pairs)
         stretch = f"{info.stretch} (bands {','.join(map(str, info.bands))}{'; ' + ranges if ranges else ''})"
+    figures = pred.summary()
     return {"image": str(image), "sentence": sentence, "mask": str(paths["mask"]),
             "uncertainty": str(paths["uncertainty"]) if "uncertainty" in paths else None,
-            "panel": str(paths["panel"]), "width": int(width), "height": int(height),
-            "mask_pixels": pred.mask_pixels, "mask_share": pred.mask_fraction,
-            "predicted_iou": pred.predicted_iou, "failure_probability": pred.failure_probability,
-            "mean_margin": pred.mean_margin, "risk_score": pred.risk_score, "flagged": False,
-            "mean_uncertainty": pred.mean_uncertainty(),
-            "mean_uncertainty_in_mask": pred.mean_uncertainty(pred.mask),
-            "mean_uncertainty_outside": pred.mean_uncertainty(~pred.mask),
+            "panel": str(paths["panel"]), "width": figures["width"], "height": figures["height"],
+            "mask_pixels": figures["mask_pixels"], "mask_share": figures["mask_share"],
+            "predicted_iou": figures["predicted_iou"], "failure_probability": figures["failure_probability"],
+            "mean_margin": figures["mean_margin"], "risk_score": figures["risk_score"], "flagged": False,
+            "mean_uncertainty": figures["mean_uncertainty"],
+            "mean_uncertainty_in_mask": figures["mean_uncertainty_in_mask"],
+            "mean_uncertainty_outside": figures["mean_uncertainty_outside"],
             "georeferenced": bool(pred.raster is not None and pred.raster.crs), "stretch": stretch,
             "mode": details.get("mode", "single"), "windows": details.get("windows", 0), "error": None}
 
@@ -253,7 +257,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                                                    max_pixels=args.max_pixels or None)
     scenes = None
     if args.coarse_to_fine:
-        scenes = SceneSegmenter(segmenter, window_size=args.window_size, overlap=args.overlap, combine=args.combine)
+        scenes = SceneSegmenter(segmenter, window_size=args.window_size, overlap=args.overlap, combine=args.combine,
+                                progress=not args.no_progress)
+    # rasters written as GeoTIFFs are read and written by windows: no scene-sized map in memory
+    files = scenes or SceneSegmenter(segmenter, windows=False, progress=not args.no_progress)
     geotiff = {"auto": None, "png": False, "geotiff": True}[args.output_format]
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,9 +270,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     say = bar.write if bar is not None else print
     for image, indices in _groups(pairs, args.batch_size):
         sentences = [pairs[i][1] for i in indices]
+        by_windows = geotiff is not False and (segmenter.reads_rasters or is_geotiff(image))
         try:
-            loaded = segmenter.load(image, reduce=scenes is None)
-            predictions = scenes(loaded, sentences) if scenes is not None else segmenter(loaded, sentences)
+            if by_windows:
+                predictions: list[Any] = files.segment_file(image, sentences, [out / stems[i] for i in indices])
+            else:
+                loaded = segmenter.load(image, reduce=scenes is None)
+                predictions = scenes(loaded, sentences) if scenes is not None else segmenter(loaded, sentences)
         except (FileNotFoundError, ValueError, ImportError) as err:
             if not args.keep_going:
                 raise
@@ -277,13 +288,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 bar.update(len(indices))
             continue
         for i, pred in zip(indices, predictions, strict=True):
-            paths = pred.save(out / stems[i], geotiff=geotiff)
+            paths = pred.files if isinstance(pred, SceneResult) else pred.save(out / stems[i], geotiff=geotiff)
             row = _row(image, pred.sentence, pred, paths)
             summary.append(row)
             if args.flag_above is not None:
                 row["flagged"] = pred.risk_score > args.flag_above
             unc = "" if row["mean_uncertainty"] is None else f", mean U^p {row['mean_uncertainty']:.3f}"
-            trust = ("" if pred.predicted_iou is None else
+            trust = ("" if pred.predicted_iou is None or pred.failure_probability is None else
                      f", predicted IoU {pred.predicted_iou:.2f} (failure {100 * pred.failure_probability:.0f}%)")
             flag = "  [check by hand]" if row["flagged"] else ""
             say(f"{Path(image).name} | {pred.sentence!r}: mask covers {100 * row['mask_share']:.2f}% of the image"

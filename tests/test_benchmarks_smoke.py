@@ -224,3 +224,49 @@ def test_image_checks_benchmark_runs(tmp_path):
     assert all(r["trials"] == 1 for r in result["detection"])
     assert result["predict"]["exit_status"] == 0 and result["predict"]["peak_rss_gb"] > 0
     assert (tmp_path / "image_checks.md").read_text().startswith("# Image checks")
+
+
+def test_connected_components_benchmark_shapes_and_the_replaced_labeller():
+    from benchmarks.connected_components import SHAPES, draw, iterative_components, same_partition, time_before
+    from uncertainty_rrsis.scenes import connected_components
+
+    for shape in SHAPES:
+        mask = draw(shape, 40)
+        ours, count = connected_components(mask)
+        theirs, _ = iterative_components(mask)
+        assert mask.any() and same_partition(ours, theirs)
+        assert (count == 1) == (shape != "blobs")  # rivers, road networks and serpentines are one piece
+    assert not same_partition(ours, ours.clamp(max=1))
+    seconds, labels = time_before("serpentine", 24, 60.0)
+    assert seconds is not None and same_partition(torch.from_numpy(labels), connected_components(draw("serpentine",
+                                                                                                    24))[0])
+
+
+def test_loader_benchmark_runs(tmp_path):
+    from benchmarks.loader import main
+
+    main(["--images", "3", "--side", "96", "--epochs", "1", "--image-size", "32", "--results", str(tmp_path)])
+    result = json.loads((tmp_path / "loader.json").read_text())
+    rows = result["seconds_per_sample"]
+    assert set(rows) >= {"check, first epoch", "check, later epochs", "no check"}
+    assert 0 < result["record_share_of_later_epoch"] < 1
+    assert (tmp_path / "loader.md").read_text().startswith("# Data loading")
+
+
+def test_large_raster_scene_and_its_referents(tmp_path):
+    pytest.importorskip("rasterio")
+    import rasterio
+
+    from benchmarks.large_rasters import target_iou, target_rows, write_scene
+
+    write_scene(tmp_path / "s.tif", 200)
+    with rasterio.open(tmp_path / "s.tif") as src:
+        assert (src.count, src.width, src.height, src.dtypes[0]) == (4, 200, 200, "uint16") and src.crs is not None
+        profile = dict(src.profile, count=1, dtype="uint8")
+        river = target_rows("thin", 200, 0, 200)
+        blue = src.read(3).astype(int) - src.read(1).astype(int)
+    assert blue[river].mean() > 1000 and blue[~river].mean() < 0  # the river is drawn where it is said to be
+    with rasterio.open(tmp_path / "m.tif", "w", **profile) as dst:
+        dst.write((river * 255).astype("uint8"), 1)
+    assert target_iou(str(tmp_path / "m.tif"), 200, "thin") == 1.0
+    assert target_iou(str(tmp_path / "m.tif"), 200, "compact") == 0.0

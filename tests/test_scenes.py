@@ -18,11 +18,11 @@ from uncertainty_rrsis.inference import LoadedImage, ReferringSegmenter  # noqa:
 from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 from uncertainty_rrsis.scenes import (  # noqa: E402
     SceneSegmenter,
-    _coarse_crop,
     connected_components,
     hann_window,
-    window_starts,  # noqa: E402
+    window_starts,
 )
+from uncertainty_rrsis.scenes.grid import coarse_crop  # noqa: E402
 
 SENTENCE = "the small white ship at the left of the pier"
 
@@ -191,7 +191,7 @@ def test_the_region_grows_by_the_margin_and_the_connected_uncertain_pixels(segme
     assert SceneSegmenter(segmenter, full_tiling=True).region(logits, unc, (640, 640)).all()
 
 
-def test_connected_components_and_the_coarse_crop():
+def test_connected_components_and_thecoarse_crop():
     mask = torch.zeros(6, 7, dtype=torch.bool)
     mask[0, 0] = mask[1, 1] = True  # diagonal neighbours: one object
     mask[4:6, 3:7] = True
@@ -201,8 +201,8 @@ def test_connected_components_and_the_coarse_crop():
     coarse = torch.randn(16, 16)
     full = torch.nn.functional.interpolate(coarse[None, None], size=(70, 90), mode="bilinear",
                                            align_corners=False)[0, 0]
-    assert torch.allclose(_coarse_crop(coarse, (70, 90), (5, 40), (0, 90)), full[5:40], atol=1e-5)
-    assert torch.allclose(_coarse_crop(coarse, (70, 90), (60, 70), (33, 34)), full[60:70, 33:34], atol=1e-5)
+    assert torch.allclose(coarse_crop(coarse, (70, 90), (5, 40), (0, 90)), full[5:40], atol=1e-5)
+    assert torch.allclose(coarse_crop(coarse, (70, 90), (60, 70), (33, 34)), full[60:70, 33:34], atol=1e-5)
 
 
 def test_windows_run_only_where_the_region_is(segmenter):

@@ -81,7 +81,7 @@ class CheckedFiles:
             self._give_up(err)
             return False
         if row is not None:
-            self._seen.add(key)  # type: ignore[arg-type]
+            self._seen.add(key)
         return row is not None
 
     def add(self, key: tuple[str, int, int]) -> None:
