@@ -80,7 +80,7 @@ def build_config(preset: str, variant: str):
         )
     return get_preset(
         preset,
-        vision={"weights": None},
+        vision={"weights": None, "requires_weights": False},  # random init on purpose: timing needs no weights
         text={"pretrained": False, "hf_config": TEXT_LAYOUTS.get(preset, {"model_type": "bert"})},
         use_fusion=use_fusion,
         use_refinement=use_refinement,

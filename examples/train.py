@@ -9,7 +9,7 @@ Examples::
 
     python examples/train.py                                   # the embedded default
     python examples/train.py --config configs/rrsisd.yaml --data-root /data/rrsisd \
-        --vision-weights convnext_base.safetensors --text-weights ./bert-base-uncased   # the paper's recipe
+        --vision-weights convnext_base.safetensors --text-weights ./bert-base-uncased   # the paper preset's recipe
     python examples/train.py --config configs/rrsisd.yaml configs/rows/base.yaml ...    # a Table V row
     python examples/train.py --config my_run.yaml              # options from a YAML/TOML file
     python examples/train.py --dataset rrsisd --data-root /data/rrsisd --preset paper \\

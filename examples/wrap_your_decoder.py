@@ -10,7 +10,7 @@ are the look-alikes of ``field_decoders.py`` (the same layers and names as the c
 repositories); in your code, pass the decoder you built from your repository instead.
 
 For each: wrap; check that the wrapped model's step-0 output equals the bare decoder's, bit for
-bit (the script exits non-zero otherwise); run one training step with the paper's objective
+bit (the script exits non-zero otherwise); run one training step with RiskGuidedLoss (the paper's Eq. 18)
 (Eq. 18); print what the modules add and where UGF sits.
 
 Run: ``python examples/wrap_your_decoder.py``  (CPU, seconds; ``--help`` for sizes and names)
@@ -58,7 +58,7 @@ def demo(name: str, widths: tuple[int, ...], text_dim: int, size: int) -> dict:
         gap = (out.logits - expected).abs().max().item()
         raise SystemExit(f"{name}: the wrapped model differs from the bare decoder at step 0 by {gap:.3g}")
 
-    # 2. one training step with the paper's objective
+    # 2. one training step with RiskGuidedLoss (the paper's Eq. 18)
     model.train()
     criterion = RiskGuidedLoss(lambda_unc=1.0, lambda_ref=1.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -1,7 +1,7 @@
 """The one masked attention of the library, and the one conversion of text masks.
 
 Three places attend from visual positions (or queries) to padded text: RUS (Eq. 3), UGF
-(Eq. 10) and the reference model's decoder. All of them go through :func:`masked_attention`,
+(Eq. 9) and the reference model's decoder. All of them go through :func:`masked_attention`,
 and every conversion between the library's padding mask (bool, True = padding) and a keep
 mask (True / 1 = token, the Hugging Face convention) goes through :func:`keep_from_padding`
 and :func:`padding_from_keep`.

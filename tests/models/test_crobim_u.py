@@ -378,7 +378,7 @@ def test_documented_parameter_counts_match_the_model():
     doc = (Path(__file__).resolve().parents[2] / "docs" / "reference_model.md").read_text(encoding="utf-8")
     counts = {}
     for variant, (fusion, refinement) in ABLATIONS.items():
-        cfg = get_preset("paper", use_fusion=fusion, use_refinement=refinement,
+        cfg = get_preset("paper", use_fusion=fusion, use_refinement=refinement, vision={"requires_weights": False},
                          text={"pretrained": False, "hf_config": {"model_type": "bert"}})
         with torch.device("meta"):
             counts[variant] = CroBIMU(cfg).num_parameters()

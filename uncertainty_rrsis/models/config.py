@@ -141,15 +141,20 @@ class VisionConfig(_ConfigBase):
             ``convnext_base.fb_in22k`` selects which weights ``weights="hub"`` downloads).
         out_indices: backbone stages to return; the reference decoder needs four levels at
             strides 4, 8, 16, 32 (finest first).
-        weights: ``None`` (random init), a local weights file (``.pth``/``.safetensors`` in timm
-            naming, passed through ``pretrained_cfg_overlay=dict(file=...)``), or ``"hub"`` (let
-            timm download its default weights -- needs network access). Foreign checkpoints
-            (other key names) load with :func:`~uncertainty_rrsis.models.load_foreign_checkpoint`.
+        weights: ``None`` (random init), ``"none"`` (random init, asked for explicitly), a local
+            weights file (``.pth``/``.safetensors``: timm's key names, or SMLFR's, torchvision's or
+            Facebook's ConvNeXt layout, read by
+            :func:`~uncertainty_rrsis.models.load_foreign_checkpoint`), or ``"hub"`` (let timm
+            download its default weights -- needs network access).
         model_kwargs: extra keyword arguments of ``timm.create_model`` (``drop_path_rate``,
             ``dims``, ``depths``, ...).
         norm_groups: maximum number of GroupNorm groups in the 1x1 projections (the largest
             divisor of ``dim`` not above it is used).
         lr_multiplier: learning-rate multiplier of the backbone in ``CroBIMU.param_groups``.
+        requires_weights: the encoder is meant to start from pretrained weights (the ``paper``
+            preset): building the model with ``weights=None`` is then an error, and ``"none"``
+            builds it randomly initialised on purpose, with a warning. A checkpoint's config
+            (:meth:`CroBIMU.saved_config`) has it off: its weights come with it.
     """
 
     name: str = "convnext_base"
@@ -158,6 +163,7 @@ class VisionConfig(_ConfigBase):
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     norm_groups: int = 32
     lr_multiplier: float = 1.0
+    requires_weights: bool = False
 
     def _validate(self) -> None:
         _positive("VisionConfig", norm_groups=self.norm_groups)
@@ -252,7 +258,7 @@ class CroBIMUConfig(_ConfigBase):
         score_level: the feature level RUS scores (-1 = stride 32, the paper's; a finer level is an
             option beyond the paper).
         fusion_heads: attention heads of UGF.
-        fusion_dropout: dropout on UGF's update ``Delta V`` (Eq. 10; the paper gives no value).
+        fusion_dropout: dropout on UGF's update ``Delta V`` (Eq. 9; the paper gives no value).
         refine_hidden_dim: hidden width of UDLR's refinement head.
         refine_tau: threshold ``tau`` of UDLR's soft mask (Eq. 13; the paper gives no value).
         refine_temperature: temperature ``t`` of UDLR's soft mask (Eq. 13; no value in the paper).

@@ -38,13 +38,14 @@ __all__ = ["Preset", "get_preset", "list_presets", "register_preset", "preset_in
 
 def _paper() -> CroBIMUConfig:
     return CroBIMUConfig(
-        vision=VisionConfig(name="convnext_base", out_indices=(0, 1, 2, 3)),
+        vision=VisionConfig(name="convnext_base", out_indices=(0, 1, 2, 3), requires_weights=True),
         text=TextConfig(name="bert-base-uncased", pretrained=True, max_tokens=20),
         decoder=DecoderConfig(num_layers=6, num_heads=8, num_points=4, ffn_dim=1024, num_mask_layers=3),
         dim=256,
         image_size=480,
         fusion_heads=8,
         refine_hidden_dim=64,
+        refine_at="input",  # the paper computes UDLR's residual "at full resolution"
     )
 
 

@@ -3,9 +3,9 @@
 :class:`VisionEncoder` wraps ``timm.create_model(name, features_only=True, ...)``; the widths and
 strides of its levels come from timm's ``feature_info`` (ConvNeXt-B: 128/256/512/1024 channels
 at strides 4/8/16/32). Each level goes through a 1x1 convolution to ``dim`` channels and a
-GroupNorm. Local weights in timm naming load through ``pretrained_cfg_overlay=dict(file=...)``;
-:func:`load_foreign_checkpoint` loads checkpoints that use other key names (a self-supervised
-remote-sensing ConvNeXt, a torchvision or original Facebook ConvNeXt, a detection backbone).
+GroupNorm. A local weights file loads through :func:`load_foreign_checkpoint`, which reads timm's
+key names and the other layouts ConvNeXt weights come in (SMLFR's remote-sensing pre-training,
+torchvision's and the original Facebook ConvNeXt, a detection backbone's).
 
 Axis legend
     b: batch   c: channels   h, w: spatial rows / columns
@@ -51,10 +51,10 @@ class VisionEncoder(nn.Module):
         dim: output channels C of every level.
         out_indices: which backbone levels to return (finest first).
         weights: ``None`` (random init), ``"none"`` / ``"random"`` (random init, asked for
-            explicitly), a local weights file in timm naming (loaded by timm through
-            ``pretrained_cfg_overlay=dict(file=...)``, with timm's own key filter, so an original
-            Facebook ConvNeXt file works too), or ``"hub"`` (timm's default weights, downloaded --
-            needs network access).
+            explicitly), a local weights file (``.safetensors`` or ``torch.save``; timm's key names
+            or any layout :func:`load_foreign_checkpoint` recognises: SMLFR's pre-training
+            checkpoint, torchvision's or Facebook's ConvNeXt), every backbone weight must be found
+            in it; or ``"hub"`` (timm's default weights, downloaded -- needs network access).
         model_kwargs: extra keyword arguments of ``timm.create_model``.
         norm_groups: maximum GroupNorm groups of the projections.
 
@@ -85,37 +85,21 @@ class VisionEncoder(nn.Module):
         super().__init__()
         self.check_inputs = True  # False when a composite checked the inputs (trust_inputs)
         kwargs: dict[str, Any] = dict(model_kwargs or {})
-        if weights is None or str(weights).lower() in RANDOM_WEIGHTS:
-            pretrained, overlay = False, None
-        elif str(weights) == "hub":
-            pretrained, overlay = True, None
-        else:
-            path = Path(weights)
-            if not path.is_file():
+        local: Path | None = None
+        if weights is not None and str(weights).lower() not in RANDOM_WEIGHTS and str(weights) != "hub":
+            local = Path(weights)
+            if not local.is_file():
                 raise FileNotFoundError(
                     f"VisionEncoder: weights file {str(weights)!r} does not exist. Pass a local .pth/.safetensors "
-                    "file in timm naming, 'hub' to download timm's weights, or 'none' for random init."
+                    "file (timm, SMLFR, torchvision or Facebook ConvNeXt layout), 'hub' to download timm's weights, "
+                    "or 'none' for random init."
                 )
-            pretrained, overlay = True, {"file": str(path)}
-        try:
-            self.backbone = timm.create_model(
-                name,
-                features_only=True,
-                out_indices=tuple(out_indices),
-                pretrained=pretrained,
-                pretrained_cfg_overlay=overlay,
-                **kwargs,
-            )
-        except RuntimeError as err:
-            if overlay is None:
-                raise
-            raise ValueError(
-                f"VisionEncoder: the weights file {overlay['file']!r} does not fit the timm model {name!r} "
-                f"(model_kwargs={kwargs}): {err}"
-            ) from err
+        self.backbone = timm.create_model(
+            name, features_only=True, out_indices=tuple(out_indices), pretrained=str(weights) == "hub", **kwargs
+        )
         self.name = name
-        if overlay is not None:
-            self._verify_weights(overlay["file"])
+        if local is not None:
+            self._load_weights(local, kwargs)
         info = cast("FeatureInfo", self.backbone.feature_info)  # set by features_only=True
         self.dim = int(dim)
         self.widths: tuple[int, ...] = tuple(int(c) for c in info.channels())
@@ -129,14 +113,18 @@ class VisionEncoder(nn.Module):
         if device is not None or dtype is not None:
             self.to(device=device, dtype=dtype)
 
-    def _verify_weights(self, path: str) -> None:
-        """timm loads ``features_only`` weights non-strictly; refuse a file that leaves backbone weights unset."""
-        report = load_foreign_checkpoint(self.backbone, path, layout="auto")
+    def _load_weights(self, path: Path, kwargs: Mapping[str, Any]) -> None:
+        """Load a local file into the backbone; refuse one that leaves a backbone weight unset or of another shape."""
+        try:
+            report = load_foreign_checkpoint(self.backbone, path, layout="auto")
+        except ValueError as err:  # no key matches at all
+            raise ValueError(f"VisionEncoder: the weights file {str(path)!r} does not fit the timm model "
+                             f"{self.name!r} (model_kwargs={dict(kwargs)}): {err}") from err
         if report.missing or report.mismatched:
             raise ValueError(
-                f"VisionEncoder: the weights file {path!r} does not fit the timm model {self.name!r} "
-                f"({len(report.loaded)} tensors matched). Expected weights of the same architecture in timm naming "
-                f"(or a foreign layout that load_foreign_checkpoint recognises).\n{report.summary()}"
+                f"VisionEncoder: the weights file {str(path)!r} does not fit the timm model {self.name!r} "
+                f"(model_kwargs={dict(kwargs)}; {len(report.loaded)} tensors matched). Expected weights of the same "
+                f"architecture in timm naming or a layout load_foreign_checkpoint recognises.\n{report.summary()}"
             )
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
@@ -166,6 +154,8 @@ FOREIGN_PREFIXES: tuple[str, ...] = (
     "model.",
     "visual.trunk.",
     "trunk.",
+    "sparse_encoder.sp_cnn.",  # SMLFR's full pre-training checkpoint (the encoder file has no prefix)
+    "sp_cnn.",
 )
 """Leading key prefixes that :func:`load_foreign_checkpoint` removes by default."""
 

@@ -42,7 +42,7 @@ class UncertaintyGatedFusion(nn.Module):
     The gate is one scalar per position, shared by all channels. A sentence made only of
     padding injects nothing (``Delta V = 0``) instead of producing NaN.
 
-    The output projection of the multi-head attention is the ``Linear`` of Eq. 10 (two
+    The output projection of the multi-head attention is the ``Linear`` of Eq. 9 (two
     linear maps in a row would be one linear map). It starts at exactly zero, so at
     initialisation ``V+ = LayerNorm(V)``; with ``norm=False`` the module is then the
     identity, which is the safe choice when wrapping a decoder trained without UGF.
@@ -51,7 +51,7 @@ class UncertaintyGatedFusion(nn.Module):
         dim: visual width ``C``; must be divisible by ``num_heads``.
         text_dim: width of ``text``; defaults to ``dim``.
         num_heads: attention heads.
-        dropout: dropout on ``Delta V`` (Eq. 10).
+        dropout: dropout on ``Delta V`` (Eq. 9).
         norm: apply the LayerNorm of Eq. 12 (default True, as in the paper).
         alpha_init: initial gate scale ``alpha`` (> 0).
         beta_init: initial gate bias ``beta``.
@@ -108,7 +108,7 @@ class UncertaintyGatedFusion(nn.Module):
         # no key bias: it would shift every token's score equally, which softmax ignores
         self.k_proj = nn.Linear(self.text_dim, self.dim, bias=False, **factory)
         self.v_proj = nn.Linear(self.text_dim, self.dim, **factory)
-        self.out_proj = nn.Linear(self.dim, self.dim, **factory)  # the Linear of Eq. 10
+        self.out_proj = nn.Linear(self.dim, self.dim, **factory)  # the Linear of Eq. 9
         self.dropout = nn.Dropout(dropout)
         self.alpha = nn.Parameter(torch.tensor(self.alpha_init, **factory))
         self.beta = nn.Parameter(torch.tensor(self.beta_init, **factory))
@@ -206,7 +206,7 @@ class UncertaintyGatedFusion(nn.Module):
         if text_padding_mask is not None:
             keep = rearrange(keep_from_padding(text_padding_mask), "b l -> b 1 1 l")
         attended, valid = masked_attention(q, k, val, keep)
-        delta = self.dropout(self.out_proj(rearrange(attended, "b g n e -> b n (g e)")))  # Eq. 10
+        delta = self.dropout(self.out_proj(rearrange(attended, "b g n e -> b n (g e)")))  # Eq. 9
         if valid is not None:  # a sentence of padding only injects nothing
             delta = delta * rearrange(valid, "b 1 1 1 -> b 1 1").to(delta.dtype)
         g = self._gate(u)  # Eq. 11

@@ -21,7 +21,7 @@ One precedence order, the same from Python and from the command line, highest fi
 
 Training fields whose default depends on the recipe (learning rate, epochs, batch size, ...)
 default to "unset" and are filled from the recipe when a ``TrainConfig`` is built, so
-``TrainConfig(preset="paper")`` is the paper's recipe exactly as ``--preset paper`` is.
+``TrainConfig(preset="paper")`` is the ``paper`` preset's recipe exactly as ``--preset paper`` is.
 
 The command line and the config files are read by :mod:`.cli`; there, ``--use-fusion``,
 ``--image-size``, ``--vision-weights`` and the other :data:`MODEL_SHORTCUTS` write into the model

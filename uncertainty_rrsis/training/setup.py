@@ -16,7 +16,6 @@ import contextlib
 import os
 import platform
 import random
-import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -52,13 +51,13 @@ def check_vision_weights(config: TrainConfig, model_config: Any) -> None:
     """Refuse to train a preset meant to start from pretrained weights from random initialisation.
 
     A preset registered with ``pretrained_backbone=True`` (``paper``) needs ``vision.weights``;
-    ``--vision-weights none`` asks for random initialisation on purpose: then only a warning. A
+    ``--vision-weights none`` asks for random initialisation on purpose (building the model then
+    warns, as :class:`~uncertainty_rrsis.models.CroBIMU` does for such a config in Python). A
     resumed run reads its weights from its checkpoint and is not checked.
 
     Raises:
         SettingsError: no weights were given for such a preset.
     """
-    from ..models import RANDOM_WEIGHTS
     from ..models.presets import preset_info
 
     if not preset_info(config.preset).pretrained_backbone or config.resume:
@@ -73,13 +72,6 @@ def check_vision_weights(config: TrainConfig, model_config: Any) -> None:
             "'convnext_base.pth')\"), or an SMLFR or other ConvNeXt-B checkpoint (its keys are mapped by "
             "uncertainty_rrsis.models.load_foreign_checkpoint); or --vision-weights none to train from random "
             "initialisation on purpose."
-        )
-    if str(weights).lower() in RANDOM_WEIGHTS:
-        warnings.warn(
-            f"--preset {config.preset}: training {model_config.vision.name} from random initialisation "
-            "(--vision-weights none); the paper starts from pretrained weights, so expect far lower scores.",
-            RuntimeWarning,
-            stacklevel=2,
         )
 
 
