@@ -1,19 +1,29 @@
-"""Keep the result tables quoted in the docs equal to the result files they come from.
+"""Keep the results quoted in the docs equal to the result files they come from.
 
-A page quotes a result file between two markers::
+A page quotes a whole result file between two markers::
 
     <!-- result: wrapper_overhead -->
     ...the body of benchmarks/results/wrapper_overhead.md (everything after its title)...
     <!-- /result -->
 
-``python -m benchmarks.docs_results`` rewrites every such block in ``README.md`` and
-``docs/*.md`` from the current result files; ``--check`` changes nothing and exits 1 naming the
-blocks that differ (the test suite runs the same check).
+and a single number in a sentence between two others::
+
+    the run took <!-- value: default_run::wall_text -->7 min 12 s<!-- /value --> on ...
+    mIoU <!-- value: default_run::own_test::test/mIoU|x100:.2f -->67.32<!-- /value -->
+
+``NAME::key::key...`` walks ``benchmarks/results/NAME.json`` (keys may hold ``/`` and ``.``; a number
+key indexes a list); after ``|`` comes the format: a Python format spec (``.3f``, ``,.0f``), or
+``x100:`` before one for a share shown in %. A string value is quoted as it is.
+
+``python -m benchmarks.docs_results`` rewrites every block and value in ``README.md``,
+``CHANGELOG.md`` and ``docs/*.md`` from the current result files; ``--check`` changes nothing and
+exits 1 naming the ones that differ (the test suite runs the same check).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from pathlib import Path
@@ -21,11 +31,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 BLOCK = re.compile(r"(<!-- result: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /result -->)", re.S)
+VALUE = re.compile(r"(<!-- value: (?P<spec>[^>]*?) -->)(?P<body>[^<]*)(<!-- /value -->)")
 
 
 def pages(root: Path = ROOT) -> list[Path]:
-    """The Markdown files that may quote results: README.md and docs/*.md."""
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    """The Markdown files that may quote results: README.md, CHANGELOG.md and docs/*.md."""
+    return [root / "README.md", root / "CHANGELOG.md", *sorted((root / "docs").glob("*.md"))]
+
+
+def value(spec: str, results: Path = RESULTS) -> str:
+    """The text a value marker ``NAME::key::...|format`` must hold (module docstring)."""
+    path_spec, _, fmt = spec.partition("|")
+    name, *keys = [part.strip() for part in path_spec.split("::")]
+    path = results / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"a docs value quotes {name!r}, but {path} does not exist")
+    data = json.loads(path.read_text())
+    for key in keys:
+        try:
+            data = data[int(key)] if isinstance(data, list) else data[key]
+        except (KeyError, IndexError, ValueError):
+            raise KeyError(f"the docs value {spec!r}: {path.name} has no {key!r} there") from None
+    if isinstance(data, str):
+        return data
+    fmt = fmt.strip()
+    if fmt.startswith("x100:"):
+        data, fmt = 100 * data, fmt[5:]
+    return format(data, fmt)
 
 
 def quoted(name: str, results: Path = RESULTS) -> str:
@@ -40,7 +72,7 @@ def quoted(name: str, results: Path = RESULTS) -> str:
 
 
 def sync(page: Path, results: Path = RESULTS) -> tuple[str, list[str]]:
-    """``(new text of page, names of the blocks that changed)``."""
+    """``(new text of page, names of the blocks and values that changed)``."""
     changed: list[str] = []
 
     def replace(match: re.Match) -> str:
@@ -49,7 +81,13 @@ def sync(page: Path, results: Path = RESULTS) -> tuple[str, list[str]]:
             changed.append(match["name"])
         return f"{match.group(1)}{body}{match.group(4)}"
 
-    return BLOCK.sub(replace, page.read_text()), changed
+    def replace_value(match: re.Match) -> str:
+        body = value(match["spec"], results)
+        if match["body"] != body:
+            changed.append(f"{match['spec']} ({match['body']!r} -> {body!r})")
+        return f"{match.group(1)}{body}{match.group(4)}"
+
+    return VALUE.sub(replace_value, BLOCK.sub(replace, page.read_text())), changed
 
 
 def main(argv: list[str] | None = None) -> int:

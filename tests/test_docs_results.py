@@ -37,3 +37,24 @@ def test_a_block_naming_a_missing_result_file_is_an_error(tmp_path):
     page.write_text("<!-- result: nothing_here -->\n<!-- /result -->\n")
     with pytest.raises(FileNotFoundError, match="nothing_here"):
         docs_results.sync(page, tmp_path)
+
+
+def test_a_quoted_value_is_read_from_its_result_file_and_kept_equal(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "run.json").write_text('{"wall_text": "7 min 12 s", "test": {"test/mIoU": 0.67324, "Pr@0.9": 0.2},'
+                                      ' "rows": [{"ms": 1234.6}]}')
+    page = tmp_path / "page.md"
+    page.write_text("took <!-- value: run::wall_text -->7 min<!-- /value -->, mIoU "
+                    "<!-- value: run::test::test/mIoU|x100:.2f -->67.32<!-- /value --> "
+                    "(<!-- value: run::rows::0::ms|,.0f -->1,235<!-- /value --> ms)\n")
+    text, changed = docs_results.sync(page, results)
+    assert changed == ["run::wall_text ('7 min' -> '7 min 12 s')"]
+    assert text == ("took <!-- value: run::wall_text -->7 min 12 s<!-- /value -->, mIoU "
+                    "<!-- value: run::test::test/mIoU|x100:.2f -->67.32<!-- /value --> "
+                    "(<!-- value: run::rows::0::ms|,.0f -->1,235<!-- /value --> ms)\n"), text
+    page.write_text(text.replace("67.32", "67.30"))
+    assert len(docs_results.sync(page, results)[1]) == 1  # a hand-edited number is caught
+    page.write_text("<!-- value: run::test::oIoU|.2f -->1<!-- /value -->")
+    with pytest.raises(KeyError, match="has no 'oIoU'"):
+        docs_results.sync(page, results)
