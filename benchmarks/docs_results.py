@@ -12,8 +12,10 @@ and a single number in a sentence between two others::
     mIoU <!-- value: default_run::own_test::test/mIoU|x100:.2f -->67.32<!-- /value -->
 
 ``NAME::key::key...`` walks ``benchmarks/results/NAME.json`` (keys may hold ``/`` and ``.``; a number
-key indexes a list); after ``|`` comes the format: a Python format spec (``.3f``, ``,.0f``), or
-``x100:`` before one for a share shown in %. A string value is quoted as it is.
+key indexes a list; ``*`` takes every element, e.g. every seed of a study); after ``|`` comes the
+format: a Python format spec (``.3f``, ``,.0f``), after optional prefixes: ``x100:`` for a share
+shown in %, and, for ``*``, ``mean:``, ``std:`` or ``meanstd:`` (``0.954 ± 0.002``, the sample
+standard deviation). A string value is quoted as it is.
 
 ``python -m benchmarks.docs_results`` rewrites every block and value in ``README.md``,
 ``CHANGELOG.md`` and ``docs/*.md`` from the current result files; ``--check`` changes nothing and
@@ -25,8 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,6 +43,18 @@ def pages(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", root / "CHANGELOG.md", *sorted((root / "docs").glob("*.md"))]
 
 
+def _walk(data: Any, keys: list[str], spec: str, name: str) -> Any:
+    for i, key in enumerate(keys):
+        if key == "*":  # every element of a list (or every value of a dict)
+            items = data if isinstance(data, list) else list(data.values())
+            return [_walk(item, keys[i + 1 :], spec, name) for item in items]
+        try:
+            data = data[int(key)] if isinstance(data, list) else data[key]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise KeyError(f"the docs value {spec!r}: {name}.json has no {key!r} there") from None
+    return data
+
+
 def value(spec: str, results: Path = RESULTS) -> str:
     """The text a value marker ``NAME::key::...|format`` must hold (module docstring)."""
     path_spec, _, fmt = spec.partition("|")
@@ -46,29 +62,30 @@ def value(spec: str, results: Path = RESULTS) -> str:
     path = results / f"{name}.json"
     if not path.is_file():
         raise FileNotFoundError(f"a docs value quotes {name!r}, but {path} does not exist")
-    data = json.loads(path.read_text())
-    for key in keys:
-        try:
-            data = data[int(key)] if isinstance(data, list) else data[key]
-        except (KeyError, IndexError, ValueError):
-            raise KeyError(f"the docs value {spec!r}: {path.name} has no {key!r} there") from None
+    data = _walk(json.loads(path.read_text()), keys, spec, name)
     if isinstance(data, str):
         return data
     fmt = fmt.strip()
-    if fmt.startswith("x100:"):
-        data, fmt = 100 * data, fmt[5:]
-    return format(data, fmt)
-
-
-def quoted(name: str, results: Path = RESULTS) -> str:
-    """What a block quoting ``name`` must hold: ``results/<name>.md`` without its title line."""
-    path = results / f"{name}.md"
-    if not path.is_file():
-        raise FileNotFoundError(f"a docs block quotes {name!r}, but {path} does not exist")
-    lines = path.read_text().splitlines()
-    if lines and lines[0].startswith("# "):
-        lines = lines[1:]
-    return "\n".join(lines).strip() + "\n"
+    scale, aggregate = 1.0, None
+    while True:
+        head, sep, rest = fmt.partition(":")
+        if not sep or head not in ("x100", "mean", "std", "meanstd"):
+            break
+        if head == "x100":
+            scale = 100.0
+        else:
+            aggregate = head
+        fmt = rest
+    if aggregate is None:
+        return format(scale * data, fmt)
+    values = [scale * v for v in data if v is not None]
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    if aggregate == "mean":
+        return format(mean, fmt)
+    if aggregate == "std":
+        return format(std, fmt)
+    return f"{format(mean, fmt)} ± {format(std, fmt)}"
 
 
 def sync(page: Path, results: Path = RESULTS) -> tuple[str, list[str]]:

@@ -58,3 +58,12 @@ def test_a_quoted_value_is_read_from_its_result_file_and_kept_equal(tmp_path):
     page.write_text("<!-- value: run::test::oIoU|.2f -->1<!-- /value -->")
     with pytest.raises(KeyError, match="has no 'oIoU'"):
         docs_results.sync(page, results)
+
+
+def test_a_value_over_seeds_is_their_mean_and_standard_deviation(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "study.json").write_text('{"results": {"a": [{"mIoU": 0.40}, {"mIoU": 0.42}, {"mIoU": 0.44}]}}')
+    assert docs_results.value("study::results::a::*::mIoU|x100:meanstd:.1f", results) == "42.0 ± 2.0"
+    assert docs_results.value("study::results::a::*::mIoU|mean:.2f", results) == "0.42"
+    assert docs_results.value("study::results::a::*::mIoU|std:.2f", results) == "0.02"

@@ -287,3 +287,22 @@ def test_a_full_disk_while_writing_a_checkpoint_names_the_space_and_the_path(tmp
     monkeypatch.setattr(ckpt.torch, "save", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "denied")))
     with pytest.raises(ckpt.CheckpointWriteError, match=r"no permission to write in .*checkpoints"):
         ckpt.save_checkpoint(folder, model=Model(), trainer_state={}, info={"step": 3})
+
+
+def test_an_error_of_a_script_body_reaches_torchruns_error_file(tmp_path, monkeypatch):
+    """Under torchrun the failing rank's exception and traceback are written where torchrun reads them."""
+    import json
+
+    from uncertainty_rrsis.training import main_guard
+
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+
+    def body():
+        raise ValueError("the data root holds no split")
+
+    with pytest.raises(ValueError, match="no split"):
+        main_guard(body)
+    recorded = json.loads(error_file.read_text())["message"]
+    assert "ValueError: the data root holds no split" in recorded["message"]
+    assert "body" in recorded["extraInfo"]["py_callstack"]

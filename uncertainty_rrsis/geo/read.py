@@ -141,8 +141,8 @@ class RasterReader:
     ) -> None:
         self.path = path = Path(path)
         rasterio = self._rasterio = require_rasterio(f"reading the raster {path}")
-        from affine import Affine
         from rasterio.errors import RasterioError
+        from rasterio.windows import Window
 
         if not path.is_file():
             raise FileNotFoundError(f"raster file not found: {path}")
@@ -196,7 +196,9 @@ class RasterReader:
                 src.mask_flag_enums[b - 1] != [MaskFlags.all_valid] for b in self._unique)
             try:
                 crs = src.crs.to_wkt() if src.crs else None
-                affine = src.transform @ Affine.translation(self._col, self._row)
+                with warnings.catch_warnings():  # rasterio's own use of affine's `*` (a pending deprecation)
+                    warnings.simplefilter("ignore", PendingDeprecationWarning)
+                    affine = src.window_transform(Window(self._col, self._row, self.width, self.height))
                 nodata = tuple(src.nodatavals[b - 1] for b in self.bands)
             except RasterioError as err:
                 raise RasterError(f"cannot read raster file {path}: corrupt ({err})") from err

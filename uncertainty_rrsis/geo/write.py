@@ -37,7 +37,7 @@ class GeoTiffWriter:
     def __init__(self, path: str | Path, info: RasterInfo | None, *, dtype: str, size: tuple[int, int] | None = None,
                  nodata: float | None = None, with_mask: bool = False, what: str = "output") -> None:
         rasterio = self._rasterio = require_rasterio(f"writing the GeoTIFF {path}")
-        from affine import Affine
+        from rasterio.transform import Affine
 
         self.path = Path(path)
         if size is None:

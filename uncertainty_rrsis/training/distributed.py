@@ -116,9 +116,16 @@ def cleanup_distributed() -> None:
 
 
 def main_guard(fn: Callable[[], _T]) -> _T:
-    """Run ``fn`` (a script's body) and always tear the process group down afterwards, also on errors."""
+    """Run ``fn`` (a script's body) and always tear the process group down afterwards, also on errors.
+
+    ``fn`` runs under torchelastic's ``record``: under ``torchrun``, an exception on any rank is
+    written, with its traceback, to the error file torchrun reads, so its summary names the failing
+    rank and shows the cause (without ``torchrun`` nothing changes).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import record
+
     try:
-        return fn()
+        return record(fn)()
     finally:
         cleanup_distributed()
         sys.stdout.flush()
