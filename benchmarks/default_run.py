@@ -7,7 +7,8 @@ best checkpoint on a **held-out** synthetic split (generator seed 7, 600 samples
 never saw), with the free baselines and a test-time-augmentation one (the model at 0.75x and 1.25x
 the input size).
 
-Writes ``results/default_run.{json,md}``: the wall time and peak resident memory of the child
+Writes ``results/default_run.{json,md}`` and ``results/default_run_report.md`` (the held-out
+report as every evaluation prints it): the wall time and peak resident memory of the child
 (``ru_maxrss``), the time of each phase from the run's log, the run's own test metrics
 (``metrics.json``) and the held-out ones (segmentation, how well each signal ranks error pixels and
 failed samples, calibration of the predicted IoU when the model has the risk head, per-tag
@@ -161,6 +162,23 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_report(folder: Path, tag: str, result: dict[str, Any]) -> Path:
+    """``<tag>_report.md``: the held-out report as every evaluation prints it (what the docs show)."""
+    from uncertainty_rrsis.training.evaluation import format_reliability, format_uncertainty
+
+    held = result["heldout"]
+    text = format_uncertainty(held)
+    if held.get("unc_reliability"):
+        text += "\n" + format_reliability(held["unc_reliability"])
+    path = folder / f"{tag}_report.md"
+    body = (f"# The default run's held-out report ({result['environment'].get('git_commit') or 'uncommitted'})\n\n"
+            f"```text\n{text.rstrip()}\n```\n")
+    tmp = folder / f".{path.name}.tmp"
+    tmp.write_text(body, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output-dir", default="runs/default_run_measured", help="the run's folder (replaced)")
@@ -195,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": {"start": start_load, "end": load_average()},
     }
     path = write_result(Path(args.results), args.tag, result, render(result))
+    write_report(Path(args.results), args.tag, result)
     print(render(result))
     print(f"wrote {path}")
 

@@ -13,9 +13,10 @@ and a single number in a sentence between two others::
 
 ``NAME::key::key...`` walks ``benchmarks/results/NAME.json`` (keys may hold ``/`` and ``.``; a number
 key indexes a list; ``*`` takes every element, e.g. every seed of a study); after ``|`` comes the
-format: a Python format spec (``.3f``, ``,.0f``), after optional prefixes: ``x100:`` for a share
-shown in %, and, for ``*``, ``mean:``, ``std:`` or ``meanstd:`` (``0.954 ± 0.002``, the sample
-standard deviation). A string value is quoted as it is.
+format: a Python format spec (``.3f``, ``,.0f``), after optional prefixes: a scale, ``x100:`` (a
+share shown in %) or ``/1e9:`` (FLOPs in G), and, for ``*``, ``mean:``, ``std:`` or ``meanstd:``
+(``0.954 ± 0.002``, the sample standard deviation). A string value is quoted as it is. Inside a
+Markdown table write the separator as ``\|`` (a bare ``|`` would end the cell).
 
 ``python -m benchmarks.docs_results`` rewrites every block and value in ``README.md``,
 ``CHANGELOG.md`` and ``docs/*.md`` from the current result files; ``--check`` changes nothing and
@@ -43,6 +44,14 @@ def pages(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", root / "CHANGELOG.md", *sorted((root / "docs").glob("*.md"))]
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _walk(data: Any, keys: list[str], spec: str, name: str) -> Any:
     for i, key in enumerate(keys):
         if key == "*":  # every element of a list (or every value of a dict)
@@ -57,7 +66,7 @@ def _walk(data: Any, keys: list[str], spec: str, name: str) -> Any:
 
 def value(spec: str, results: Path = RESULTS) -> str:
     """The text a value marker ``NAME::key::...|format`` must hold (module docstring)."""
-    path_spec, _, fmt = spec.partition("|")
+    path_spec, _, fmt = spec.replace("\\|", "|").partition("|")  # `\|` inside a table cell
     name, *keys = [part.strip() for part in path_spec.split("::")]
     path = results / f"{name}.json"
     if not path.is_file():
@@ -69,12 +78,14 @@ def value(spec: str, results: Path = RESULTS) -> str:
     scale, aggregate = 1.0, None
     while True:
         head, sep, rest = fmt.partition(":")
-        if not sep or head not in ("x100", "mean", "std", "meanstd"):
+        if not sep:
             break
-        if head == "x100":
-            scale = 100.0
-        else:
+        if head in ("mean", "std", "meanstd"):
             aggregate = head
+        elif head[:1] in ("x", "/") and _is_number(head[1:]):
+            scale = scale * float(head[1:]) if head[0] == "x" else scale / float(head[1:])
+        else:
+            break
         fmt = rest
     if aggregate is None:
         return format(scale * data, fmt)
@@ -86,6 +97,17 @@ def value(spec: str, results: Path = RESULTS) -> str:
     if aggregate == "std":
         return format(std, fmt)
     return f"{format(mean, fmt)} ± {format(std, fmt)}"
+
+
+def quoted(name: str, results: Path = RESULTS) -> str:
+    """What a block quoting ``name`` must hold: ``results/<name>.md`` without its title line."""
+    path = results / f"{name}.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"a docs block quotes {name!r}, but {path} does not exist")
+    lines = path.read_text().splitlines()
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join(lines).strip() + "\n"
 
 
 def sync(page: Path, results: Path = RESULTS) -> tuple[str, list[str]]:

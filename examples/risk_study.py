@@ -12,7 +12,7 @@ no run trained, validated or was tuned on):
   of those predictions with the plain one; a change of scale keeps every sentence true);
 * the predicted IoU's mean absolute error against that of the best constant;
 * error pixels: AUROC and AUPRC of the pixel risk head against the margin of the final logits;
-* segmentation: mIoU, Pr@0.9, boundary IoU.
+* segmentation: mIoU, Pr@0.9, boundary IoU (held-out), and the run's own test-split mIoU and Pr@0.9.
 
 Writes ``risk_study.json`` (every run's numbers) and ``risk_study.md`` (mean +- std over the seeds)
 into ``--results`` (default ``benchmarks/results``), each with the commit and the machine.
@@ -89,6 +89,8 @@ COLUMNS: list[tuple[str, str, float, int]] = [
     ("mIoU", "mIoU", 100.0, 1),
     ("Pr@0.9", "Pr@0.9", 100.0, 1),
     ("boundary IoU", "bIoU", 100.0, 1),
+    ("own test mIoU", "own/mIoU", 100.0, 2),
+    ("own test Pr@0.9", "own/Pr@0.9", 100.0, 1),
 ]
 
 
@@ -122,7 +124,7 @@ def heldout_eval(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """The best checkpoint of ``folder`` on the held-out split, with the TTA baseline (cached)."""
     done = folder / "heldout.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        return with_own_test(folder, json.loads(done.read_text()))
     checkpoint = folder / "checkpoints" / ("best" if (folder / "checkpoints" / "best").is_dir() else "final")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
@@ -136,7 +138,13 @@ def heldout_eval(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
                       tta_scales=(0.75, 1.25))
     result["checkpoint"] = checkpoint.name
     done.write_text(json.dumps(result, indent=1, default=str))
-    return result
+    return with_own_test(folder, result)
+
+
+def with_own_test(folder: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` with the run's own test-split mIoU and Pr@0.9 (its ``metrics.json``) as ``own/...``."""
+    own = json.loads((folder / "metrics.json").read_text())["results"]["test"]
+    return {**result, "own/mIoU": own["mIoU"], "own/Pr@0.9": own["Pr@0.9"]}
 
 
 def commit() -> str:
@@ -172,6 +180,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
+    parser.add_argument("--trained-commit", help="the commit the runs were trained at, when they were trained "
+                                                 "earlier than this report is written (default: this commit)")
     args = parser.parse_args(argv)
     if args.list:
         text = "\n".join(f"{name:16s} {VARIANTS[name][0]}" for name in VARIANTS)
@@ -185,13 +195,14 @@ def main(argv: list[str] | None = None) -> str:
                 f"(generator seed {args.heldout_seed}, {args.heldout_test} samples), best-on-val checkpoint of the "
                 f"no-argument `examples/train.py` with one change per variant; seeds {args.seeds}; mean ± std "
                 f"over the seeds. fail = failed samples (IoU < 0.5); AURC with risk 1 - IoU (lower is better); "
-                f"px = error pixels of the final prediction. Commit {commit()}, {machine}, torch "
-                f"{torch.__version__}.\n\n")
+                f"px = error pixels of the final prediction. Runs trained at commit {args.trained_commit or commit()}"
+                f", report written at {commit()}; {machine}, torch {torch.__version__}.\n\n")
         text = head + table(results) + "\n"
         out = Path(args.results)
         out.mkdir(parents=True, exist_ok=True)
         (out / "risk_study.md").write_text(text)
-        payload = {"args": vars(args), "commit": commit(), "environment": environment_info(), "results": results}
+        payload = {"args": vars(args), "commit": commit(), "trained_commit": args.trained_commit or commit(),
+                   "environment": environment_info(), "results": results}
         (out / "risk_study.json").write_text(json.dumps(payload, indent=1, default=str))
         print(text)
         return text

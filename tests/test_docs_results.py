@@ -67,3 +67,14 @@ def test_a_value_over_seeds_is_their_mean_and_standard_deviation(tmp_path):
     assert docs_results.value("study::results::a::*::mIoU|x100:meanstd:.1f", results) == "42.0 ± 2.0"
     assert docs_results.value("study::results::a::*::mIoU|mean:.2f", results) == "0.42"
     assert docs_results.value("study::results::a::*::mIoU|std:.2f", results) == "0.02"
+
+
+def test_scales_and_a_separator_escaped_for_a_table_cell(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "cost.json").write_text('{"flops": 225284003840, "ms": 12.345}')
+    assert docs_results.value("cost::flops|/1e9:.1f", results) == "225.3"
+    page = tmp_path / "page.md"
+    page.write_text("| GFLOPs | <!-- value: cost::flops\\|/1e9:.2f -->0<!-- /value --> |\n")
+    text, changed = docs_results.sync(page, results)
+    assert text == "| GFLOPs | <!-- value: cost::flops\\|/1e9:.2f -->225.28<!-- /value --> |\n" and changed
