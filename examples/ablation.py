@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ from uncertainty_rrsis.training import (
     build_arg_parser,
     build_trainer,
     config_files,
+    environment_info,
     init_distributed,
     load_config_file,
     main_guard,
@@ -164,6 +166,18 @@ def table(results: dict[str, list[dict]]) -> str:
     return "\n".join(lines)
 
 
+def git_commit() -> str | None:
+    """The checkout's commit (``+dirty`` with uncommitted changes to the package), or None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "uncertainty_rrsis", "examples"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
 def heading(cfg: TrainConfig, split: str, seeds: list[int], results: dict[str, list[dict]]) -> str:
     what = "Synthetic" if cfg.dataset == "synthetic" else cfg.dataset
     budget = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
@@ -171,6 +185,9 @@ def heading(cfg: TrainConfig, split: str, seeds: list[int], results: dict[str, l
             f"{cfg.batch_size}, preset {cfg.preset}, seeds {seeds}; mean ± std over seeds; Pr/IoU in %")
     if any(UNCERTAINTY in r for rs in results.values() for r in rs):
         text += ", U AUROC of U^p for error pixels"
+    env = environment_info()
+    text += (f". Commit {git_commit() or 'unknown'}; {env['device_name']}, {env['cpu_threads']} torch thread(s), "
+             f"torch {env['torch']}")
     return text + "."
 
 
@@ -246,7 +263,8 @@ def main(argv: list[str] | None = None) -> str:
         if env.is_main:
             todo.out.mkdir(parents=True, exist_ok=True)
             (todo.out / "ablation.md").write_text(text)
-            payload = {"configs": todo.files, "split": todo.split, "seeds": todo.seeds, "rows": list(todo.configs),
+            payload = {"commit": git_commit(), "environment": environment_info(), "configs": todo.files,
+                       "split": todo.split, "seeds": todo.seeds, "rows": list(todo.configs),
                        "settings": {row: [cfg.to_dict() for cfg in cs] for row, cs in todo.configs.items()},
                        "results": results, "summary": summary(results)}
             (todo.out / "ablation.json").write_text(json.dumps(payload, indent=2, default=str))
