@@ -242,7 +242,10 @@ class RasterReader:
         try:
             with self._env():
                 data = self._src.read(self._unique, window=win)
-                valid = np.all(self._src.read_masks(self._unique, window=win) > 0, axis=0)
+                if self.may_have_nodata:
+                    valid = np.all(self._src.read_masks(self._unique, window=win) > 0, axis=0)
+                else:  # the file says every pixel is valid: no masks to read
+                    valid = np.ones((h, w), dtype=bool)
         except RasterioError as err:
             raise RasterError(f"cannot read raster file {self.path}: truncated or corrupt ({err})") from err
         if self._float:

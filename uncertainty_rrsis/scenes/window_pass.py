@@ -28,6 +28,9 @@ from ..data import ResizeNormalize
 from ..inference import ReferringSegmenter
 from .grid import coarse_crop, hann_window, nearest_index
 
+#: Rows combined at a time when a band of the blending is finished.
+FINISH_ROWS = 256
+
 #: ``crop(y, x, h, w)`` -> (h, w, 3) uint8: the scene's pixels of one window.
 Crop = Callable[[int, int, int, int], np.ndarray]
 
@@ -146,7 +149,7 @@ class WindowPass:
     def __init__(self, owner: WindowOwner, crop: Crop, sentence: str, windows: list[Window], h: int, w: int,
                  size: tuple[int, int], labels: torch.Tensor, count: int, canvas: Canvas) -> None:
         self.owner, self.crop, self.windows, self.h, self.w, self.size = owner, crop, windows, h, w, size
-        self.labels, self.count, self.canvas = labels, count, canvas
+        self.labels, self.count, self.canvas = labels.to(torch.int32), count, canvas
         self.tokens = owner.segmenter.tokens([sentence])
         self.intersection = torch.zeros(count + 1, dtype=torch.int64)  # per candidate object
         self.union = torch.zeros(count + 1, dtype=torch.int64)
@@ -192,7 +195,13 @@ class WindowPass:
         return [self.x0, self.windows[0].y, self.x1, min(height, self.windows[-1].y + h)]
 
     def _finish(self, acc: torch.Tensor, row: int) -> None:
-        """Combine one finished band of blended window logits with the whole-scene logits on the canvas."""
+        """Combine one finished band of blended window logits with the whole-scene logits on the canvas,
+        :data:`FINISH_ROWS` rows at a time (the temporaries of a band as tall as a window would cost
+        several times the blending band itself)."""
+        for start in range(0, acc.shape[1], FINISH_ROWS):
+            self._finish_rows(acc[:, start : start + FINISH_ROWS], row + start)
+
+    def _finish_rows(self, acc: torch.Tensor, row: int) -> None:
         combine = self.owner.combine
         den = acc[2]
         rows = den.shape[0]
@@ -204,7 +213,7 @@ class WindowPass:
         band_l, band_u = self.canvas.band(row, rows, self.x0, self.x1)
         windows_l = acc[0][select] / den[select]
         if combine == "components":  # the two masks per candidate object, for the decision in redrawn()
-            ids = labels[select]
+            ids = labels[select].long()
             ours, theirs = windows_l > 0, band_l[select] > 0
             self.intersection += torch.bincount(ids[ours & theirs], minlength=self.count + 1)
             self.union += torch.bincount(ids[ours | theirs], minlength=self.count + 1)
