@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import torch
 import torch.distributed as dist
@@ -125,7 +125,7 @@ def main_guard(fn: Callable[[], _T]) -> _T:
     from torch.distributed.elastic.multiprocessing.errors import record
 
     try:
-        return record(fn)()
+        return cast("_T", record(fn)())  # record() is typed as possibly returning None
     finally:
         cleanup_distributed()
         sys.stdout.flush()
