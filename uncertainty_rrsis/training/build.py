@@ -21,7 +21,7 @@ from ..losses import OnlineErrorLoss, RiskGuidedLoss, get_loss
 from .config import TrainConfig, build_model_config
 from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch
 from .evaluation import split_names
-from .run_log import PhaseTimes
+from .run_log import TENSORBOARD_EXTRA, PhaseTimes, tensorboard_installed
 from .schedule import total_steps
 from .setup import (
     SettingsError,
@@ -100,6 +100,9 @@ def build_trainer(config: TrainConfig, *, env: DistEnv | None = None, model_conf
     from ..models import CroBIMU
 
     config.validate()
+    if config.tensorboard is True and not tensorboard_installed():
+        raise SettingsError(f"--tensorboard true asks for TensorBoard logging, but the tensorboard package is not "
+                            f"installed: {TENSORBOARD_EXTRA}, or --tensorboard auto (on when installed) or false")
     env = env or init_distributed(device=config.device)
     try:
         resolve_precision(config.precision, device=env.device)

@@ -109,6 +109,10 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected a boolean (true/false); got {text!r}")
 
 
+def _auto_bool(text: str) -> bool | str:
+    return "auto" if text.lower() == "auto" else _bool(text)
+
+
 def _optional(kind):
     def parse(text: str):
         return None if text.lower() in ("none", "null", "") else kind(text)
@@ -143,6 +147,8 @@ def build_arg_parser(description: str | None = None) -> argparse.ArgumentParser:
         parse = _PARSERS[base] if "None" not in annotation else _optional(_PARSERS[base])
         if f.metadata.get("parse") == "workers":
             parse = _workers
+        elif f.metadata.get("parse") == "auto_bool":
+            parse = _auto_bool
         default = _recipe_default(f.name) if f.default is UNSET else f.default
         extra: dict[str, Any] = {"nargs": "?", "const": True} if base is bool else {}
         if f.name == "dataset":

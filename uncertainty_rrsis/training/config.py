@@ -264,7 +264,9 @@ class TrainConfig:
     log_every: int = _opt(10, "append to log.jsonl every N optimizer steps")
     panels: int = _opt(UNSET, "test samples drawn as PNG panels at the end")
     progress: bool = _opt(True, "show progress bars (rank 0)")
-    tensorboard: bool = _opt(True, "log to TensorBoard when the tensorboard package is installed")
+    tensorboard: bool | str = _opt("auto", "TensorBoard logging (scalars and the final panels): auto (when the tensorboard "
+                                   "package is installed, else a note), true (required: an error when it is missing), "
+                                   "false", parse="auto_bool", metavar="auto|BOOL")
     eval_splits: str = _opt("test", "comma-separated splits evaluated at the end with the best checkpoint")
 
     def __post_init__(self) -> None:
@@ -340,6 +342,8 @@ class TrainConfig:
             raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
         if isinstance(self.num_workers, str) and self.num_workers != "auto":
             raise ValueError(f"--num-workers must be a number >= 0 or auto; got {self.num_workers!r}")
+        if self.tensorboard not in (True, False, "auto"):
+            raise ValueError(f"--tensorboard must be auto, true or false; got {self.tensorboard!r}")
 
 
 #: The allowed range of each numeric setting: (lowest, highest); None = unbounded on that side, and

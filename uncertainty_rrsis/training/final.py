@@ -62,8 +62,9 @@ def final_evaluation(trainer: Any) -> dict[str, Any]:
         first = next(iter(results), None)
         if first is not None and trainer.cfg.panels > 0:  # the first samples of the split: a fixed set
             split = first.split("/")[0]
-            evaluation.save_panels(trainer.net, trainer.datasets[split], trainer.out / "panels", split=split,
-                                   count=trainer.cfg.panels, device=trainer.device,
-                                   autocast_dtype=trainer.autocast_dtype)
+            paths = evaluation.save_panels(trainer.net, trainer.datasets[split], trainer.out / "panels", split=split,
+                                           count=trainer.cfg.panels, device=trainer.device,
+                                           autocast_dtype=trainer.autocast_dtype)
+            trainer.log.add_images(f"panels/{split}", paths, step=trainer.step)
     trainer.env.barrier()
     return results

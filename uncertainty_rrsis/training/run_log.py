@@ -14,7 +14,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog", "PhaseTimes"]
+__all__ = ["RunLog", "PhaseTimes", "TENSORBOARD_EXTRA", "tensorboard_installed"]
+
+#: How to install TensorBoard for the run log.
+TENSORBOARD_EXTRA = 'pip install "uncertainty-rrsis[tensorboard]"'
+
+
+def tensorboard_installed() -> bool:
+    """Whether the tensorboard package (which ``torch.utils.tensorboard`` needs) can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 class RunLog:
@@ -31,15 +41,35 @@ class RunLog:
         self._writer: Any = None
 
     def open_tensorboard(self) -> bool:
-        """Start ``<folder>/tensorboard`` when the tensorboard package is installed; returns whether it did."""
+        """Start ``<folder>/tensorboard`` when the tensorboard package is installed; returns whether it did
+        (True on the other ranks, which write nothing)."""
         if not self.is_main or self._writer is not None:
-            return self._writer is not None
+            return True
         try:
             from torch.utils.tensorboard import SummaryWriter
         except (ImportError, ModuleNotFoundError):
             return False
         self._writer = SummaryWriter(str(self.folder / "tensorboard"))
         return True
+
+    def add_images(self, tag: str, paths: list[Path], *, step: int) -> None:
+        """Log the pictures ``paths`` (PNG panels) to TensorBoard as ``<tag>/<file stem>`` at ``step``."""
+        if self._writer is None:
+            return
+        import numpy as np
+        from PIL import Image
+
+        for path in paths:
+            with Image.open(path) as picture:
+                self._writer.add_image(f"{tag}/{Path(path).stem}", np.asarray(picture.convert("RGB")), step,
+                                       dataformats="HWC")
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Flush and close TensorBoard's writer (the log file is appended line by line and needs nothing)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def write(self, record: dict[str, Any], *, step: int) -> None:
         """Append ``record`` as one line; its int / float values (but ``step`` and ``epoch``) go to

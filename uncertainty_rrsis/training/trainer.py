@@ -44,7 +44,7 @@ from .config import TrainConfig
 from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch, stop_together
 from .final import final_evaluation
 from .run_folder import claim_run_folder
-from .run_log import PhaseTimes, RunLog
+from .run_log import TENSORBOARD_EXTRA, PhaseTimes, RunLog
 from .schedule import poly_schedule, total_steps
 from .setup import autocast_dtype, environment_info, resolve_num_workers, resolve_precision
 from .signals import StopOnSignal
@@ -162,8 +162,9 @@ class Trainer:
                 atomic_write_text(self.out / "config.json", json.dumps(
                     {"train": cfg.to_dict(), "model": self.model_config.to_dict(), "environment": environment_info()},
                     indent=2, default=str))
-            if cfg.tensorboard:
-                self.log.open_tensorboard()
+            if cfg.tensorboard is not False and not self.log.open_tensorboard() and self.env.is_main:
+                self.log.print(f"TensorBoard: off, the tensorboard package is not installed ({TENSORBOARD_EXTRA}); "
+                               "the log is in log.jsonl")
             sampler = EpochSampler(len(train_set), batch_size=self.per_rank_batch, seed=cfg.seed,  # type: ignore[arg-type]
                                    rank=self.env.rank, world_size=self.env.world_size)
             total = total_steps(batches_per_epoch=sampler.batches_per_epoch, grad_accumulation=cfg.grad_accumulation,
@@ -184,6 +185,7 @@ class Trainer:
                 results = self.final_evaluation()
             self.log.write({"event": "time", "step": self.step, **self.times.record()}, step=self.step)
             self.log.print(self.times.summary())
+            self.log.close()
             return results
 
     def _train_until(self, total: int, sampler: EpochSampler, optimizer, scheduler) -> None:
