@@ -1,4 +1,4 @@
-"""Keep the results quoted in the docs equal to the result files they come from.
+r"""Keep the results quoted in the docs equal to the result files they come from.
 
 A page quotes a whole result file between two markers::
 

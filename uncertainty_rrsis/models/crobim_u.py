@@ -36,11 +36,11 @@ from ._checkpoint import (
     write_json,
 )
 from .card import write_model_card
-from .config import CroBIMUConfig, VisionConfig
+from .config import CroBIMUConfig
 from .decoder import MaskDecoder
 from .presets import get_preset
 from .text import TextEncoder
-from .vision import RANDOM_WEIGHTS, VisionEncoder
+from .vision import VisionEncoder, check_vision_weights
 
 __all__ = ["CroBIMU", "WEIGHTS_NAME", "CONFIG_NAME"]
 
@@ -104,7 +104,7 @@ class CroBIMU(nn.Module):
         self.size_divisor = config.size_divisor
         self.pad_input = config.pad_input
         v = config.vision
-        _check_vision_weights(v)
+        check_vision_weights(v)
         self.vision = VisionEncoder(
             v.name,
             config.dim,
@@ -442,25 +442,3 @@ def _run_folder_message(folder: Path) -> str:
     listing = ", ".join(found) if found else f"{folder / 'checkpoints' / 'best'} once the run has validated"
     return (f"{folder} is a training run folder, not a checkpoint: its config.json holds the run's settings. Load one "
             f"of its checkpoints: {listing}.")
-
-
-def _check_vision_weights(vision: VisionConfig) -> None:
-    """Refuse an encoder meant to start from pretrained weights without any (``requires_weights``); warn when
-    random initialisation was asked for on purpose (``weights="none"``)."""
-    if not vision.requires_weights:
-        return
-    if vision.weights is None:
-        raise ValueError(
-            f"CroBIMU: the vision encoder {vision.name!r} is meant to start from pretrained weights (the paper "
-            "initialises ConvNeXt-B from SMLFR) and vision.weights is None. Pass a local weights file, e.g. "
-            "get_preset('paper', vision={'weights': 'convnext_base.safetensors'}) (timm, torchvision, Facebook or "
-            "SMLFR layout; uncertainty_rrsis.models.load_foreign_checkpoint maps foreign keys), or "
-            "vision={'weights': 'none'} to build it randomly initialised on purpose."
-        )
-    if str(vision.weights).lower() in RANDOM_WEIGHTS:
-        warnings.warn(
-            f"CroBIMU: building {vision.name!r} from random initialisation (vision.weights={vision.weights!r}); the "
-            "paper starts from pretrained weights, so a model trained from here scores far lower.",
-            RuntimeWarning, stacklevel=3,
-        )
-

@@ -14,6 +14,7 @@ Axis legend
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -29,7 +30,9 @@ from ._checkpoint import LoadReport, load_state_file, strip_prefixes
 if TYPE_CHECKING:
     from timm.models import FeatureInfo
 
-__all__ = ["VisionEncoder", "load_foreign_checkpoint", "group_norm_groups", "FOREIGN_PREFIXES"]
+    from .config import VisionConfig
+
+__all__ = ["VisionEncoder", "load_foreign_checkpoint", "group_norm_groups", "FOREIGN_PREFIXES", "check_vision_weights"]
 
 #: Values of ``weights`` that ask for random initialisation explicitly.
 RANDOM_WEIGHTS: tuple[str, ...] = ("none", "random")
@@ -327,3 +330,29 @@ def load_foreign_checkpoint(
     if strict and (report.missing or report.mismatched):
         raise ValueError(f"load_foreign_checkpoint (strict): incomplete load.\n{report.summary()}")
     return report
+
+
+def check_vision_weights(vision: VisionConfig) -> None:
+    """Refuse an encoder meant to start from pretrained weights without any (``vision.requires_weights``);
+    warn when random initialisation was asked for on purpose (``weights="none"``). ``CroBIMU`` calls it.
+
+    Raises:
+        ValueError: ``requires_weights`` and no ``weights``; the message says what to pass.
+    """
+    if not vision.requires_weights:
+        return
+    if vision.weights is None:
+        raise ValueError(
+            f"CroBIMU: the vision encoder {vision.name!r} is meant to start from pretrained weights (the paper "
+            "initialises ConvNeXt-B from SMLFR) and vision.weights is None. Pass a local weights file, e.g. "
+            "get_preset('paper', vision={'weights': 'convnext_base.safetensors'}) (timm, torchvision, Facebook or "
+            "SMLFR layout; uncertainty_rrsis.models.load_foreign_checkpoint maps foreign keys), or "
+            "vision={'weights': 'none'} to build it randomly initialised on purpose."
+        )
+    if str(vision.weights).lower() in RANDOM_WEIGHTS:
+        warnings.warn(
+            f"CroBIMU: building {vision.name!r} from random initialisation (vision.weights={vision.weights!r}); the "
+            "paper starts from pretrained weights, so a model trained from here scores far lower.",
+            RuntimeWarning, stacklevel=3,
+        )
+

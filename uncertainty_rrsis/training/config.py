@@ -264,9 +264,9 @@ class TrainConfig:
     log_every: int = _opt(10, "append to log.jsonl every N optimizer steps")
     panels: int = _opt(UNSET, "test samples drawn as PNG panels at the end")
     progress: bool = _opt(True, "show progress bars (rank 0)")
-    tensorboard: bool | str = _opt("auto", "TensorBoard logging (scalars and the final panels): auto (when the tensorboard "
-                                   "package is installed, else a note), true (required: an error when it is missing), "
-                                   "false", parse="auto_bool", metavar="auto|BOOL")
+    tensorboard: bool | str = _opt("auto", "TensorBoard logging (scalars and the final panels): auto (when the "
+                                   "tensorboard package is installed, else a note), true (required: an error when it "
+                                   "is missing), false", parse="auto_bool", metavar="auto|BOOL")
     eval_splits: str = _opt("test", "comma-separated splits evaluated at the end with the best checkpoint")
 
     def __post_init__(self) -> None:
