@@ -32,7 +32,7 @@ Axis legend
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
@@ -159,27 +159,31 @@ class ReferringSegmenter:
         *,
         tokenizer: Any | None = None,
         device: torch.device | str | None = None,
+        hub: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> ReferringSegmenter:
         """Load a checkpoint folder written by training or ``CroBIMU.save_pretrained`` (``config.json``,
-        ``model.safetensors`` and, unless ``tokenizer`` is given, ``tokenizer/``)."""
-        from .models import CroBIMU
+        ``model.safetensors`` and, unless ``tokenizer`` is given, ``tokenizer/``), or a Hugging Face Hub
+        model id whose repository holds one.
 
-        directory = Path(directory)
-        if directory.is_file() or ((directory / "checkpoints").is_dir()
-                                   and not (directory / "model.safetensors").is_file()):
-            CroBIMU.from_pretrained(directory)  # raises the error that says what to give instead
+        ``hub`` takes ``revision``, ``cache_dir``, ``local_files_only``, ``token`` and ``force_download``
+        for a Hub id; ``kwargs`` go to the constructor."""
+        from .models import CroBIMU, resolve_pretrained
+
+        folder = resolve_pretrained(directory, caller="ReferringSegmenter.from_pretrained", **(hub or {}))
+        if folder.is_file() or ((folder / "checkpoints").is_dir() and not (folder / "model.safetensors").is_file()):
+            CroBIMU.from_pretrained(folder)  # raises the error that says what to give instead
         if tokenizer is None:
-            tokenizer_dir = directory / "tokenizer"
+            tokenizer_dir = folder / "tokenizer"
             if not tokenizer_dir.is_dir():
                 raise FileNotFoundError(
-                    f"ReferringSegmenter.from_pretrained: no tokenizer/ folder in {directory}; training writes one "
+                    f"ReferringSegmenter.from_pretrained: no tokenizer/ folder in {folder}; training writes one "
                     "next to the weights. Pass tokenizer= (the tokenizer the model was trained with)."
                 )
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-        model = CroBIMU.from_pretrained(directory, device=device)
+        model = CroBIMU.from_pretrained(folder, device=device)
         return cls(model, tokenizer, device=device, **kwargs)
 
     @property

@@ -23,7 +23,9 @@ def model(tiny_config):
 def test_card_describes_the_model(model, tmp_path):
     folder = model.save_pretrained(tmp_path / "ckpt")
     card = (folder / "README.md").read_text(encoding="utf-8")
-    assert card.startswith("# CroBIM-U (Full)")
+    front, body = card.split("---\n", 2)[1:]
+    assert card.startswith("---\n") and body.lstrip("\n").startswith("# CroBIM-U (Full)")
+    assert "library_name: uncertainty-rrsis" in front and 'license: "apache-2.0"' in front
     assert "| variant | Full (RUS yes, UGF yes, UDLR yes) |" in card
     assert "| vision encoder | convnext_atto |" in card and "| width C | 32 |" in card
     assert "| input size | 64 x 64 |" in card
@@ -79,3 +81,20 @@ def test_card_of_a_training_run_checkpoint(model, tmp_path):
     assert "Not recorded: this checkpoint" in (outside / "README.md").read_text()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         write_model_card(tmp_path / "nothing")
+
+
+def test_front_matter_is_what_the_hub_reads(model, tmp_path):
+    """The Hub's own parser reads the front matter: licence, library, task, tags and datasets."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    folder = model.save_pretrained(tmp_path / "ckpt", card={
+        "license": "cc-by-4.0", "datasets": ["someone/rrsis-d"], "tags": ["ships", "remote-sensing"],
+        "data": "the synthetic benchmark"})
+    data = huggingface_hub.ModelCard.load(folder / "README.md").data
+    assert data.library_name == "uncertainty-rrsis" and data.license == "cc-by-4.0"
+    assert data.pipeline_tag == "image-segmentation" and data.datasets == ["someone/rrsis-d"]
+    assert data.tags[:2] == ["referring-image-segmentation", "remote-sensing"] and data.tags[-1] == "ships"
+    assert data.tags.count("remote-sensing") == 1
+    text = (folder / "README.md").read_text(encoding="utf-8")
+    assert "## Other" not in text  # the Hub keys are not repeated in the body
+    plain = huggingface_hub.ModelCard.load(model.save_pretrained(tmp_path / "plain") / "README.md").data
+    assert plain.license == "apache-2.0" and plain.datasets is None

@@ -11,7 +11,7 @@ Quick start (offline, random vision weights, pretrained all-MiniLM-L6-v2 text en
     model = CroBIMU(get_preset("tiny"))
     out = model(images, input_ids, attention_mask)       # out.logits: (B, 1, H, W)
     model.save_pretrained("runs/tiny")
-    model = CroBIMU.from_pretrained("runs/tiny")
+    model = CroBIMU.from_pretrained("runs/tiny")    # or a Hub id: CroBIMU.from_pretrained("org/name")
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ _WHERE = {
     "VisionConfig": "config",
     "CroBIMU": "crobim_u",
     "MaskDecoder": "decoder",
+    "push_to_hub": "hub", "resolve_pretrained": "hub",
     "Preset": "presets", "get_preset": "presets", "list_presets": "presets", "register_preset": "presets",
     "preset_info": "presets", "preset_recipe": "presets",
     "MINILM_ID": "text", "TextEncoder": "text", "minilm_path": "text", "resolve_text_source": "text",
@@ -60,6 +61,8 @@ __all__ = [
     "strip_wrapper_prefixes",
     "model_card",
     "write_model_card",
+    "resolve_pretrained",
+    "push_to_hub",
 ]
 
 

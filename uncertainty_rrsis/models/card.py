@@ -16,7 +16,13 @@ What it holds:
 The ``card`` mapping (every key optional): ``title`` (str), ``preset`` (str), ``data`` (str: the
 training data in words), ``training`` (a mapping of recipe settings, or a str), ``metrics`` (a
 mapping ``split -> {metric: value}``, or ``metrics.json``'s own layout with ``results``),
-``notes`` (str); any other key is listed under "Other" as ``key: value``.
+``notes`` (str), and for the Hub's index ``license`` (the licence the weights are published under,
+default ``apache-2.0``, the library's own: set what the training data allows), ``datasets`` (Hub
+dataset ids) and ``tags`` (added to the library's); any other key is listed under "Other" as
+``key: value``.
+
+The card starts with the YAML front matter the Hugging Face Hub reads (``library_name``,
+``license``, ``pipeline_tag``, ``tags`` and, when given, ``datasets``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 from .._version import __version__
 from .config import CroBIMUConfig
 
-__all__ = ["CARD_NAME", "model_card", "run_folder_of", "write_model_card"]
+__all__ = ["CARD_NAME", "HUB_TAGS", "model_card", "run_folder_of", "write_model_card"]
 
 #: The card's file name in a checkpoint folder.
 CARD_NAME = "README.md"
@@ -38,6 +44,9 @@ _RECIPE_KEYS = ("dataset", "synthetic_train", "synthetic_val", "synthetic_test",
                 "preset", "epochs", "max_steps", "batch_size", "grad_accumulation", "lr", "weight_decay",
                 "poly_power", "lr_warmup_steps", "grad_clip", "lambda_unc", "lambda_ref", "unc_warmup_steps",
                 "amp", "seed", "device")
+#: The Hub tags every card carries (``card["tags"]`` adds to them).
+HUB_TAGS = ("referring-image-segmentation", "remote-sensing", "uncertainty", "crobim-u", "pytorch")
+_HUB_KEYS = ("license", "datasets", "tags")
 _METRIC_KEYS = ("mIoU", "oIoU", "Pr@0.5", "Pr@0.7", "Pr@0.9", "unc/AUROC", "count")
 
 
@@ -88,6 +97,23 @@ def _metrics_lines(metrics: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _front_matter(card: Mapping[str, Any]) -> list[str]:
+    """The YAML front matter (each scalar written as a JSON string, which YAML reads as it is)."""
+
+    def listing(value: Any) -> list[str]:
+        items = [value] if isinstance(value, str) else list(value or [])
+        return [str(v) for v in items]
+
+    tags = list(dict.fromkeys([*HUB_TAGS, *listing(card.get("tags"))]))
+    license_ = json.dumps(str(card.get("license") or "apache-2.0"))
+    lines = ["---", "library_name: uncertainty-rrsis", f"license: {license_}", "pipeline_tag: image-segmentation",
+             "tags:"] + [f"- {json.dumps(t)}" for t in tags]
+    datasets = listing(card.get("datasets"))
+    if datasets:
+        lines += ["datasets:"] + [f"- {json.dumps(d)}" for d in datasets]
+    return lines + ["---", ""]
+
+
 def model_card(
     config: Any,
     *,
@@ -113,12 +139,13 @@ def model_card(
         metrics = _read(run / "metrics.json")
     preset = card.get("preset") or (train or {}).get("preset")
     text = config.text
-    lines = [f"# {card.get('title') or f'CroBIM-U ({config.variant})'}", "",
-             f"A CroBIM-U checkpoint written by uncertainty-rrsis {__version__} (`CroBIMU.save_pretrained`). "
-             "Load it with", "", "```python",
-             "from uncertainty_rrsis.inference import ReferringSegmenter", "",
-             'segmenter = ReferringSegmenter.from_pretrained("path/to/this/folder")',
-             "```", "", "## Model", ""]
+    lines = _front_matter(card) + [
+        f"# {card.get('title') or f'CroBIM-U ({config.variant})'}", "",
+        f"A CroBIM-U checkpoint written by uncertainty-rrsis {__version__} (`CroBIMU.save_pretrained`). "
+        "Load it with", "", "```python",
+        "from uncertainty_rrsis.inference import ReferringSegmenter", "",
+        'segmenter = ReferringSegmenter.from_pretrained("path/to/this/folder")  # or its Hub id, "org/name"',
+        "```", "", "## Model", ""]
     rows: list[tuple[str, Any]] = [
         ("variant", f"{config.variant} (RUS {'yes' if config.variant != 'Base' else 'no'}, "
                     f"UGF {'yes' if config.use_fusion else 'no'}, UDLR {'yes' if config.use_refinement else 'no'})"),
@@ -150,7 +177,8 @@ def model_card(
                                "its final evaluation: rewrite the card then with `write_model_card`)."]) + [""]
     if card.get("notes"):
         lines += ["## Notes", "", str(card["notes"]), ""]
-    other = [(k, v) for k, v in card.items() if k not in ("title", "preset", "data", "training", "metrics", "notes")]
+    known = ("title", "preset", "data", "training", "metrics", "notes", *_HUB_KEYS)
+    other = [(k, v) for k, v in card.items() if k not in known]
     if other:
         lines += ["## Other", ""] + _table(other) + [""]
     lines += ["## Config", "", "```json", json.dumps(config.to_dict(), indent=2), "```", ""]

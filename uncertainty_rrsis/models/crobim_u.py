@@ -14,6 +14,7 @@ Axis legend
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ from ._checkpoint import (
 from .card import write_model_card
 from .config import CroBIMUConfig
 from .decoder import MaskDecoder
+from .hub import push_to_hub, resolve_pretrained
 from .presets import get_preset
 from .text import TextEncoder
 from .vision import VisionEncoder, check_vision_weights
@@ -344,6 +346,18 @@ class CroBIMU(nn.Module):
         write_model_card(directory, card=card, parameters=self.num_parameters())
         return directory
 
+    def push_to_hub(
+        self, repo_id: str, *, tokenizer: Any | None = None, card: Mapping[str, Any] | None = None, **hub: Any
+    ) -> Any:
+        """Write :meth:`save_pretrained`'s folder and upload it to the Hub repository ``repo_id``.
+
+        ``hub`` takes ``token``, ``private``, ``revision``, ``commit_message`` and ``create_pr``
+        (:func:`~uncertainty_rrsis.models.hub.push_to_hub`, which also uploads a checkpoint folder
+        that already exists, such as a training run's ``checkpoints/best``). Returns the ``CommitInfo``.
+        """
+        with tempfile.TemporaryDirectory(prefix="uncertainty-rrsis-push-") as tmp:
+            return push_to_hub(self.save_pretrained(tmp, tokenizer=tokenizer, card=card), repo_id, **hub)
+
     @staticmethod
     def config_from_pretrained(directory: str | Path) -> CroBIMUConfig:
         """The config saved in ``directory/config.json``, set up to be filled from ``model.safetensors``
@@ -375,17 +389,21 @@ class CroBIMU(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         return_report: bool = False,
+        **hub: Any,
     ) -> CroBIMU | tuple[CroBIMU, LoadReport]:
         """Load a model written by :meth:`save_pretrained` (returned in eval mode).
 
         Args:
-            directory: the folder with ``config.json`` and ``model.safetensors``.
+            directory: the folder with ``config.json`` and ``model.safetensors``, or a Hugging Face
+                Hub model id (``"org/name"``) whose repository holds such a folder.
             strict: raise a ``RuntimeError`` listing missing, unexpected and mis-shaped keys
                 when the weights do not fit the config exactly. With ``strict=False`` the
                 matching tensors load, the rest is reported in a warning.
             return_report: also return the :class:`LoadReport`.
+            **hub: for a Hub id: ``revision``, ``cache_dir``, ``local_files_only``, ``token``,
+                ``force_download`` (:func:`~uncertainty_rrsis.models.hub.resolve_pretrained`).
         """
-        directory = Path(directory)
+        directory = resolve_pretrained(directory, caller="CroBIMU.from_pretrained", **hub)
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if directory.is_file():
             raise ValueError(

@@ -104,7 +104,7 @@ class SceneSegmenter:
         segmenter_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> SceneSegmenter:
-        """Load a checkpoint folder (as :meth:`ReferringSegmenter.from_pretrained
+        """Load a checkpoint folder or a Hub id (as :meth:`ReferringSegmenter.from_pretrained
         <uncertainty_rrsis.inference.ReferringSegmenter.from_pretrained>`, with ``segmenter_kwargs``);
         ``kwargs`` are this class's."""
         segmenter = ReferringSegmenter.from_pretrained(directory, tokenizer=tokenizer, device=device,
