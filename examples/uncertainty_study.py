@@ -49,8 +49,9 @@ from uncertainty_rrsis.training import (
 )
 
 #: The reference setting's model: the ``tiny`` preset with RUS on the stride-32 level as in the
-#: paper (the preset itself scores the stride-8 level, a choice this study measured).
-REFERENCE_MODEL: dict[str, Any] = {"score_level": -1}
+#: paper (the preset itself scores the stride-8 level, a choice this study measured) and without
+#: the risk heads (the preset has them; the study measures them as a variant).
+REFERENCE_MODEL: dict[str, Any] = {"score_level": -1, "risk_head": False, "pixel_risk_head": False}
 
 #: name -> (what changes, TrainConfig changes, model-config changes, budget multiplier)
 VARIANTS: dict[str, tuple[str, dict[str, Any], dict[str, Any], float]] = {
