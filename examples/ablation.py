@@ -182,7 +182,9 @@ def heading(cfg: TrainConfig, split: str, seeds: list[int], results: dict[str, l
     what = "Synthetic" if cfg.dataset == "synthetic" else cfg.dataset
     budget = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     text = (f"{what} {split} split, best-on-val checkpoint (val {cfg.select_metric}), {budget} x batch "
-            f"{cfg.batch_size}, preset {cfg.preset}, seeds {seeds}; mean ± std over seeds; Pr/IoU in %")
+            f"{cfg.batch_size}, preset {cfg.preset}"
+            + (f" with model settings {json.dumps(cfg.model, sort_keys=True)}" if cfg.model else "")
+            + f", seeds {seeds}; mean ± std over seeds; Pr/IoU in %")
     if any(UNCERTAINTY in r for rs in results.values() for r in rs):
         text += ", U AUROC of U^p for error pixels"
     env = environment_info()
