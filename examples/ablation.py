@@ -180,10 +180,11 @@ def git_commit() -> str | None:
 
 def heading(cfg: TrainConfig, split: str, seeds: list[int], results: dict[str, list[dict]]) -> str:
     what = "Synthetic" if cfg.dataset == "synthetic" else cfg.dataset
+    shared = {k: v for k, v in (cfg.model or {}).items() if k not in ("use_fusion", "use_refinement")}  # not the row's
     budget = f"{cfg.max_steps} steps" if cfg.max_steps else f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}"
     text = (f"{what} {split} split, best-on-val checkpoint (val {cfg.select_metric}), {budget} x batch "
             f"{cfg.batch_size}, preset {cfg.preset}"
-            + (f" with model settings {json.dumps(cfg.model, sort_keys=True)}" if cfg.model else "")
+            + (f" with model settings {json.dumps(shared, sort_keys=True)}" if shared else "")
             + f", seeds {seeds}; mean ± std over seeds; Pr/IoU in %")
     if any(UNCERTAINTY in r for rs in results.values() for r in rs):
         text += ", U AUROC of U^p for error pixels"
