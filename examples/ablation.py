@@ -8,7 +8,7 @@ run's test metrics and the table's numbers).
 
 Without ``--config`` it runs the miniature on the synthetic benchmark (the ``tiny`` preset, 250
 steps of 16 per run). With ``--config`` it runs the given recipe, e.g. the paper's on a real
-dataset; the rows are the files ``configs/rows/{base,ugf,udlr,full}.yaml``, applied over it. Every
+dataset; the rows are the files ``rows/{base,ugf,udlr,full}``, applied over it. Every
 option of ``examples/train.py`` is accepted and applies to every run, except ``--output-dir``,
 the folder that holds one run folder per row and seed and the table.
 
@@ -17,10 +17,10 @@ Examples::
     python examples/ablation.py                              # 4 rows x 3 seeds, synthetic
     python examples/ablation.py --seeds 0 1 2 --max-steps 250 --output-dir runs/ablation
     python examples/ablation.py --rows Base Full --seeds 0   # a quick look
-    python examples/ablation.py --config configs/rrsisd.yaml --data-root /data/rrsisd \\
+    python examples/ablation.py --config rrsisd --data-root /data/rrsisd \\
         --vision-weights /weights/convnext_base.safetensors --text-weights /weights/bert-base-uncased \\
         --seeds 0 1 2                                        # Table V on RRSIS-D: runs/ablation-rrsisd
-    torchrun --nproc_per_node=8 examples/ablation.py --config configs/refsegrs.yaml --data-root ...
+    torchrun --nproc_per_node=8 examples/ablation.py --config refsegrs --data-root ...
 
 Finished runs are reused (their metrics.json is read back; a finished run trained with other
 settings is an error, not reused), so an interrupted ablation continues where it stopped when run
@@ -56,8 +56,7 @@ from uncertainty_rrsis.training import (
 )
 from uncertainty_rrsis.training.run_folder import format_changes, settings_changes
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-#: Table V's rows and the files that set them (``configs/rows/<name>.yaml``).
+#: Table V's rows and the bundled configs that set them (``--config rows/<name>``).
 ROWS = {"Base": "base", "+UGF": "ugf", "+UDLR": "udlr", "Full": "full"}
 #: Table V's columns: the precision at five IoU thresholds, oIoU and mIoU.
 COLUMNS = ["Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9", "oIoU", "mIoU"]
@@ -85,8 +84,8 @@ def cell(values: list[float], *, scale: float = 100.0, digits: int = 1) -> str:
 
 
 def row_settings(row: str) -> dict[str, Any]:
-    """The settings of a Table V row, read from ``configs/rows/<name>.yaml``."""
-    return load_config_file(CONFIGS / "rows" / f"{ROWS[row]}.yaml")
+    """The settings of a Table V row, read from the bundled config ``rows/<name>``."""
+    return load_config_file(f"rows/{ROWS[row]}")
 
 
 def run_folder(out: Path, row: str, seed: int) -> Path:

@@ -1,58 +1,12 @@
-"""Train and evaluate CroBIM-U.
+"""Train and evaluate CroBIM-U: ``uncertainty-rrsis train``, run from a checkout.
 
-With no arguments: generate the synthetic benchmark once (``.cache/uncertainty_rrsis``), train the
-``tiny`` CroBIM-U (Full) on it (CPU, or the GPU when there is one), evaluate the best-on-val
-checkpoint on the synthetic test split, and write ``runs/default/`` (config, checkpoints, metrics,
-log, panels).
-
-Examples::
-
-    python examples/train.py                                   # the embedded default
-    python examples/train.py --config configs/rrsisd.yaml --data-root /data/rrsisd \
-        --vision-weights convnext_base.safetensors --text-weights ./bert-base-uncased   # the paper preset's recipe
-    python examples/train.py --config configs/rrsisd.yaml configs/rows/base.yaml ...    # a Table V row
-    python examples/train.py --config my_run.yaml              # options from a YAML/TOML file
-    python examples/train.py --dataset rrsisd --data-root /data/rrsisd --preset paper \\
-        --vision-weights convnext_base.safetensors --text-weights ./bert-base-uncased
-    torchrun --nproc_per_node=8 examples/train.py --preset paper --dataset refsegrs --data-root ...
-    python examples/train.py --resume                          # continue an interrupted run
-    python examples/train.py --overwrite                       # delete runs/default's run, start again
-
-``--batch-size`` is the TOTAL batch over all processes and accumulation steps. A run folder
-belongs to one run: a folder that holds a run needs --resume or --overwrite (or another
---output-dir), and a folder in use by a running training is refused.
+``python examples/train.py --help`` lists the options; the program is
+:mod:`uncertainty_rrsis.cli.train`.
 """
-
-from __future__ import annotations
 
 import sys
 
-from uncertainty_rrsis.training import (
-    CheckpointWriteError,
-    RunFolderError,
-    SettingsError,
-    build_arg_parser,
-    build_trainer,
-    config_from_args,
-    main_guard,
-)
-
-
-def main(argv: list[str] | None = None) -> dict:
-    parser = build_arg_parser(__doc__)
-    try:
-        config = config_from_args(parser.parse_args(argv))
-    except ValueError as err:  # settings that cannot work: say which, with the usage line, no traceback
-        parser.error(str(err))
-
-    def body() -> dict:
-        try:
-            return build_trainer(config).fit()
-        except (RunFolderError, SettingsError, CheckpointWriteError) as err:  # say so, no traceback
-            raise SystemExit(f"error: {err}") from None
-
-    return main_guard(body)
-
+from uncertainty_rrsis.cli import run
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    run("train", sys.argv[1:])

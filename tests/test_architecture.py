@@ -48,6 +48,8 @@ def violations(path: Path, package_root: Path) -> list[str]:
         if parts[0] != package_root.name:
             continue
         inner = parts[1:]
+        if inner[:1] == ["cli"] and layer != "cli":
+            found.setdefault("nothing in the package imports the commands (cli/)", name)
         if inner == ["__version__"] or (not inner and path != package_root / "__init__.py"):
             found.setdefault("the package root (take __version__ from _version)", name)
         if not inner:
@@ -83,12 +85,13 @@ def test_the_rules_find_each_kind_of_violation(tmp_path: Path) -> None:
         "inference.py": "from uncertainty_rrsis.data._io import read_image\nimport benchmarks\n",
         "training/fine.py": ("from .._ops import resize_logits\nfrom ._private import x\n"
                              "from ..data import read_image\n"),
+        "scenes/bad.py": "from ..cli import run\n",
     }
     for name, text in planted.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(text)
     found = {name: violations(root / name, root) for name in planted}
-    assert [len(found[n]) for n in planted] == [2, 2, 1, 2, 2, 0], found
+    assert [len(found[n]) for n in planted] == [2, 2, 1, 2, 2, 0, 1], found
     assert "another package's private module" in found["training/bad.py"][0] + found["training/bad.py"][1]
 
 

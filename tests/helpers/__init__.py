@@ -6,5 +6,5 @@ pytest settings of ``pyproject.toml``):
 - ``helpers.datasets``: dataset folders in each benchmark's exact on-disk format, generated or
   laid out from the genuine sample annotations beside the repository;
 - ``helpers.reference``: slow, obviously-correct references (a Gaussian blur by hand);
-- ``helpers.examples``: the scripts of ``examples/`` imported as modules (``load_example``).
+- ``helpers.examples``: the programs behind ``examples/`` as modules (``load_example``).
 """

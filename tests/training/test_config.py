@@ -1,7 +1,8 @@
 """Training settings: one precedence order (flags > file > preset recipe > preset defaults) for
 Python and the CLI, model settings in the model config, run folders' config.json fed back; and the
-shipped config files (configs/): each loads and resolves to its dataset's recipe and the model of its
-Table V row, several --config files combine, a later one winning."""
+bundled config files (uncertainty_rrsis/configs/, given by name): each loads and resolves to its
+dataset's recipe and the model of its Table V row, several --config files combine, a later one
+winning."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from uncertainty_rrsis.training import (
     TrainConfig,
     build_arg_parser,
     build_model_config,
+    bundled_configs,
     config_from_args,
     load_config_file,
 )
@@ -279,7 +281,7 @@ def test_a_run_logs_where_its_time_went(tiny_bert_dir, tmp_path, capsys):
 
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = REPO / "configs"
+CONFIGS = REPO / "uncertainty_rrsis" / "configs"
 DATASETS = {"rrsisd": "rrsisd", "refsegrs": "refsegrs", "risbench": "risbench"}
 ROWS = {"base": (False, False), "ugf": (True, False), "udlr": (False, True), "full": (True, True)}
 PAPER = {"lr": 5e-5, "weight_decay": 0.01, "poly_power": 0.9, "epochs": 40, "batch_size": 32, "grad_clip": None,
@@ -326,6 +328,23 @@ def test_a_row_file_after_a_dataset_file_sets_the_row_and_keeps_the_recipe(name,
     assert model.image_size == 480
 
 
+def test_bundled_configs_are_given_by_name():
+    by_path = cli("--config", str(CONFIGS / "rrsisd.yaml"), str(CONFIGS / "rows" / "base.yaml"), *MACHINE)
+    assert cli("--config", "rrsisd", "rows/base", *MACHINE) == by_path
+    assert cli("--config", "rrsisd.yaml", "rows/base.yaml", *MACHINE) == by_path
+    assert bundled_configs() == ["refsegrs", "risbench", "rows/base", "rows/full", "rows/udlr", "rows/ugf", "rrsisd"]
+    with pytest.raises(FileNotFoundError, match="config file not found: rrsis; expected a file, or the name of a "
+                                                "bundled config: refsegrs, risbench, rows/base"):
+        cli("--config", "rrsis")
+
+
+def test_a_file_wins_over_a_bundled_name(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "rrsisd").write_text("{}")  # no suffix: not a format it reads, so it must have been chosen
+    with pytest.raises(ValueError, match="must end in .yaml"):
+        cli("--config", "rrsisd")
+
+
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_a_row_file_alone_keeps_the_synthetic_default(row):
     cfg = cli("--config", str(CONFIGS / "rows" / f"{row}.yaml"))
@@ -366,7 +385,8 @@ def test_a_run_config_json_and_a_row_file_on_top(tmp_path):
 
 def test_help_says_several_config_files_combine():
     text = " ".join(build_arg_parser().format_help().split())
-    assert "--config FILE [FILE ...]" in text and "a later file wins over an earlier one" in text
+    assert "--config FILE [FILE ...]" in text and "a later one wins over an earlier one" in text
+    assert "bundled configs by name (rrsisd, refsegrs, risbench, rows/base" in text
 
 
 # ------------------------------------------------------------------ the documented layouts are the readers'

@@ -107,10 +107,10 @@ def check_dataset(dataset: ReferringDataset, *, progress: bool = False) -> Check
     return report
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (0 = no problem)."""
+def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
+    """Command-line entry point (``uncertainty-rrsis check-data``); returns the exit status (0 = no problem)."""
     parser = argparse.ArgumentParser(
-        prog="python -m uncertainty_rrsis.data.check",
+        prog=prog or "python -m uncertainty_rrsis.data.check",
         description="Report every bad sample of a referring-segmentation dataset.",
     )
     parser.add_argument("--dataset", required=True, choices=list_datasets(),

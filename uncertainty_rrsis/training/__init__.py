@@ -27,7 +27,16 @@ from .checkpoint import (
     read_weights,
     save_checkpoint,
 )
-from .cli import build_arg_parser, checkpoint_settings, config_files, config_from_args, load_config_file
+from .cli import (
+    BUNDLED_CONFIGS,
+    build_arg_parser,
+    bundled_configs,
+    checkpoint_settings,
+    config_files,
+    config_from_args,
+    load_config_file,
+    resolve_config_file,
+)
 from .config import (
     DEFAULT_RECIPE,
     MODEL_SHORTCUTS,
@@ -89,7 +98,8 @@ from .trainer import Trainer
 __all__ = [
     # settings
     "TrainConfig", "DEFAULT_RECIPE", "MODEL_SHORTCUTS", "build_arg_parser", "config_from_args",
-    "load_config_file", "checkpoint_settings", "merge_settings", "config_files", "RESUME_MAY_CHANGE",
+    "load_config_file", "resolve_config_file", "bundled_configs", "BUNDLED_CONFIGS",
+    "checkpoint_settings", "merge_settings", "config_files", "RESUME_MAY_CHANGE",
     "RESUME_MAY_CHANGE_MODEL",
     "PRECISIONS", "SELECT_METRICS", "build_model_config",
     # building a run

@@ -29,11 +29,40 @@ from .config import (
     merge_settings,
 )
 
-__all__ = ["build_arg_parser", "config_from_args", "config_files", "load_config_file", "checkpoint_settings"]
+__all__ = ["BUNDLED_CONFIGS", "build_arg_parser", "bundled_configs", "checkpoint_settings", "config_files",
+           "config_from_args", "load_config_file", "resolve_config_file"]
+
+
+#: The config files that come with the package (``--config rrsisd``, ``--config rows/base``).
+BUNDLED_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def bundled_configs() -> list[str]:
+    """The names of the bundled config files: ``rrsisd``, ``refsegrs``, ``risbench``, ``rows/base`` ..."""
+    return sorted(p.relative_to(BUNDLED_CONFIGS).with_suffix("").as_posix() for p in BUNDLED_CONFIGS.rglob("*.yaml"))
+
+
+def resolve_config_file(path: str | Path) -> Path:
+    """An existing file as it is; else a bundled config by name (``rrsisd``, ``rows/base``, with or
+    without ``.yaml``).
+
+    Raises:
+        FileNotFoundError: neither a file nor a bundled name (the message lists the names).
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    name = given.as_posix().removesuffix(".yaml")
+    if not given.is_absolute() and name in bundled_configs():
+        return BUNDLED_CONFIGS / f"{name}.yaml"
+    raise FileNotFoundError(f"config file not found: {path}; expected a file, or the name of a bundled config: "
+                            f"{', '.join(bundled_configs())}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a config file into keywords of :class:`TrainConfig`.
+
+    ``path`` is a file or the name of a bundled config (:func:`resolve_config_file`).
 
     Accepts YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON (``.json``) holding option names
     (spelled like the flags, ``-`` or ``_``), and a run folder's ``config.json``
@@ -42,9 +71,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     of each invocation), the ``model`` section the model config the run used, and
     ``environment`` is ignored.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file not found: {path}")
+    path = resolve_config_file(path)
     text = path.read_text()
     if path.suffix in (".yaml", ".yml"):
         try:
@@ -131,15 +158,18 @@ def _recipe_default(name: str) -> str:
     return "the preset recipe's: " + ", ".join(f"{preset} {value}" for preset, value in values.items())
 
 
-def build_arg_parser(description: str | None = None) -> argparse.ArgumentParser:
-    """An argparse parser with one ``--flag`` per :class:`TrainConfig` field and per model shortcut."""
+def build_arg_parser(description: str | None = None, *, prog: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one ``--flag`` per :class:`TrainConfig` field and per model shortcut
+    (``prog``: the program name its messages start with, default the script's)."""
     from ..data import list_datasets
 
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", nargs="+", action="extend", default=None, metavar="FILE",
-                        help="YAML / TOML / JSON files of options, or a run folder's config.json; with several files "
-                             "(--config a.yaml b.yaml, or the flag repeated) a later file wins over an earlier one, "
-                             "and flags win over every file")
+                        help="YAML / TOML / JSON files of options, bundled configs by name (rrsisd, refsegrs, "
+                             "risbench, rows/base, rows/ugf, rows/udlr, rows/full), or a run folder's config.json; "
+                             "with several (--config rrsisd rows/base, or the flag repeated) a later one wins over an "
+                             "earlier one, and flags win over every file")
     for f in fields(TrainConfig):
         annotation = str(f.type)
         base = next((t for name, t in (("bool", bool), ("int", int), ("float", float), ("str", str), ("dict", dict))

@@ -1,0 +1,7 @@
+"""``python -m uncertainty_rrsis.cli <command> ...`` (what ``torchrun -m`` runs)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
