@@ -58,7 +58,7 @@ def test_flags_apply_to_every_run(tmp_path):
 
 
 def test_with_a_config_the_rows_apply_over_its_recipe():
-    todo = ablation.plan(["--config", str(REPO / "configs" / "rrsisd.yaml"), *MACHINE, "--seeds", "0", "1"])
+    todo = ablation.plan(["--config", "rrsisd", *MACHINE, "--seeds", "0", "1"])
     assert todo.out == Path("runs/ablation-rrsisd") and todo.split == "test"
     for row, switches in {"Base": (False, False), "+UGF": (True, False), "+UDLR": (False, True),
                           "Full": (True, True)}.items():
@@ -73,7 +73,7 @@ def test_with_a_config_the_rows_apply_over_its_recipe():
 
 def test_settings_that_cannot_work_are_refused_before_anything_runs(capsys):
     with pytest.raises(SystemExit):
-        ablation.plan(["--config", str(REPO / "configs" / "rrsisd.yaml")])  # no --data-root
+        ablation.plan(["--config", "rrsisd"])  # no --data-root
     assert "needs --data-root" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         ablation.plan(["--resume"])

@@ -25,7 +25,7 @@ def test_the_flag_takes_auto_true_and_false():
 
 
 def test_asked_for_and_missing_is_an_error_before_the_run_folder(tmp_path, tiny_bert_dir, monkeypatch):
-    monkeypatch.setattr(build_module, "tensorboard_installed", lambda: False)
+    monkeypatch.setattr(build_module, "installed", lambda package: package != "tensorboard")
     config = tiny_train_config(tmp_path, tiny_bert_dir, tensorboard=True)
     with pytest.raises(SettingsError, match=r'tensorboard package is not installed: pip install "uncertainty-rrsis'
                                             r'\[tensorboard\]"'):

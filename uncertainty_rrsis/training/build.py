@@ -21,7 +21,7 @@ from ..losses import OnlineErrorLoss, RiskGuidedLoss, get_loss
 from .config import TrainConfig, build_model_config
 from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch
 from .evaluation import split_names
-from .run_log import TENSORBOARD_EXTRA, PhaseTimes, tensorboard_installed
+from .run_log import PhaseTimes
 from .schedule import total_steps
 from .setup import (
     SettingsError,
@@ -32,6 +32,7 @@ from .setup import (
     resolve_precision,
     seed_everything,
 )
+from .trackers import TENSORBOARD_EXTRA, WANDB_EXTRA, installed
 from .trainer import Trainer
 
 __all__ = ["build_trainer", "build_criterion", "check_splits"]
@@ -100,9 +101,12 @@ def build_trainer(config: TrainConfig, *, env: DistEnv | None = None, model_conf
     from ..models import CroBIMU
 
     config.validate()
-    if config.tensorboard is True and not tensorboard_installed():
+    if config.tensorboard is True and not installed("tensorboard"):
         raise SettingsError(f"--tensorboard true asks for TensorBoard logging, but the tensorboard package is not "
                             f"installed: {TENSORBOARD_EXTRA}, or --tensorboard auto (on when installed) or false")
+    if config.wandb != "off" and not installed("wandb"):
+        raise SettingsError(f"--wandb {config.wandb} asks for Weights & Biases logging, but the wandb package is not "
+                            f"installed: {WANDB_EXTRA}, or --wandb off")
     env = env or init_distributed(device=config.device)
     try:
         resolve_precision(config.precision, device=env.device)

@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from .trackers import WANDB_MODES
+
 __all__ = [
     "TrainConfig",
     "DEFAULT_RECIPE",
@@ -126,7 +128,7 @@ RESUME_MAY_CHANGE: frozenset[str] = frozenset({
     # invocation
     "output_dir", "resume", "overwrite", "resume_with_changes",
     # bookkeeping
-    "checkpoint_every", "log_every", "panels", "progress", "tensorboard", "eval_splits",
+    "checkpoint_every", "log_every", "panels", "progress", "tensorboard", "wandb", "wandb_project", "eval_splits",
     # where it executes
     "device", "num_workers", "compile", "cache_dir",
 })
@@ -267,6 +269,10 @@ class TrainConfig:
     tensorboard: bool | str = _opt("auto", "TensorBoard logging (scalars and the final panels): auto (when the "
                                    "tensorboard package is installed, else a note), true (required: an error when it "
                                    "is missing), false", parse="auto_bool", metavar="auto|BOOL")
+    wandb: str = _opt("off", "Weights & Biases logging (scalars, the settings and the final panels) in "
+                      "<output_dir>/wandb: off, offline (kept on this machine for a later `wandb sync`) or online",
+                      choices=WANDB_MODES)
+    wandb_project: str = _opt("uncertainty-rrsis", "the Weights & Biases project of the run")
     eval_splits: str = _opt("test", "comma-separated splits evaluated at the end with the best checkpoint")
 
     def __post_init__(self) -> None:
@@ -344,6 +350,8 @@ class TrainConfig:
             raise ValueError(f"--num-workers must be a number >= 0 or auto; got {self.num_workers!r}")
         if self.tensorboard not in (True, False, "auto"):
             raise ValueError(f"--tensorboard must be auto, true or false; got {self.tensorboard!r}")
+        if self.wandb not in WANDB_MODES:
+            raise ValueError(f"--wandb must be one of {', '.join(WANDB_MODES)}; got {self.wandb!r}")
 
 
 #: The allowed range of each numeric setting: (lowest, highest); None = unbounded on that side, and

@@ -44,7 +44,7 @@ RUN_MARKERS: tuple[str, ...] = ("config.json", "log.jsonl", "metrics.json", "che
 
 #: Everything a run (and ``examples/evaluate.py`` on its checkpoints) writes into its folder:
 #: what ``--overwrite`` removes. Other files in the folder are left alone.
-RUN_OUTPUTS: tuple[str, ...] = RUN_MARKERS + ("panels", "tensorboard", "eval", "config.json.tmp",
+RUN_OUTPUTS: tuple[str, ...] = RUN_MARKERS + ("panels", "tensorboard", "wandb", "eval", "config.json.tmp",
                                               "metrics.json.tmp")
 
 

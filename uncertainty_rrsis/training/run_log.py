@@ -1,5 +1,5 @@
-"""The run's log: ``log.jsonl`` (one JSON record per line), TensorBoard scalars, console lines, and
-the time a run spends per phase (:class:`PhaseTimes`).
+"""The run's log: ``log.jsonl`` (one JSON record per line), mirrored to the trackers (TensorBoard,
+Weights & Biases), console lines, and the time a run spends per phase (:class:`PhaseTimes`).
 
 Only rank 0 writes and prints; on the other ranks every call does nothing, so the training
 code calls it unconditionally.
@@ -14,21 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog", "PhaseTimes", "TENSORBOARD_EXTRA", "tensorboard_installed"]
+from .trackers import TensorBoardTracker, Tracker
 
-#: How to install TensorBoard for the run log.
-TENSORBOARD_EXTRA = 'pip install "uncertainty-rrsis[tensorboard]"'
-
-
-def tensorboard_installed() -> bool:
-    """Whether the tensorboard package (which ``torch.utils.tensorboard`` needs) can be imported."""
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
+__all__ = ["RunLog", "PhaseTimes"]
 
 
 class RunLog:
-    """Appends records to ``<folder>/log.jsonl`` and mirrors their numbers to TensorBoard.
+    """Appends records to ``<folder>/log.jsonl`` and mirrors their numbers to the trackers it holds
+    (:mod:`.trackers`: TensorBoard, Weights & Biases).
 
     Args:
         folder: the run folder.
@@ -38,51 +31,49 @@ class RunLog:
     def __init__(self, folder: str | Path, *, is_main: bool) -> None:
         self.folder = Path(folder)
         self.is_main = bool(is_main)
-        self._writer: Any = None
+        self.trackers: list[Tracker] = []
+
+    def add_tracker(self, tracker: Tracker) -> None:
+        """Mirror every later record (and the panels) to ``tracker``; rank 0 only."""
+        if self.is_main:
+            self.trackers.append(tracker)
 
     def open_tensorboard(self) -> bool:
         """Start ``<folder>/tensorboard`` when the tensorboard package is installed; returns whether it did
         (True on the other ranks, which write nothing)."""
-        if not self.is_main or self._writer is not None:
+        if not self.is_main or any(isinstance(t, TensorBoardTracker) for t in self.trackers):
             return True
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            tracker = TensorBoardTracker(self.folder)
         except (ImportError, ModuleNotFoundError):
             return False
-        self._writer = SummaryWriter(str(self.folder / "tensorboard"))
+        self.trackers.append(tracker)
         return True
 
     def add_images(self, tag: str, paths: list[Path], *, step: int) -> None:
-        """Log the pictures ``paths`` (PNG panels) to TensorBoard as ``<tag>/<file stem>`` at ``step``."""
-        if self._writer is None:
-            return
-        import numpy as np
-        from PIL import Image
-
-        for path in paths:
-            with Image.open(path) as picture:
-                self._writer.add_image(f"{tag}/{Path(path).stem}", np.asarray(picture.convert("RGB")), step,
-                                       dataformats="HWC")
-        self._writer.flush()
+        """Log the pictures ``paths`` (PNG panels) to the trackers as ``<tag>/<file stem>`` at ``step``."""
+        for tracker in self.trackers:
+            tracker.log_images(tag, paths, step=step)
 
     def close(self) -> None:
-        """Flush and close TensorBoard's writer (the log file is appended line by line and needs nothing)."""
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """Flush and close the trackers (the log file is appended line by line and needs nothing)."""
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
+            tracker.close()
 
     def write(self, record: dict[str, Any], *, step: int) -> None:
         """Append ``record`` as one line; its int / float values (but ``step`` and ``epoch``) go to
-        TensorBoard at ``record["step"]`` (default ``step``)."""
+        the trackers at ``record["step"]`` (default ``step``)."""
         if not self.is_main:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         with open(self.folder / "log.jsonl", "a") as fh:
             fh.write(json.dumps(record, sort_keys=True) + "\n")
-        if self._writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    self._writer.add_scalar(key, value, record.get("step", step))
+        numbers = {k: v for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step", "epoch")}
+        if numbers:
+            for tracker in self.trackers:
+                tracker.log(numbers, step=record.get("step", step))
 
     def print(self, *args: Any) -> None:
         """``print`` on rank 0, flushed."""

@@ -44,11 +44,12 @@ from .config import TrainConfig
 from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch, stop_together
 from .final import final_evaluation
 from .run_folder import claim_run_folder
-from .run_log import TENSORBOARD_EXTRA, PhaseTimes, RunLog
+from .run_log import PhaseTimes, RunLog
 from .schedule import poly_schedule, total_steps
 from .setup import autocast_dtype, environment_info, resolve_num_workers, resolve_precision
 from .signals import StopOnSignal
 from .step import optimizer_step
+from .trackers import TENSORBOARD_EXTRA, WandbTracker
 
 if TYPE_CHECKING:
     from ..models import CroBIMU, CroBIMUConfig
@@ -165,6 +166,10 @@ class Trainer:
             if cfg.tensorboard is not False and not self.log.open_tensorboard() and self.env.is_main:
                 self.log.print(f"TensorBoard: off, the tensorboard package is not installed ({TENSORBOARD_EXTRA}); "
                                "the log is in log.jsonl")
+            if cfg.wandb != "off" and self.env.is_main:
+                self.log.add_tracker(WandbTracker(
+                    self.out, mode=cfg.wandb, project=cfg.wandb_project, resume=cfg.resume,
+                    config={"train": cfg.to_dict(), "model": self.model_config.to_dict()}))
             sampler = EpochSampler(len(train_set), batch_size=self.per_rank_batch, seed=cfg.seed,  # type: ignore[arg-type]
                                    rank=self.env.rank, world_size=self.env.world_size)
             total = total_steps(batches_per_epoch=sampler.batches_per_epoch, grad_accumulation=cfg.grad_accumulation,
