@@ -50,7 +50,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.napoleon",
     "sphinx.ext.viewcode",
-    "sphinx.ext.mathjax",
+    "sphinxcontrib.katex",
 ]
 source_suffix = {".md": "markdown"}
 root_doc = "index"
@@ -86,6 +86,14 @@ pygments_dark_style = "monokai"
 html_theme = "furo"
 html_title = f"uncertainty-rrsis {release}"
 html_static_path: list[str] = []
+
+# -- Math, offline --------------------------------------------------------------------------------
+# KaTeX, shipped inside sphinxcontrib-katex (no CDN), renders the formulas to MathML, which browsers
+# draw natively with their own fonts: the pages show their equations without a network. The
+# extension's default stylesheet link points to a CDN; the MathML output needs no stylesheet, so it
+# is pointed at the extension's own local one.
+katex_css_path = "katex-math.css"
+katex_options = "output: 'mathml', throwOnError: false"
 html_theme_options = {"navigation_with_keys": True}
 
 # -- Optional pages and API sections --------------------------------------------------------------

@@ -29,6 +29,7 @@ _WHERE = {
     "CroBIMU": "crobim_u",
     "MaskDecoder": "decoder",
     "push_to_hub": "hub", "resolve_pretrained": "hub",
+    "FROM_SCRATCH": "tokenizer", "scratch_bert_config": "tokenizer", "train_tokenizer": "tokenizer",
     "Preset": "presets", "get_preset": "presets", "list_presets": "presets", "register_preset": "presets",
     "preset_info": "presets", "preset_recipe": "presets",
     "MINILM_ID": "text", "TextEncoder": "text", "minilm_path": "text", "resolve_text_source": "text",
@@ -63,6 +64,9 @@ __all__ = [
     "write_model_card",
     "resolve_pretrained",
     "push_to_hub",
+    "FROM_SCRATCH",
+    "scratch_bert_config",
+    "train_tokenizer",
 ]
 
 

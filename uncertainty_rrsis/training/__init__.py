@@ -91,6 +91,7 @@ from .setup import (
     resolve_num_workers,
     resolve_precision,
     seed_everything,
+    tokenizer_from_training_sentences,
 )
 from .signals import StopOnSignal
 from .trainer import Trainer
@@ -105,7 +106,8 @@ __all__ = [
     # building a run
     "build_trainer", "build_criterion", "check_splits",
     # setup
-    "load_tokenizer", "prepare_data_root", "build_dataset", "SplitDatasets", "seed_everything",
+    "load_tokenizer", "tokenizer_from_training_sentences", "prepare_data_root", "build_dataset", "SplitDatasets",
+    "seed_everything",
     "environment_info", "resolve_precision", "autocast_dtype", "resolve_num_workers", "SettingsError",
     "check_vision_weights",
     # fitting

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..data import CHECK_RECORD_NAME
 from ..losses import OnlineErrorLoss, RiskGuidedLoss, get_loss
+from ..models.tokenizer import FROM_SCRATCH, with_vocabulary
 from .config import TrainConfig, build_model_config
 from .distributed import DistEnv, EpochSampler, init_distributed, per_rank_batch
 from .evaluation import split_names
@@ -31,6 +32,7 @@ from .setup import (
     prepare_data_root,
     resolve_precision,
     seed_everything,
+    tokenizer_from_training_sentences,
 )
 from .trackers import TENSORBOARD_EXTRA, WANDB_EXTRA, installed
 from .trainer import Trainer
@@ -116,9 +118,14 @@ def build_trainer(config: TrainConfig, *, env: DistEnv | None = None, model_conf
     times = PhaseTimes()
     model_config = model_config if model_config is not None else build_model_config(config)
     check_vision_weights(config, model_config)
-    tokenizer = load_tokenizer(model_config.text.name)
+    scratch = model_config.text.name == FROM_SCRATCH  # a tokenizer and a text encoder learnt from the sentences
+    tokenizer = None if scratch else load_tokenizer(model_config.text.name)
     with times("data preparation"):
         root = prepare_data_root(config, image_size=model_config.image_size, env=env)
+        if scratch:
+            tokenizer = tokenizer_from_training_sentences(config, root, model_config, env=env)
+            model_config = model_config.replace(text={"hf_config": with_vocabulary(model_config.text.hf_config,
+                                                                                   tokenizer)})
     datasets = SplitDatasets(config.dataset, root, tokenizer=tokenizer, model_config=model_config,
                              check_record=Path(config.cache_dir) / CHECK_RECORD_NAME)
     check_splits(config, datasets, world_size=env.world_size)

@@ -32,6 +32,7 @@ __all__ = [
     "SettingsError",
     "check_vision_weights",
     "load_tokenizer",
+    "tokenizer_from_training_sentences",
     "prepare_data_root",
     "build_dataset",
     "SplitDatasets",
@@ -89,6 +90,41 @@ def load_tokenizer(source: str | Path):
             f"could not load a tokenizer from {resolved!r}: pass --text-weights pointing to a local folder that "
             "holds the text encoder and its tokenizer files (vocab.txt / tokenizer.json)."
         ) from err
+
+
+def tokenizer_from_training_sentences(config: TrainConfig, root: str | Path, model_config: Any, *,
+                                      env: DistEnv | None = None) -> Any:
+    """The WordPiece tokenizer learnt from the sentences of the training split under ``root``, for a
+    text encoder learnt from scratch (:data:`~uncertainty_rrsis.models.tokenizer.FROM_SCRATCH`).
+
+    Built once per set of sentences and kept in ``<cache_dir>/tokenizers/<hash>/`` (rank 0 builds
+    it, the other ranks and later runs, a resumed one included, load it), so every process and every
+    resumption of a run tokenizes alike.
+    """
+    import hashlib
+
+    from transformers import AutoTokenizer
+
+    from ..models.tokenizer import train_tokenizer
+
+    env = env or DistEnv()
+    reader = get_dataset_class(config.dataset)(root, "train", tokenizer=None, max_tokens=model_config.text.max_tokens,
+                                               image_size=model_config.image_size)
+    sentences = sorted({s for record in reader.records for s in record.sentences})
+    digest = hashlib.sha256("\n".join(sentences).encode("utf-8")).hexdigest()[:16]
+    folder = Path(config.cache_dir) / "tokenizers" / digest
+    if env.is_main and not (folder / "tokenizer.json").is_file():
+        tokenizer = train_tokenizer(sentences, max_tokens=model_config.text.max_tokens)
+        partial = folder.with_name(folder.name + f".tmp{os.getpid()}")
+        tokenizer.save_pretrained(str(partial))
+        try:
+            os.replace(partial, folder)  # whole or not at all, for a process that reads it meanwhile
+        except OSError:  # another run put it there first: the same sentences gave the same tokenizer
+            import shutil
+
+            shutil.rmtree(partial, ignore_errors=True)
+    env.barrier()
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 def prepare_data_root(config: TrainConfig, *, image_size: int, env: DistEnv | None = None) -> Path:
