@@ -18,15 +18,23 @@ import torch
 from torch import nn
 
 __all__ = [
+    "CONFIG_NAME",
     "LoadReport",
+    "WEIGHTS_NAME",
     "WRAPPER_PREFIXES",
     "load_state_file",
+    "match_state",
     "read_json",
+    "run_folder_message",
     "save_safetensors",
     "strip_wrapper_prefixes",
     "unwrap_model",
     "write_json",
 ]
+
+#: The files of a checkpoint folder: the weights and the model config.
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
 
 WRAPPER_PREFIXES: tuple[str, ...] = ("module.", "_orig_mod.")
 """Prefixes added by DDP / FSDP-style wrappers (``module.``) and ``torch.compile`` (``_orig_mod.``)."""
@@ -205,3 +213,31 @@ class LoadReport:
 
     def __str__(self) -> str:
         return self.summary()
+
+
+def run_folder_message(folder: Path) -> str:
+    """Where the checkpoints of the training run folder ``folder`` are."""
+    names = {"best": "the best on val", "final": "the end of training", "last": "resumable"}
+    found = [f"{folder / 'checkpoints' / name} ({what})" for name, what in names.items()
+             if (folder / "checkpoints" / name / WEIGHTS_NAME).is_file()]
+    listing = ", ".join(found) if found else f"{folder / 'checkpoints' / 'best'} once the run has validated"
+    return (f"{folder} is a training run folder, not a checkpoint: its config.json holds the run's settings. Load one "
+            f"of its checkpoints: {listing}.")
+
+
+def match_state(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *,
+                source: str) -> tuple[dict[str, torch.Tensor], LoadReport]:
+    """The tensors of ``state`` that fit ``own`` (a model's ``state_dict``) by name and shape, and the
+    :class:`LoadReport` of what is missing, unexpected or mis-shaped."""
+    report = LoadReport(source=source)
+    to_load: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(own[key].shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            to_load[key] = value
+    report.missing = [k for k in own if k not in state]
+    report.loaded = sorted(to_load)
+    return to_load, report

@@ -29,9 +29,13 @@ from .._ops import resize_logits
 from .._version import __version__
 from ..wrapper import RiskGuidedDecoder, RiskGuidedOutput
 from ._checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
     LoadReport,
     load_state_file,
+    match_state,
     read_json,
+    run_folder_message,
     save_safetensors,
     strip_wrapper_prefixes,
     write_json,
@@ -46,8 +50,6 @@ from .vision import VisionEncoder, check_vision_weights
 
 __all__ = ["CroBIMU", "WEIGHTS_NAME", "CONFIG_NAME"]
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 _FORMAT = "uncertainty_rrsis.CroBIMU"
 _EXPECTED_STRIDES = (4, 8, 16, 32)
 
@@ -376,7 +378,7 @@ class CroBIMU(nn.Module):
                 "where it came from, or use another checkpoint."
             ) from err
         if isinstance(data, dict) and "train" in data and "config" not in data:
-            raise ValueError(_run_folder_message(Path(directory)))
+            raise ValueError(run_folder_message(Path(directory)))
         config = CroBIMUConfig.from_dict(data["config"] if "config" in data else data)
         return config.replace(vision={"weights": None, "requires_weights": False}, text={"pretrained": False})
 
@@ -412,29 +414,18 @@ class CroBIMU(nn.Module):
                 "CroBIMU(config) and load_state_dict, or into the vision encoder with load_foreign_checkpoint."
             )
         if (directory / "checkpoints").is_dir() and not weights_path.is_file():
-            raise ValueError(f"CroBIMU.from_pretrained: {_run_folder_message(directory)}")
+            raise ValueError(f"CroBIMU.from_pretrained: {run_folder_message(directory)}")
         config = cls.config_from_pretrained(directory) if config_path.is_file() else None
         for path in (config_path, weights_path):
             if not path.is_file():
-                hint = ("\n" + _run_folder_message(directory)) if (directory / "checkpoints").is_dir() else ""
+                hint = ("\n" + run_folder_message(directory)) if (directory / "checkpoints").is_dir() else ""
                 raise FileNotFoundError(
                     f"CroBIMU.from_pretrained: {path.name} not found in {directory}; expected a folder written "
                     f"by CroBIMU.save_pretrained (config.json + model.safetensors).{hint}"
                 )
         state = strip_wrapper_prefixes(load_state_file(weights_path))
         model = cls(config, device=device, dtype=dtype)
-        own = model.state_dict()
-        report = LoadReport(source=str(weights_path))
-        to_load: dict[str, torch.Tensor] = {}
-        for key, value in state.items():
-            if key not in own:
-                report.unexpected.append(key)
-            elif tuple(value.shape) != tuple(own[key].shape):
-                report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
-            else:
-                to_load[key] = value
-        report.missing = [k for k in own if k not in state]
-        report.loaded = sorted(to_load)
+        to_load, report = match_state(model.state_dict(), state, source=str(weights_path))
         if strict and not report.ok:
             raise RuntimeError(
                 f"CroBIMU.from_pretrained: the weights in {weights_path} do not fit the model that {config_path} "
@@ -451,12 +442,3 @@ class CroBIMU(nn.Module):
     def extra_repr(self) -> str:
         return f"dim={self.dim}, variant={self.config.variant!r}, size_divisor={self.size_divisor}"
 
-
-def _run_folder_message(folder: Path) -> str:
-    """Where the checkpoints of the training run folder ``folder`` are."""
-    names = {"best": "the best on val", "final": "the end of training", "last": "resumable"}
-    found = [f"{folder / 'checkpoints' / name} ({what})" for name, what in names.items()
-             if (folder / "checkpoints" / name / WEIGHTS_NAME).is_file()]
-    listing = ", ".join(found) if found else f"{folder / 'checkpoints' / 'best'} once the run has validated"
-    return (f"{folder} is a training run folder, not a checkpoint: its config.json holds the run's settings. Load one "
-            f"of its checkpoints: {listing}.")
