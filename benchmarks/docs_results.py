@@ -15,8 +15,25 @@ and a single number in a sentence between two others::
 key indexes a list; ``*`` takes every element, e.g. every seed of a study); after ``|`` comes the
 format: a Python format spec (``.3f``, ``,.0f``), after optional prefixes: a scale, ``x100:`` (a
 share shown in %) or ``/1e9:`` (FLOPs in G), and, for ``*``, ``mean:``, ``std:`` or ``meanstd:``
-(``0.954 ± 0.002``, the sample standard deviation). A string value is quoted as it is. Inside a
-Markdown table write the separator as ``\|`` (a bare ``|`` would end the cell).
+(``0.954 ± 0.002``, the sample standard deviation), or ``count:`` (how many elements, e.g. of a
+list of recorded ops). A string value is quoted as it is. Inside a Markdown table write the
+separator as ``\|`` (a bare ``|`` would end the cell).
+
+A number derived from recorded ones is computed in the marker, never typed: before the format, in
+place of ``NAME::key...``, one of
+
+- ``ratio(A, B)``: A / B, e.g. Full over Base, or a share in % with ``x100:``;
+- ``diff(A, B)``: A − B, e.g. what the modules add;
+- ``paired(A, B)::key``: A and B are lists of per-round times of two variants timed interleaved;
+  the median, ``p25``, ``p75``, bootstrap 95 % interval (``ci95_low``, ``ci95_high``) and ``n`` of
+  the per-round ratios A[i] / B[i], as ``benchmarks/_report.py`` computes them for the result
+  tables (imports torch);
+
+where A and B are ``NAME::key...`` paths or such forms again::
+
+    Full/Base <!-- value: ratio(run::rows::1::ms, run::rows::0::ms)|.3f -->1.034<!-- /value -->
+    paired <!-- value: paired(run::rows::1::times_ms, run::rows::0::times_ms)::median|.3f -->1.029<!-- /value -->
+    <!-- value: ratio(diff(run::full::params, run::base::params), run::base::params)|x100:.2f -->0.34<!-- /value --> %
 
 ``python -m benchmarks.docs_results`` rewrites every block and value in ``README.md``,
 ``CHANGELOG.md`` and ``docs/*.md`` from the current result files; ``--check`` changes nothing and
@@ -52,26 +69,63 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _walk(data: Any, keys: list[str], spec: str, name: str) -> Any:
+def _walk(data: Any, keys: list[str], spec: str, where: str) -> Any:
     for i, key in enumerate(keys):
         if key == "*":  # every element of a list (or every value of a dict)
             items = data if isinstance(data, list) else list(data.values())
-            return [_walk(item, keys[i + 1 :], spec, name) for item in items]
+            return [_walk(item, keys[i + 1 :], spec, where) for item in items]
         try:
             data = data[int(key)] if isinstance(data, list) else data[key]
         except (KeyError, IndexError, ValueError, TypeError):
-            raise KeyError(f"the docs value {spec!r}: {name}.json has no {key!r} there") from None
+            raise KeyError(f"the docs value {spec!r}: {where} has no {key!r} there") from None
     return data
+
+
+def _paired(a: list[float], b: list[float]) -> dict[str, float]:
+    from benchmarks._report import paired_ratio  # imports torch (the bootstrap), so only when asked
+
+    result = paired_ratio({"latency": {"times_ms": a}}, {"latency": {"times_ms": b}})
+    if result is None:
+        raise ValueError("paired(A, B) needs two lists of per-round times of the same length")
+    return result
+
+
+DERIVED = {"ratio": lambda a, b: a / b, "diff": lambda a, b: a - b, "paired": _paired}
+CALL = re.compile(r"(?P<func>\w+)\((?P<args>.*)\)(?P<keys>(?:::[^()]*)?)", re.S)
+
+
+def _arguments(text: str) -> list[str]:
+    """``text`` split at the commas outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
+
+
+def _data(path_spec: str, spec: str, results: Path) -> Any:
+    """What ``NAME::key...`` or a derived form such as ``ratio(A, B)`` stands for (module docstring)."""
+    path_spec = path_spec.strip()
+    call = CALL.fullmatch(path_spec)
+    if call:
+        if call["func"] not in DERIVED:
+            raise ValueError(f"the docs value {spec!r}: no derived form {call['func']!r} (one of {', '.join(DERIVED)})")
+        args = [_data(arg, spec, results) for arg in _arguments(call["args"])]
+        keys = [part.strip() for part in call["keys"].split("::")[1:]]
+        return _walk(DERIVED[call["func"]](*args), keys, spec, f"{call['func']}(...)")
+    name, *keys = [part.strip() for part in path_spec.split("::")]
+    path = results / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"a docs value quotes {name!r}, but {path} does not exist")
+    return _walk(json.loads(path.read_text()), keys, spec, f"{name}.json")
 
 
 def value(spec: str, results: Path = RESULTS) -> str:
     """The text a value marker ``NAME::key::...|format`` must hold (module docstring)."""
     path_spec, _, fmt = spec.replace("\\|", "|").partition("|")  # `\|` inside a table cell
-    name, *keys = [part.strip() for part in path_spec.split("::")]
-    path = results / f"{name}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"a docs value quotes {name!r}, but {path} does not exist")
-    data = _walk(json.loads(path.read_text()), keys, spec, name)
+    data = _data(path_spec, spec, results)
     if isinstance(data, str):
         return data
     fmt = fmt.strip()
@@ -80,7 +134,7 @@ def value(spec: str, results: Path = RESULTS) -> str:
         head, sep, rest = fmt.partition(":")
         if not sep:
             break
-        if head in ("mean", "std", "meanstd"):
+        if head in ("mean", "std", "meanstd", "count"):
             aggregate = head
         elif head[:1] in ("x", "/") and _is_number(head[1:]):
             scale = scale * float(head[1:]) if head[0] == "x" else scale / float(head[1:])
@@ -89,6 +143,8 @@ def value(spec: str, results: Path = RESULTS) -> str:
         fmt = rest
     if aggregate is None:
         return format(scale * data, fmt)
+    if aggregate == "count":
+        return format(len(data), fmt)
     values = [scale * v for v in data if v is not None]
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0

@@ -78,3 +78,37 @@ def test_scales_and_a_separator_escaped_for_a_table_cell(tmp_path):
     page.write_text("| GFLOPs | <!-- value: cost::flops\\|/1e9:.2f -->0<!-- /value --> |\n")
     text, changed = docs_results.sync(page, results)
     assert text == "| GFLOPs | <!-- value: cost::flops\\|/1e9:.2f -->225.28<!-- /value --> |\n" and changed
+
+
+def test_a_derived_value_is_computed_from_the_recorded_ones(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "run.json").write_text('{"base": {"ms": 200.0, "params": 1000, "times": [10, 20, 30]},'
+                                      ' "full": {"ms": 250.0, "params": 1034, "times": [10, 40, 18]},'
+                                      ' "ops": [], "lines": ["a.py:1", "b.py:2"]}')
+    (results / "other.json").write_text('{"decoder": 170}')
+    assert docs_results.value("ratio(run::full::ms, run::base::ms)|.3f", results) == "1.250"
+    assert docs_results.value("diff(run::full::params, run::base::params)|,.0f", results) == "34"
+    share = "ratio(diff(run::full::params, run::base::params), run::base::params)|x100:.1f"
+    assert docs_results.value(share, results) == "3.4"  # nested, in %
+    assert docs_results.value("ratio(diff(run::full::params, run::base::params), other::decoder)|x100:.0f",
+                              results) == "20"  # across result files
+    # the per-round ratios are 1, 2, 0.6: their median is 1, not the ratio of the medians (18 / 20)
+    paired = "paired(run::full::times, run::base::times)"
+    assert docs_results.value(f"{paired}::median|.2f", results) == "1.00"
+    assert docs_results.value(f"{paired}::p25|.2f", results) == "0.80"
+    assert docs_results.value(f"{paired}::p75|.2f", results) == "1.50"
+    assert docs_results.value(f"{paired}::n|.0f", results) == "3"
+    low, high = (float(docs_results.value(f"{paired}::{k}|.6f", results)) for k in ("ci95_low", "ci95_high"))
+    assert 0.6 <= low <= 1.0 <= high <= 2.0
+    assert docs_results.value("run::ops|count:.0f", results) == "0"
+    assert docs_results.value("run::lines|count:.0f", results) == "2"
+    page = tmp_path / "page.md"
+    page.write_text("| Full/Base | <!-- value: ratio(run::full::ms, run::base::ms)\\|.2f -->1.20<!-- /value --> |\n")
+    text, changed = docs_results.sync(page, results)
+    assert text == "| Full/Base | <!-- value: ratio(run::full::ms, run::base::ms)\\|.2f -->1.25<!-- /value --> |\n"
+    assert changed
+    with pytest.raises(ValueError, match="no derived form 'product'"):
+        docs_results.value("product(run::full::ms, run::base::ms)|.2f", results)
+    with pytest.raises(KeyError, match="run.json has no 'oops'"):
+        docs_results.value("ratio(run::full::oops, run::base::ms)|.2f", results)
