@@ -92,10 +92,16 @@ def run_folder(out: Path, row: str, seed: int) -> Path:
     return out / f"{row.replace('+', 'plus_')}-seed{seed}"
 
 
+#: Every row without the risk heads (beyond the paper; Base, which has no uncertainty map, cannot have
+#: them), so the rows differ by the paper's modules only.
+PAPER_MODULES_ONLY = {"model": {"risk_head": False, "pixel_risk_head": False}}
+
+
 def run_config(base: dict[str, Any], row: str, seed: int, out: Path) -> TrainConfig:
-    """The settings of one run: ``base`` with the row's model switches and the seed, in its own folder."""
+    """The settings of one run: ``base`` without the risk heads, with the row's model switches and the
+    seed, in its own folder."""
     folder = run_folder(out, row, seed)
-    settings = merge_settings(base, row_settings(row), {"seed": seed, "output_dir": str(folder)})
+    settings = merge_settings(base, PAPER_MODULES_ONLY, row_settings(row), {"seed": seed, "output_dir": str(folder)})
     return TrainConfig.from_dict(settings)
 
 

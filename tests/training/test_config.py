@@ -345,10 +345,17 @@ def test_a_file_wins_over_a_bundled_name(tmp_path, monkeypatch):
         cli("--config", "rrsisd")
 
 
+def test_base_with_risk_heads_says_what_to_change():
+    with pytest.raises(ValueError, match="the risk heads read the uncertainty map, which Base"):
+        build_model_config(cli("--use-fusion", "false", "--use-refinement", "false"))
+
+
 @pytest.mark.parametrize("row", sorted(ROWS))
 def test_a_row_file_alone_keeps_the_synthetic_default(row):
     cfg = cli("--config", str(CONFIGS / "rows" / f"{row}.yaml"))
-    assert cfg == TrainConfig(model={"use_fusion": ROWS[row][0], "use_refinement": ROWS[row][1]})
+    heads = {"risk_head": False, "pixel_risk_head": False} if row == "base" else {}  # Base has no U for them
+    assert cfg == TrainConfig(model={"use_fusion": ROWS[row][0], "use_refinement": ROWS[row][1], **heads})
+    assert build_model_config(cfg).variant  # the row's model config is valid on the default preset
 
 
 # ------------------------------------------------------------------ several --config files
