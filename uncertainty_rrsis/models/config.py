@@ -329,9 +329,9 @@ class CroBIMUConfig(_ConfigBase):
         if self.refine_at not in ("feature", "input"):
             raise ValueError(f"CroBIMUConfig: `refine_at` must be 'feature' or 'input'; got {self.refine_at!r}.")
         if (self.risk_head or self.pixel_risk_head) and not (self.use_fusion or self.use_refinement):
-            raise ValueError("CroBIMUConfig: the risk heads read the uncertainty map, which Base (no UGF, no UDLR) does "
-                             "not have; set risk_head=False and pixel_risk_head=False for Base (the bundled config "
-                             "rows/base does).")
+            raise ValueError("CroBIMUConfig: the risk heads read the uncertainty map, which Base (no UGF, no UDLR) "
+                             "does not have; set risk_head=False and pixel_risk_head=False for Base (the bundled "
+                             "config rows/base does).")
         if self.refine_mask_source not in ("uncertainty", "margin", "max"):
             raise ValueError(
                 "CroBIMUConfig: `refine_mask_source` must be 'uncertainty', 'margin' or 'max'; "
