@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .trackers import TensorBoardTracker, Tracker
+from .trackers import TENSORBOARD_EXTRA, TensorBoardTracker, Tracker, WandbTracker
 
 __all__ = ["RunLog", "PhaseTimes"]
 
@@ -49,6 +49,18 @@ class RunLog:
             return False
         self.trackers.append(tracker)
         return True
+
+    def open_trackers(self, cfg: Any, model_config: Any) -> None:
+        """Open what the run's settings ask for (rank 0): TensorBoard (``cfg.tensorboard``; ``auto``
+        says so when the package is missing) and Weights & Biases (``cfg.wandb``, with the settings)."""
+        if not self.is_main:
+            return
+        if cfg.tensorboard is not False and not self.open_tensorboard():
+            self.print(f"TensorBoard: off, the tensorboard package is not installed ({TENSORBOARD_EXTRA}); "
+                       "the log is in log.jsonl")
+        if cfg.wandb != "off":
+            self.add_tracker(WandbTracker(self.folder, mode=cfg.wandb, project=cfg.wandb_project, resume=cfg.resume,
+                                          config={"train": cfg.to_dict(), "model": model_config.to_dict()}))
 
     def add_images(self, tag: str, paths: list[Path], *, step: int) -> None:
         """Log the pictures ``paths`` (PNG panels) to the trackers as ``<tag>/<file stem>`` at ``step``."""

@@ -49,7 +49,6 @@ from .schedule import poly_schedule, total_steps
 from .setup import autocast_dtype, environment_info, resolve_num_workers, resolve_precision
 from .signals import StopOnSignal
 from .step import optimizer_step
-from .trackers import TENSORBOARD_EXTRA, WandbTracker
 
 if TYPE_CHECKING:
     from ..models import CroBIMU, CroBIMUConfig
@@ -163,13 +162,7 @@ class Trainer:
                 atomic_write_text(self.out / "config.json", json.dumps(
                     {"train": cfg.to_dict(), "model": self.model_config.to_dict(), "environment": environment_info()},
                     indent=2, default=str))
-            if cfg.tensorboard is not False and not self.log.open_tensorboard() and self.env.is_main:
-                self.log.print(f"TensorBoard: off, the tensorboard package is not installed ({TENSORBOARD_EXTRA}); "
-                               "the log is in log.jsonl")
-            if cfg.wandb != "off" and self.env.is_main:
-                self.log.add_tracker(WandbTracker(
-                    self.out, mode=cfg.wandb, project=cfg.wandb_project, resume=cfg.resume,
-                    config={"train": cfg.to_dict(), "model": self.model_config.to_dict()}))
+            self.log.open_trackers(cfg, self.model_config)
             sampler = EpochSampler(len(train_set), batch_size=self.per_rank_batch, seed=cfg.seed,  # type: ignore[arg-type]
                                    rank=self.env.rank, world_size=self.env.world_size)
             total = total_steps(batches_per_epoch=sampler.batches_per_epoch, grad_accumulation=cfg.grad_accumulation,
