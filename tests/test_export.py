@@ -10,9 +10,9 @@ import torch
 pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
-from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 
 from helpers.examples import load_example
+from helpers.tiny import perturbed_model
 
 TOLERANCE = 1e-4  # largest absolute difference of logits and uncertainty logits, fp32 on the CPU
 
@@ -24,11 +24,7 @@ def test_onnx_export_matches_pytorch(tmp_path, tiny_config, tiny_tokenizer, caps
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
     export = load_example("export")
-    torch.manual_seed(0)
-    model = CroBIMU(tiny_config).eval()
-    with torch.no_grad():  # move the zero-initialised branches away from zero
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = perturbed_model(tiny_config)
     checkpoint = model.save_pretrained(tmp_path / "ckpt", tokenizer=tiny_tokenizer)
     onnx_file = tmp_path / "model.onnx"
     worst = export.main([str(checkpoint), "--output", str(onnx_file), "--batch", "2", "--check-batch", "3",

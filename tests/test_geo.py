@@ -8,13 +8,13 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image, TiffImagePlugin
 
 from uncertainty_rrsis import geo
 from uncertainty_rrsis.geo import RasterError, Stretch, is_geotiff, parse_bands, parse_window
 
 from helpers.rasters import ORIGIN, grid, uint16_scene, write_raster
+from helpers.tiny import perturbed_model
 
 
 # ------------------------------------------------------------------------------ without rasterio
@@ -172,13 +172,8 @@ def test_bad_rasters_are_named(tmp_path):
 def segmenter(tiny_config, tiny_tokenizer):
     pytest.importorskip("timm")
     from uncertainty_rrsis.inference import ReferringSegmenter
-    from uncertainty_rrsis.models import CroBIMU
 
-    torch.manual_seed(0)
-    model = CroBIMU(tiny_config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = perturbed_model(tiny_config)
     return ReferringSegmenter(model, tiny_tokenizer)
 
 

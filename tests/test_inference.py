@@ -20,23 +20,16 @@ from uncertainty_rrsis.data.transforms import ResizeNormalize  # noqa: E402
 from uncertainty_rrsis.inference import ReferringPrediction, ReferringSegmenter  # noqa: E402
 from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 
+from helpers.tiny import perturbed_model  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SENTENCES = ["the small white ship at the left of the pier", "a red car", "the road"]
-
-
-def _perturbed(config, seed=0, **changes) -> CroBIMU:
-    torch.manual_seed(seed)
-    model = CroBIMU(config.replace(**changes) if changes else config)
-    with torch.no_grad():  # move the zero-initialised branches away from zero
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
     folder = tmp_path_factory.mktemp("ckpt") / "best"
-    return _perturbed(tiny_config).save_pretrained(folder, tokenizer=tiny_tokenizer)
+    return perturbed_model(tiny_config).save_pretrained(folder, tokenizer=tiny_tokenizer)
 
 
 def _image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -93,7 +86,7 @@ def test_batching_and_input_kinds_do_not_change_the_result(checkpoint, tmp_path)
 
 
 def test_base_row_has_no_uncertainty(tmp_path, tiny_config, tiny_tokenizer):
-    model = _perturbed(tiny_config, use_fusion=False, use_refinement=False)
+    model = perturbed_model(tiny_config, use_fusion=False, use_refinement=False)
     pred = ReferringSegmenter(model, tiny_tokenizer)(_image(40, 40), SENTENCES[2])
     assert pred.uncertainty is None and pred.refine_mask is None
     paths = pred.save(tmp_path / "base")

@@ -9,24 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
-from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 
 from helpers.examples import load_example
+from helpers.tiny import perturbed_model
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, tiny_config, tiny_tokenizer) -> Path:
-    torch.manual_seed(0)
-    model = CroBIMU(tiny_config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = perturbed_model(tiny_config)
     return model.save_pretrained(tmp_path_factory.mktemp("ckpt") / "best", tokenizer=tiny_tokenizer)
 
 

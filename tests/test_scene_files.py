@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("timm")
 pytest.importorskip("transformers")
@@ -16,22 +15,18 @@ from uncertainty_rrsis import geo  # noqa: E402
 from uncertainty_rrsis.geo import RasterReader, read_raster  # noqa: E402
 from uncertainty_rrsis.geo.read import sample_step  # noqa: E402
 from uncertainty_rrsis.inference import ReferringSegmenter  # noqa: E402
-from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 from uncertainty_rrsis.scenes import SceneResult, SceneSegmenter, files, window_pass  # noqa: E402
 
 from helpers.examples import load_example  # noqa: E402
 from helpers.rasters import grid, uint16_scene, write_raster  # noqa: E402
+from helpers.tiny import perturbed_model  # noqa: E402
 
 SENTENCE = "the river that crosses the scene"
 
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_config, tiny_tokenizer) -> ReferringSegmenter:
-    torch.manual_seed(0)
-    model = CroBIMU(tiny_config).eval()
-    with torch.no_grad():  # move the zero-initialised branches away from zero
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = perturbed_model(tiny_config)
     return ReferringSegmenter(model, tiny_tokenizer, batch_size=3)
 
 

@@ -15,7 +15,6 @@ pytest.importorskip("transformers")
 
 from uncertainty_rrsis.data import ResizeNormalize  # noqa: E402
 from uncertainty_rrsis.inference import LoadedImage, ReferringSegmenter  # noqa: E402
-from uncertainty_rrsis.models import CroBIMU  # noqa: E402
 from uncertainty_rrsis.scenes import (  # noqa: E402
     SceneSegmenter,
     connected_components,
@@ -24,16 +23,14 @@ from uncertainty_rrsis.scenes import (  # noqa: E402
 )
 from uncertainty_rrsis.scenes.grid import coarse_crop  # noqa: E402
 
+from helpers.tiny import perturbed_model  # noqa: E402
+
 SENTENCE = "the small white ship at the left of the pier"
 
 
 @pytest.fixture(scope="module")
 def segmenter(tiny_config, tiny_tokenizer) -> ReferringSegmenter:
-    torch.manual_seed(0)
-    model = CroBIMU(tiny_config).eval()
-    with torch.no_grad():  # move the zero-initialised branches away from zero
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
+    model = perturbed_model(tiny_config)
     return ReferringSegmenter(model, tiny_tokenizer, batch_size=4)
 
 

@@ -95,3 +95,19 @@ def tiny_train_config(tmp: Path, bert_dir: Path, **changes: Any):
             "output_dir": str(tmp / "run"), "checkpoint_every": 3, "panels": 2, "progress": False,
             "tensorboard": False, "device": "cpu", "model": model, "seed": 3}
     return TrainConfig(**{**base, **changes})
+
+
+def perturbed_model(config: Any, *, seed: int = 0, **changes: Any):
+    """A :class:`~uncertainty_rrsis.models.CroBIMU` of ``config`` (with ``changes``) in eval mode, every
+    parameter moved by N(0, 0.02) noise, so that the branches initialised at zero (UGF's output, UDLR's
+    last convolution) act and the outputs depend on every module."""
+    import torch
+
+    from uncertainty_rrsis.models import CroBIMU
+
+    torch.manual_seed(seed)
+    model = CroBIMU(config.replace(**changes) if changes else config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    return model.eval()

@@ -182,12 +182,7 @@ def _one(owner: SceneOwner, reader: RasterReader, overview: np.ndarray, sentence
                     return reader.read(y, x, rows, cols)[0]
 
                 pass_ = WindowPass(owner, crop, sentence, windows, h, w, size, labels, count, canvas)
-                bar = owner.progress_bar(len(windows), "windows", "window")
-                try:
-                    details["region"] = pass_.run(bar)
-                finally:
-                    if bar is not None:
-                        bar.close()
+                details["region"] = pass_.run()
                 if owner.combine == "components":
                     redrawn = pass_.redrawn()
                     keep_coarse = ~redrawn

@@ -267,12 +267,7 @@ class SceneSegmenter:
 
             pass_ = WindowPass(self, crop, sentence, windows, h, w, (height, width), labels, count,
                                MemoryCanvas(out_l, out_u))
-            bar = self.progress_bar(len(windows), "windows", "window")
-            try:
-                details["region"] = pass_.run(bar)
-            finally:
-                if bar is not None:
-                    bar.close()
+            details["region"] = pass_.run()
             if self.combine == "components":
                 coarse_u = None if coarse_unc is None else coarse_unc[0, 0].float()
                 kept = pass_.settle(out_l, out_u, coarse_logits[0, 0].float(), coarse_u)

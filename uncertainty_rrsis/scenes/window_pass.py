@@ -49,6 +49,9 @@ class WindowOwner(Protocol):
     agreement: float
     window_batch: int
 
+    def progress_bar(self, total: int, what: str, unit: str) -> Any:
+        """A progress bar (``update``, ``close``) or None."""
+
 
 class Canvas(Protocol):
     def band(self, row: int, rows: int, x0: int, x1: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -159,9 +162,17 @@ class WindowPass:
         self.label_rows = nearest_index(0, size[0], size[0], rows)
         self.label_cols = nearest_index(self.x0, self.x1, size[1], cols)
 
-    def run(self, bar: Any = None) -> list[int]:
-        """Run the windows (``bar``: a progress bar advanced once per window); returns the covered box
+    def run(self) -> list[int]:
+        """Run the windows, with the owner's progress bar over them; returns the covered box
         ``[x0, y0, x1, y1]`` (native pixels, end exclusive)."""
+        bar = self.owner.progress_bar(len(self.windows), "windows", "window")
+        try:
+            return self._run(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _run(self, bar: Any) -> list[int]:
         owner, h, w = self.owner, self.h, self.w
         seg = owner.segmenter
         height = self.size[0]
