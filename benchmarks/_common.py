@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from uncertainty_rrsis.models.tokenizer import scratch_bert_config
+
 VARIANTS: dict[str, tuple[bool, bool]] = {  # name -> (use_fusion, use_refinement)
     "Base": (False, False),
     "+UGF": (True, False),
@@ -36,10 +38,8 @@ MODULE_PATHS = {  # FlopCounterMode names of the parts of CroBIMU
 # are the wrapper's minus the decoder's, RUS's and UGF's (the wrapper does no other counted work).
 TEXT_LAYOUTS = {  # random-init text encoders with the presets' layouts: nothing is downloaded
     "paper": {"model_type": "bert"},  # bert-base
-    "tiny": {  # all-MiniLM-L6-v2
-        "model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6,
-        "num_attention_heads": 12, "intermediate_size": 1536,
-    },
+    # the small BERT learnt from scratch, with about the vocabulary the synthetic benchmark's tokenizer has (167)
+    "tiny": scratch_bert_config(max_tokens=20, vocab_size=200),
 }
 REAL_TOKENS = 12  # of the 20 token slots, the rest is padding
 

@@ -64,7 +64,7 @@ COLUMNS = ["Pr@0.5", "Pr@0.6", "Pr@0.7", "Pr@0.8", "Pr@0.9", "oIoU", "mIoU"]
 UNCERTAINTY = "unc/AUROC"
 TAGS = {"thin": "thin=true", "tiny": "tiny=true", "dense": "dense=true"}
 #: The synthetic miniature's settings (used without --config; flags win over them).
-SYNTHETIC = {"max_steps": 250, "epochs": 1000, "batch_size": 16, "panels": 0, "model": {"text": {"freeze": True}},
+SYNTHETIC = {"max_steps": 250, "epochs": 1000, "batch_size": 16, "panels": 0,
              "tensorboard": False, "checkpoint_every": 10**9, "progress": False}
 
 

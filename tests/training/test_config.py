@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from uncertainty_rrsis.models import get_preset, preset_recipe
+from uncertainty_rrsis.models import preset_recipe
 from uncertainty_rrsis.training import (
     DEFAULT_RECIPE,
     TrainConfig,
@@ -57,16 +57,18 @@ def test_paper_from_python_is_the_paper_recipe():
 
 def test_tiny_from_python_is_the_embedded_default_recipe():
     cfg = TrainConfig()
-    assert {name: getattr(cfg, name) for name in DEFAULT_RECIPE} == DEFAULT_RECIPE
-    assert build_model_config(cfg).text.freeze is True  # what `python examples/train.py` trains
+    assert {name: getattr(cfg, name) for name in DEFAULT_RECIPE} == {**DEFAULT_RECIPE, **preset_recipe("tiny")}
+    assert cfg.lr_warmup_steps == preset_recipe("tiny")["lr_warmup_steps"] == 100  # the tiny recipe's warm-up
+    text = build_model_config(cfg).text  # what `python examples/train.py` trains: a text encoder learnt from scratch
+    assert (text.name, text.pretrained, text.freeze) == ("from-scratch", False, False)
 
 
 # ------------------------------------------------------------------ each level wins over the next
 
 
 def test_recipe_wins_over_preset_defaults():
-    assert get_preset("tiny").text.freeze is False
-    assert build_model_config(TrainConfig(preset="tiny")).text.freeze is True
+    assert TrainConfig(preset="tiny").lr_warmup_steps == 100 != DEFAULT_RECIPE["lr_warmup_steps"]
+    assert TrainConfig(preset="tiny", lr_warmup_steps=0).lr_warmup_steps == 0  # a keyword wins over the recipe
     assert TrainConfig(preset="paper").lr == preset_recipe("paper")["lr"] != DEFAULT_RECIPE["lr"]
 
 
@@ -139,11 +141,12 @@ def test_to_dict_from_dict_round_trip(no_warnings):
 
 def test_the_config_owns_its_model_overrides():
     mine = {"vision": {"weights": "a.pth"}}
-    cfg = TrainConfig(model=mine)
+    cfg = TrainConfig(preset="paper", model=mine)
     cfg.model["vision"]["weights"] = "b.pth"
-    cfg.model["text"]["freeze"] = False  # the recipe's override, now this config's own
-    assert mine == {"vision": {"weights": "a.pth"}} and preset_recipe("tiny")["model"] == {"text": {"freeze": True}}
-    assert TrainConfig().model == {"text": {"freeze": True}}
+    cfg.model["text"]["max_tokens"] = 12  # the recipe's override, now this config's own
+    recipe_model = {"image_size": 480, "text": {"max_tokens": 20}}
+    assert mine == {"vision": {"weights": "a.pth"}} and preset_recipe("paper")["model"] == recipe_model
+    assert TrainConfig(preset="paper").model == recipe_model
 
 
 def test_replace_merges_model_overrides():
@@ -419,3 +422,14 @@ def test_the_datasets_page_shows_each_readers_layout(heading, name):
     for path in paths:
         if "/" in path:  # folders and files inside them: the table names them up to the first placeholder
             assert f"`{path.split('<')[0]}`" in row, (row, path)
+
+
+def test_frozen_text_encoder_swaps_the_tiny_text_encoder():
+    from uncertainty_rrsis.training import frozen_text_encoder
+
+    assert frozen_text_encoder(None) == ({}, {})
+    model, train = frozen_text_encoder("sentence-transformers/all-MiniLM-L6-v2")
+    cfg = TrainConfig(model=model, **train)
+    text = build_model_config(cfg).text
+    assert (text.name, text.pretrained, text.freeze) == ("sentence-transformers/all-MiniLM-L6-v2", True, True)
+    assert cfg.lr_warmup_steps == 0 and TrainConfig().lr_warmup_steps == 100

@@ -4,12 +4,16 @@ Importing :mod:`uncertainty_rrsis` does not import this package, so the plug-in 
 without timm or transformers; the model, the encoders and the checkpoint helpers import them when
 first used (the configs and presets do not).
 
-Quick start (offline, random vision weights, pretrained all-MiniLM-L6-v2 text encoder)::
+Quick start (offline; the ``tiny`` preset's text encoder is learnt from scratch, with a WordPiece
+tokenizer built from the training sentences)::
 
-    from uncertainty_rrsis.models import CroBIMU, get_preset
+    from uncertainty_rrsis.models import CroBIMU, get_preset, train_tokenizer, with_vocabulary
 
-    model = CroBIMU(get_preset("tiny"))
-    out = model(images, input_ids, attention_mask)       # out.logits: (B, 1, H, W)
+    tokenizer = train_tokenizer(training_sentences)
+    config = get_preset("tiny")
+    model = CroBIMU(config.replace(text={"hf_config": with_vocabulary(config.text.hf_config, tokenizer)}))
+    tokens = tokenizer(sentences, padding="max_length", max_length=20, return_tensors="pt")
+    out = model(images, tokens["input_ids"], tokens["attention_mask"])   # out.logits: (B, 1, H, W)
     model.save_pretrained("runs/tiny")
     model = CroBIMU.from_pretrained("runs/tiny")    # or a Hub id: CroBIMU.from_pretrained("org/name")
 """
@@ -30,9 +34,10 @@ _WHERE = {
     "MaskDecoder": "decoder",
     "push_to_hub": "hub", "resolve_pretrained": "hub",
     "FROM_SCRATCH": "tokenizer", "scratch_bert_config": "tokenizer", "train_tokenizer": "tokenizer",
+    "with_vocabulary": "tokenizer",
     "Preset": "presets", "get_preset": "presets", "list_presets": "presets", "register_preset": "presets",
     "preset_info": "presets", "preset_recipe": "presets",
-    "MINILM_ID": "text", "TextEncoder": "text", "minilm_path": "text", "resolve_text_source": "text",
+    "MINILM_ID": "text", "TextEncoder": "text",
     "RANDOM_WEIGHTS": "vision", "VisionEncoder": "vision", "load_foreign_checkpoint": "vision",
 }
 
@@ -53,8 +58,6 @@ __all__ = [
     "RANDOM_WEIGHTS",
     "load_foreign_checkpoint",
     "TextEncoder",
-    "minilm_path",
-    "resolve_text_source",
     "MINILM_ID",
     "MaskDecoder",
     "LoadReport",
@@ -67,6 +70,7 @@ __all__ = [
     "FROM_SCRATCH",
     "scratch_bert_config",
     "train_tokenizer",
+    "with_vocabulary",
 ]
 
 

@@ -179,7 +179,7 @@ class TextConfig(_ConfigBase):
         name: a Hugging Face model id or a local folder (``bert-base-uncased``), or
             ``"from-scratch"``: a small BERT (``hf_config``) learnt with the model and a WordPiece
             tokenizer built from the training sentences (:mod:`uncertainty_rrsis.models.tokenizer`;
-            needs ``pretrained=False``).
+            needs ``pretrained=False`` and ``freeze=False``).
         pretrained: load the weights of ``name``; ``False`` builds a randomly initialised
             encoder from ``hf_config`` (or from the config of ``name``).
         hf_config: the architecture as a transformers config dict (must contain ``model_type``),
@@ -204,6 +204,9 @@ class TextConfig(_ConfigBase):
         if self.name == "from-scratch" and self.pretrained:
             raise ValueError("TextConfig: name 'from-scratch' is learnt with the model and has no pretrained weights; "
                              "set pretrained=False.")
+        if self.name == "from-scratch" and self.freeze:
+            raise ValueError("TextConfig: name 'from-scratch' is learnt with the model; freeze=True would keep it at "
+                             "its random initialisation. Set freeze=False, or name a pretrained encoder to freeze.")
         if self.hf_config is not None and "model_type" not in self.hf_config:
             raise ValueError(
                 "TextConfig: `hf_config` must contain 'model_type' (e.g. {'model_type': 'bert'}); "

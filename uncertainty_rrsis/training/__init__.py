@@ -86,6 +86,7 @@ from .setup import (
     build_dataset,
     check_vision_weights,
     environment_info,
+    frozen_text_encoder,
     load_tokenizer,
     prepare_data_root,
     resolve_num_workers,
@@ -106,7 +107,8 @@ __all__ = [
     # building a run
     "build_trainer", "build_criterion", "check_splits",
     # setup
-    "load_tokenizer", "tokenizer_from_training_sentences", "prepare_data_root", "build_dataset", "SplitDatasets",
+    "load_tokenizer", "frozen_text_encoder",
+    "tokenizer_from_training_sentences", "prepare_data_root", "build_dataset", "SplitDatasets",
     "seed_everything",
     "environment_info", "resolve_precision", "autocast_dtype", "resolve_num_workers", "SettingsError",
     "check_vision_weights",

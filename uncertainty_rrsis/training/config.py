@@ -70,9 +70,10 @@ class _Unset:
 
 UNSET: Any = _Unset()
 
-#: Training values of the recipe fields for a preset that does not set them (``tiny``'s values).
+#: Training values of the recipe fields for a preset that does not set them (``tiny`` sets only the warm-up).
 DEFAULT_RECIPE: dict[str, Any] = {
     "lr": 1e-3,
+    "lr_warmup_steps": 0,
     "weight_decay": 0.01,
     "poly_power": 0.9,
     "epochs": 5,
@@ -198,11 +199,11 @@ class TrainConfig:
     1. the keywords given here (command line: the flags);
     2. the config file (command line only: ``--config``);
     3. the preset's recipe, registered with the preset (``paper``: AdamW 5e-5, 40 epochs, total
-       batch 32, ...; ``tiny``: a frozen text encoder);
+       batch 32, ...; ``tiny``: a 100-step learning-rate warm-up);
     4. the preset's defaults: the model preset, :data:`DEFAULT_RECIPE` and the field defaults.
 
-    The recipe fields (``lr``, ``weight_decay``, ``poly_power``, ``epochs``, ``batch_size``,
-    ``grad_clip``, ``unc_warmup_steps``, ``checkpoint_every``, ``panels``) default to "unset"
+    The recipe fields (``lr``, ``lr_warmup_steps``, ``weight_decay``, ``poly_power``, ``epochs``,
+    ``batch_size``, ``grad_clip``, ``unc_warmup_steps``, ``checkpoint_every``, ``panels``) default to "unset"
     and are resolved when the config is built; a built config holds only concrete values, and
     the recipe's model overrides are merged under ``model``.
     """
@@ -232,7 +233,7 @@ class TrainConfig:
     lr: float = _opt(UNSET, "peak learning rate (AdamW)")
     weight_decay: float = _opt(UNSET, "AdamW weight decay")
     poly_power: float = _opt(UNSET, "power of the per-iteration polynomial decay")
-    lr_warmup_steps: int = _opt(0, "linear learning-rate warm-up steps")
+    lr_warmup_steps: int = _opt(UNSET, "linear learning-rate warm-up steps")
     grad_clip: float | None = _opt(UNSET, "clip the gradient norm to this value (none or 0: no clipping)")
     lambda_unc: float = _opt(1.0, "weight of L_unc (Eq. 18)")
     lambda_ref: float = _opt(1.0, "weight of L_seg(P_ref) (Eq. 18)")

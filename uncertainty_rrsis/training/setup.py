@@ -77,19 +77,27 @@ def check_vision_weights(config: TrainConfig, model_config: Any) -> None:
 
 
 def load_tokenizer(source: str | Path):
-    """A Hugging Face tokenizer from a local folder (or a packaged model id)."""
+    """A Hugging Face tokenizer from a local folder or a Hub id (the Hugging Face cache first)."""
     from transformers import AutoTokenizer
 
-    from ..models import resolve_text_source
-
-    resolved = resolve_text_source(str(source))
+    resolved = str(source)
     try:
         return AutoTokenizer.from_pretrained(resolved)
     except OSError as err:
         raise OSError(
             f"could not load a tokenizer from {resolved!r}: pass --text-weights pointing to a local folder that "
-            "holds the text encoder and its tokenizer files (vocab.txt / tokenizer.json)."
+            "holds the text encoder and its tokenizer files (vocab.txt / tokenizer.json), or a Hub id that is "
+            "in the Hugging Face cache or reachable online."
         ) from err
+
+
+def frozen_text_encoder(name: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model-config and training changes that put the pretrained text encoder ``name`` (Hub id
+    or folder), frozen and without the learning-rate warm-up, in place of the ``tiny`` preset's
+    encoder learnt from scratch: the studies' ``--text-weights``. ``({}, {})`` for ``None``."""
+    if not name:
+        return {}, {}
+    return {"text": {"name": str(name), "pretrained": True, "freeze": True}}, {"lr_warmup_steps": 0}
 
 
 def tokenizer_from_training_sentences(config: TrainConfig, root: str | Path, model_config: Any, *,
