@@ -36,7 +36,7 @@ def _args(tmp_path):
     """The parsed arguments of a study run into ``tmp_path``."""
     return argparse.Namespace(max_steps=300, batch_size=16, synthetic_train=3000, train_data_seed=0, heldout_seed=7,
                               heldout_test=600, cache_dir=str(tmp_path / "cache"),
-                              output_dir=str(tmp_path / "study"), device="cpu", progress=False)
+                              output_dir=str(tmp_path / "study"), device="cpu", progress=False, text_weights=None)
 
 
 def test_every_variant_changes_one_thing_against_the_reference(tmp_path, monkeypatch):
@@ -63,6 +63,19 @@ def test_every_variant_changes_one_thing_against_the_reference(tmp_path, monkeyp
         assert differs == set(train_changes), variant
         ref_model, this_model = model["reference-seed1"].to_dict(), model[name].to_dict()
         assert {k for k in this_model if this_model[k] != ref_model[k]} == set(model_changes), variant
+
+
+def test_text_weights_put_a_frozen_pretrained_encoder_in_every_variant(tmp_path, monkeypatch):
+    monkeypatch.setattr(study, "build_trainer", _Recorder)
+    _Recorder.configs = []
+    args = _args(tmp_path)
+    args.text_weights = "org/encoder"
+    for variant in ("reference", "score_stride8"):
+        study.train_one(args, variant, 0, tmp_path / "study")
+    for cfg in _Recorder.configs:
+        text = build_model_config(cfg).text
+        assert (text.name, text.pretrained, text.freeze, cfg.lr_warmup_steps) == ("org/encoder", True, True, 0)
+    assert build_model_config(_Recorder.configs[1]).score_level == 1  # the variant's own change stays
 
 
 def test_finished_runs_are_read_back_not_trained_again(tmp_path, monkeypatch):
