@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +23,8 @@ from benchmarks._measure import git_commit
 from benchmarks._report import write_result
 from uncertainty_rrsis.training import TrainConfig, build_trainer, environment_info
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the tests' helpers
+
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
     "the a of in at to on next closest furthest left right top bottom upper lower leftmost rightmost "
     "topmost bottommost largest smallest red green blue white black yellow grey gray orange building "
@@ -30,13 +33,15 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
 
 
 def tiny_bert(folder: Path) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
+
+    from helpers.tiny import bert_tokenizer
 
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=len(VOCAB) + 8, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                          intermediate_size=128, max_position_embeddings=32)).save_pretrained(str(folder))
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(str(folder))
+    bert_tokenizer(folder / "vocab.txt").save_pretrained(str(folder))
     return folder
 
 

@@ -22,6 +22,7 @@ Examples::
     python examples/risk_study.py                                  # every variant x 3 seeds
     python examples/risk_study.py --variants default risk --seeds 0
     python examples/risk_study.py --list
+    python examples/risk_study.py --text-weights sentence-transformers/all-MiniLM-L6-v2   # as measured
 
 Finished runs are reused (their ``heldout.json`` is read back).
 """

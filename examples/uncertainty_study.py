@@ -20,6 +20,7 @@ Examples::
     python examples/uncertainty_study.py                          # every variant x 3 seeds
     python examples/uncertainty_study.py --variants reference score_stride8 --seeds 0
     python examples/uncertainty_study.py --list                   # the variants and what they change
+    python examples/uncertainty_study.py --text-weights sentence-transformers/all-MiniLM-L6-v2   # as measured
 
 Finished runs are reused (their ``heldout.json`` is read back), so an interrupted study continues
 where it stopped when run again with the same arguments.

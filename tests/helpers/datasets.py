@@ -190,7 +190,7 @@ def _band(height: int, width: int, thickness: int) -> np.ndarray:
 
 def make_tokenizer(folder: Path, sentences: list[str]) -> Any:
     """A tiny ``BertTokenizerFast`` whose vocab holds every word of ``sentences``."""
-    from transformers import BertTokenizerFast
+    from .tiny import bert_tokenizer
 
     words: set[str] = set()
     for sentence in sentences:
@@ -201,14 +201,7 @@ def make_tokenizer(folder: Path, sentences: list[str]) -> Any:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "vocab.txt"
     path.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    try:  # transformers >= 5 takes ``vocab``; 4.x takes ``vocab_file``
-        tokenizer = BertTokenizerFast(vocab=str(path), do_lower_case=True)
-    except TypeError:
-        tokenizer = BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
-    if len(tokenizer) != len(vocab):
-        tokenizer = BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
-    assert len(tokenizer) == len(vocab), "tiny test tokenizer did not load its vocab"
-    return tokenizer
+    return bert_tokenizer(path)
 
 
 # --------------------------------------------------------------------------------------------

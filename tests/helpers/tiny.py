@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = [
     "TINY_VOCAB", "TINY_BERT", "TINY_CONVNEXT", "TINY_SENTENCES",
-    "save_tiny_bert", "tiny_model_overrides", "tiny_config", "tiny_train_config",
+    "bert_tokenizer", "save_tiny_bert", "tiny_model_overrides", "tiny_config", "tiny_train_config",
 ]
 
 #: Word list of the tiny tokenizer (BERT special tokens first).
@@ -39,18 +39,40 @@ TINY_CONVNEXT = {"dims": (16, 32, 64, 128), "depths": (1, 1, 1, 1)}
 TINY_SENTENCES = ("the small white ship at the left of the pier", "a red car")
 
 
+def bert_tokenizer(vocab_file: Path) -> Any:
+    """A lower-casing BERT WordPiece tokenizer of the word list in ``vocab_file`` (one per line).
+
+    transformers 5 takes the list as ``vocab`` and ignores ``vocab_file`` (the tokenizer would hold
+    the special tokens only); 4.x takes ``vocab_file``.
+
+    Raises:
+        AssertionError: the tokenizer does not hold the whole list.
+    """
+    from transformers import BertTokenizerFast
+
+    words = vocab_file.read_text(encoding="utf-8").split()
+    try:
+        tokenizer = BertTokenizerFast(vocab=str(vocab_file), do_lower_case=True)
+    except TypeError:
+        tokenizer = None
+    if tokenizer is None or len(tokenizer) != len(words):
+        tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    assert len(tokenizer) == len(words), f"the tokenizer holds {len(tokenizer)} of the {len(words)} words"
+    return tokenizer
+
+
 def save_tiny_bert(folder: Path, *, seed: int = 0) -> Path:
     """Write a random ``BertModel`` of ``TINY_BERT`` (config.json + model.safetensors) and its
     tokenizer (``TINY_VOCAB``) into ``folder``; returns ``folder``."""
     import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig, BertModel
 
     fields = {k: v for k, v in TINY_BERT.items() if k != "model_type"}
     torch.manual_seed(seed)
     BertModel(BertConfig(**fields)).save_pretrained(str(folder))
     vocab = folder / "vocab.txt"
     vocab.write_text("\n".join(TINY_VOCAB) + "\n", encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(str(folder))
+    bert_tokenizer(vocab).save_pretrained(str(folder))
     return folder
 
 
@@ -82,7 +104,8 @@ def tiny_train_config(tmp: Path, bert_dir: Path, **changes: Any):
     """A :class:`~uncertainty_rrsis.training.TrainConfig` of a run that takes seconds on a CPU.
 
     The tiny model at 64 px with a trained text encoder (so DDP sees every parameter in use),
-    16 / 5 / 7 synthetic samples cached under ``tmp/cache``, batches of 4, two epochs (8 steps),
+    16 / 5 / 7 synthetic samples cached under ``tmp/cache``, batches of 4, two epochs (8 steps) without
+    a learning-rate warm-up,
     the run folder ``tmp/run``; ``changes`` replace any of these settings.
     """
     from uncertainty_rrsis.training import TrainConfig
@@ -91,7 +114,8 @@ def tiny_train_config(tmp: Path, bert_dir: Path, **changes: Any):
     model["text"] = {**model["text"], "freeze": False}
     model["image_size"] = 64
     base = {"dataset": "synthetic", "cache_dir": str(tmp / "cache"), "synthetic_train": 16, "synthetic_val": 5,
-            "synthetic_test": 7, "batch_size": 4, "epochs": 2, "lr": 1e-3, "unc_warmup_steps": 2,
+            "synthetic_test": 7, "batch_size": 4, "epochs": 2, "lr": 1e-3, "lr_warmup_steps": 0,
+            "unc_warmup_steps": 2,
             "output_dir": str(tmp / "run"), "checkpoint_every": 3, "panels": 2, "progress": False,
             "tensorboard": False, "device": "cpu", "model": model, "seed": 3}
     return TrainConfig(**{**base, **changes})

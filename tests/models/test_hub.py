@@ -154,3 +154,27 @@ def test_push_to_hub_uploads_what_save_pretrained_writes(saved, tmp_path, tiny_t
         push_to_hub(tmp_path, "org/tiny")
     with pytest.raises(ValueError, match="expected a Hub repository id"):
         push_to_hub(folder, "not a/valid id")
+
+
+def test_a_pretrained_text_encoder_by_hub_id_comes_from_the_cache_offline(tiny_bert_dir, tmp_path):
+    """``--text-weights org/name``: a pretrained text encoder named by its Hub id (as all-MiniLM-L6-v2
+    is, for the studies) is read from the Hugging Face cache, with ``HF_HUB_OFFLINE=1``."""
+    cache = hub_cache(tiny_bert_dir, tmp_path / "hub", repo_id="org/tiny-bert")
+    code = (
+        "import sys\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from pathlib import Path\n"
+        "from helpers.tiny import TINY_VOCAB, tiny_train_config\n"
+        "from uncertainty_rrsis.training import build_trainer\n"
+        f"cfg = tiny_train_config(Path({str(tmp_path)!r}), 'org/tiny-bert')\n"
+        "trainer = build_trainer(cfg)\n"
+        "text = trainer.model.config.text\n"
+        "assert (text.name, text.pretrained) == ('org/tiny-bert', True), text\n"
+        "assert (trainer.model.text.hidden_dim, len(trainer.tokenizer)) == (32, len(TINY_VOCAB))\n"
+        "print('built')\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "built" in out.stdout

@@ -39,8 +39,7 @@ def test_without_a_config_the_runs_are_the_synthetic_miniature_as_before(tmp_pat
     assert todo.split == "test" and todo.out == tmp_path
     # the base config the script built before config files were accepted
     before = TrainConfig(max_steps=250, epochs=1000, batch_size=16, device="auto", synthetic_train=3000,
-                         progress=False, panels=0, model={"text": {"freeze": True}}, tensorboard=False,
-                         checkpoint_every=10**9)
+                         progress=False, panels=0, tensorboard=False, checkpoint_every=10**9)
     no_risk_heads = {"risk_head": False, "pixel_risk_head": False}  # beyond the paper, off in every row
     for row, (fusion, refinement) in {"Base": (False, False), "+UGF": (True, False), "+UDLR": (False, True),
                                       "Full": (True, True)}.items():
