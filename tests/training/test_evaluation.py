@@ -260,8 +260,13 @@ def test_evaluate_script_under_two_ranks_counts_every_sample_once(tmp_path, tiny
     for rank in range(2):
         got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)["test"]
         assert got["count"] == 5  # odd split over two ranks: no sample twice, none left out
-        for key in ("oIoU", "mIoU", "Pr@0.5", "Pr@0.9", "unc/AUROC", "unc/caught@10%"):
+        for key in ("oIoU", "mIoU", "Pr@0.5", "Pr@0.9"):
             assert got[key] == pytest.approx(single["test"][key], abs=1e-9), (rank, key)
+        # U^p of a pixel may differ in the last bits between one batch of 5 and batches of 3 and 2 (another
+        # convolution path), enough to move a pixel into the next of the 1000 histogram bins now and then;
+        # a sample counted twice or left out would move these by far more
+        for key in ("unc/AUROC", "unc/caught@10%"):
+            assert got[key] == pytest.approx(single["test"][key], abs=1e-4), (rank, key)
         assert got["breakdown"].keys() == single["test"]["breakdown"].keys()
         for group, values in single["test"]["breakdown"].items():
             assert got["breakdown"][group]["mIoU"] == pytest.approx(values["mIoU"], abs=1e-9), group
