@@ -25,7 +25,6 @@ place of ``NAME::key...``, one of
 - ``ratio(A, B)``: A / B, e.g. Full over Base, or a share in % with ``x100:``;
 - ``diff(A, B)``: A − B, e.g. what the modules add;
 - ``mean(A, B, ...)``: their mean, e.g. the test mIoU of one run per seed, each in its own file;
-  ``list(A, B, ...)``: the values as a list, for ``std:`` or ``meanstd:`` over them;
 - ``paired(A, B)::key``: A and B are lists of per-round times of two variants timed interleaved;
   the median, ``p25``, ``p75``, bootstrap 95 % interval (``ci95_low``, ``ci95_high``) and ``n`` of
   the per-round ratios A[i] / B[i], as ``benchmarks/_report.py`` computes them for the result
@@ -93,7 +92,7 @@ def _paired(a: list[float], b: list[float]) -> dict[str, float]:
 
 
 DERIVED = {"ratio": lambda a, b: a / b, "diff": lambda a, b: a - b, "paired": _paired,
-           "list": lambda *a: list(a), "mean": lambda *a: statistics.fmean(a)}
+           "mean": lambda *a: statistics.fmean(a)}
 CALL = re.compile(r"(?P<func>\w+)\((?P<args>.*)\)(?P<keys>(?:::[^()]*)?)", re.S)
 
 
