@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from .tokenizer import FROM_SCRATCH
+
 __all__ = ["VisionConfig", "TextConfig", "DecoderConfig", "CroBIMUConfig", "ModelConfig"]
 
 _C = TypeVar("_C", bound="_ConfigBase")
@@ -201,10 +203,10 @@ class TextConfig(_ConfigBase):
         _positive("TextConfig", max_tokens=self.max_tokens)
         if self.lr_multiplier < 0:
             raise ValueError(f"TextConfig: `lr_multiplier` must be >= 0; got {self.lr_multiplier}.")
-        if self.name == "from-scratch" and self.pretrained:
+        if self.name == FROM_SCRATCH and self.pretrained:
             raise ValueError("TextConfig: name 'from-scratch' is learnt with the model and has no pretrained weights; "
                              "set pretrained=False.")
-        if self.name == "from-scratch" and self.freeze:
+        if self.name == FROM_SCRATCH and self.freeze:
             raise ValueError("TextConfig: name 'from-scratch' is learnt with the model; freeze=True would keep it at "
                              "its random initialisation. Set freeze=False, or name a pretrained encoder to freeze.")
         if self.hf_config is not None and "model_type" not in self.hf_config:
